@@ -1,0 +1,179 @@
+"""The execution pool interface: what a pool promises the supervisor and what it gets back.
+
+A pool runs jobs; the worker supervisor (``engine.worker``) fetches them, decides when time
+limits fire, stores results and acknowledges messages. This module imports nothing from the
+engine but its exceptions, so a plugin author can read it alone.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from engine.exceptions import NotSupported
+
+#: Final states an Outcome may carry.
+SUCCESS, FAILURE, RETRY, REJECTED = "SUCCESS", "FAILURE", "RETRY", "REJECTED"
+
+
+@dataclass(slots=True)
+class Job:
+    """One task to run, decoded from its message.
+
+    ``body`` is the message exactly as it came off the wire, for pools that ship work to
+    another process (``Runner.load`` turns it back into a Job there).
+    """
+
+    id: str
+    task: str
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    body: bytes = b""
+    retries: int = 0
+    queue: str = "default"
+    soft_limit: float | None = None   #: seconds from start, None for no limit
+    hard_limit: float | None = None
+    ignore_result: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one job ended. ``result`` is the msgpack-encoded return value (SUCCESS only)."""
+
+    job_id: str
+    state: str
+    result: bytes = b""
+    exc_type: str = ""          #: dotted name of the exception type, "" on success
+    exc_message: str = ""
+    traceback: str = ""
+    runtime: float = 0.0
+    retry_at: float | None = None   #: RETRY: unix time to run again
+    requeue: bool = False           #: REJECTED: put back on the queue instead of dead-lettering
+
+    @classmethod
+    def from_exception(cls, job_id: str, exc: BaseException, *, runtime: float = 0.0,
+                       state: str = FAILURE) -> "Outcome":
+        """A FAILURE (by default) describing ``exc``; usable by pools for kill and loss."""
+        kind = type(exc)
+        return cls(job_id, state, exc_type=f"{kind.__module__}.{kind.__qualname__}",
+                   exc_message=str(exc), runtime=runtime,
+                   traceback="".join(_traceback.format_exception(exc)))
+
+
+class Runner(Protocol):
+    """Runs a job in the calling process; supplied by the supervisor (``engine.runner``).
+
+    ``execute`` never raises for anything the task raises, soft limit included: it returns
+    the Outcome. Exceptions a pool injects to end a task (``TimeLimitExceeded``) also come
+    back as a FAILURE Outcome, so a pool that reports the kill itself must drop that one.
+    """
+
+    def execute(self, job: Job) -> Outcome: ...
+
+    def load(self, body: bytes) -> Job: ...
+
+
+OnOutcome = Callable[[Outcome], None]
+OnStart = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """Per-pool settings from the worker flags; a pool given one it cannot honour raises
+    NotSupported from ``start``."""
+
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None   #: KiB of resident memory
+    import_in_child: bool = False            #: import task modules in children, not before fork
+    app_path: str | None = None              #: the ``-A`` target, for import_in_child
+
+
+class Pool:
+    """Base class of every pool. Subclasses override what they support.
+
+    The supervisor promises:
+
+    * it calls the pool from one thread, never from a signal handler, ``start`` first;
+    * it calls ``submit`` only while ``free_slots()`` is above zero;
+    * it decides *when* limits fire (``interrupt``/``kill``); the pool only decides *how*;
+    * it alone talks to the broker.
+
+    The pool promises:
+
+    * exactly one Outcome per submitted job, through ``on_outcome``, from any thread;
+      a job handed back by ``stop`` gets none;
+    * ``on_start(job_id)`` when a job really begins (limits count from there);
+    * none of its methods blocks for long, except ``stop`` and ``terminate``.
+
+    A pool that breaks these loses or duplicates tasks: ``pools.testing`` checks them.
+    """
+
+    #: the name used in logs and ``inspect stats``
+    name = "base"
+    #: what the pool can do beyond running jobs; anything else raises NotSupported
+    capabilities: frozenset[str] = frozenset()   # of "interrupt", "kill", "grow", "shrink", "recycle"
+    #: True when the pool needs a process of its own (gevent's monkey-patching)
+    needs_own_process = False
+
+    def __init__(self, concurrency: int, on_outcome: OnOutcome, *, runner: Runner,
+                 on_start: OnStart | None = None, options: PoolOptions = PoolOptions()):
+        """Only store the arguments: this may run before a fork, and must not start anything."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.concurrency = concurrency
+        self.on_outcome = on_outcome
+        self.on_start = on_start or _ignore_start
+        self.runner = runner
+        self.options = options
+
+    def start(self) -> None:
+        """Create the execution slots; return once they can take work."""
+        raise NotImplementedError
+
+    def free_slots(self) -> int:
+        """How many more jobs ``submit`` accepts now (may include a bounded prefetch)."""
+        raise NotImplementedError
+
+    def submit(self, job: Job) -> None:
+        """Hand over one job without blocking. Its Outcome comes later via ``on_outcome``."""
+        raise NotImplementedError
+
+    def interrupt(self, job_id: str) -> None:
+        """Raise SoftTimeLimitExceeded inside the running job; unknown or done ids are ignored."""
+        raise NotSupported(f"{self.name} pool cannot interrupt a running task")
+
+    def kill(self, job_id: str) -> None:
+        """End the job now and report it FAILURE with TimeLimitExceeded (or the exception the
+        supervisor will substitute); free or replace its slot. Unknown ids are ignored."""
+        raise NotSupported(f"{self.name} pool cannot kill a running task")
+
+    def maintain(self) -> None:
+        """Called every supervisor tick: reap and replace dead slots, recycle children."""
+
+    def stop(self, timeout: float) -> list[str]:
+        """Warm stop: start nothing new, let running jobs end (up to ``timeout``), then stop.
+
+        Returns the ids of submitted jobs that never started; they get no Outcome.
+        """
+        raise NotImplementedError
+
+    def terminate(self) -> None:
+        """Cold stop: end everything now. Idempotent; running jobs get no Outcome."""
+        raise NotImplementedError
+
+    def grow(self, n: int) -> None:
+        """Add ``n`` execution slots."""
+        raise NotSupported(f"{self.name} pool cannot grow")
+
+    def shrink(self, n: int) -> None:
+        """Remove ``n`` idle slots (busy ones finish first); never below one."""
+        raise NotSupported(f"{self.name} pool cannot shrink")
+
+    def info(self) -> dict:
+        """JSON-safe figures for ``inspect stats`` and the monitor."""
+        return {"pool": self.name, "concurrency": self.concurrency}
+
+
+def _ignore_start(job_id: str) -> None:
+    pass
