@@ -1,0 +1,37 @@
+"""engine: a task engine whose worker is a supervisor driving interchangeable pools.
+
+Public names are loaded on first use, so that ``engine run --pool gevent`` can monkey-patch
+the process before redis-py or threading are imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "Engine": "engine.app",
+    "shared_task": "engine.app",
+    "current_app": "engine.app",
+    "AsyncResult": "engine.results",
+    "ResultSet": "engine.results",
+    "Task": "engine.task",
+    "crontab": "engine.schedules",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_PUBLIC))

@@ -1,0 +1,245 @@
+"""The Redis broker: queues on streams, batched fetch and ack, dead letters, delays, reclaim.
+
+Every key it touches (``P`` is ``key_prefix``, default ``engine``; ``{Q}`` is a queue name in
+literal braces, a Redis Cluster hash tag, so each queue's keys share one shard):
+
+================  ======  ==============================================================
+key               type    what
+================  ======  ==============================================================
+P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body; group ``engine``
+P:dlq:{Q}         stream  dead letters: ``m`` (original bytes), ``reason``, ``queue``, ``at``
+P:delayed:{Q}     zset    bodies waiting for their eta (score: unix seconds)
+P:queues          set     every queue name ever used (inspect, purge, monitor)
+P:worker:<name>   string  heartbeat of a live worker, with a TTL of ``worker_lost_after``
+P:workers         zset    worker name -> last heartbeat (unix seconds)
+P:revoked         zset    task id -> when the revocation is forgotten (unix seconds)
+P:control         pubsub  broadcast commands to workers (``engine.control``)
+================  ======  ==============================================================
+
+Result keys are in ``engine.results``; event keys in ``engine.events``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Sequence
+
+import redis
+
+GROUP = "engine"
+
+#: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, body in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'm', body)
+  redis.call('ZREM', KEYS[1], body)
+end
+return #due
+"""
+
+class Keys:
+    """Key names for one prefix."""
+
+    def __init__(self, prefix: str = "engine") -> None:
+        self.prefix = prefix
+        self.queues = f"{prefix}:queues"
+        self.workers = f"{prefix}:workers"
+        self.revoked = f"{prefix}:revoked"
+        self.control = f"{prefix}:control"
+        self.events = f"{prefix}:events"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}:q:{{{name}}}"
+
+    def dlq(self, name: str) -> str:
+        return f"{self.prefix}:dlq:{{{name}}}"
+
+    def delayed(self, name: str) -> str:
+        return f"{self.prefix}:delayed:{{{name}}}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def queue_name(self, stream_key: str | bytes) -> str:
+        if isinstance(stream_key, bytes):
+            stream_key = stream_key.decode()
+        return stream_key[stream_key.index("{") + 1:stream_key.rindex("}")]
+
+
+class Broker:
+    """Queue operations on one Redis client. Safe to share between threads (redis-py pools
+    connections), but the worker gives its fetch threads their own client to keep blocking
+    reads off the connections used for acks."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "engine") -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self._move_due = client.register_script(_MOVE_DUE)
+        self._known_queues: set[str] = set()
+
+    # -- producing ---------------------------------------------------------------------
+    def _note_queue(self, pipe, queue: str) -> None:
+        if queue not in self._known_queues:
+            pipe.sadd(self.keys.queues, queue)
+            self._known_queues.add(queue)
+
+    def enqueue(self, queue: str, body: bytes, *, eta: float | None = None) -> None:
+        if queue not in self._known_queues or eta is not None:
+            pipe = self.client.pipeline(transaction=False)
+            self._push(pipe, queue, body, eta)
+            pipe.execute()
+        elif eta is None:
+            self.client.xadd(self.keys.queue(queue), {"m": body})
+
+    def enqueue_many(self, items: Iterable[tuple[str, bytes, float | None]], *,
+                     chunk: int = 2000) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        for queue, body, eta in items:
+            self._push(pipe, queue, body, eta)
+            pending += 1
+            if pending >= chunk:
+                pipe.execute()
+                pending = 0
+        if pending:
+            pipe.execute()
+
+    def _push(self, pipe, queue: str, body: bytes, eta: float | None) -> None:
+        self._note_queue(pipe, queue)
+        if eta is not None and eta > time.time():
+            pipe.zadd(self.keys.delayed(queue), {body: eta})
+        else:
+            pipe.xadd(self.keys.queue(queue), {"m": body})
+
+    # -- consuming ---------------------------------------------------------------------
+    def ensure_groups(self, queues: Sequence[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.xgroup_create(self.keys.queue(queue), GROUP, id="0", mkstream=True)
+            pipe.sadd(self.keys.queues, queue)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, redis.ResponseError) and "BUSYGROUP" not in str(result):
+                raise result
+
+    def fetch(self, consumer: str, streams: dict[str, str], *, count: int,
+              block_ms: int | None) -> list:
+        """One XREADGROUP: ``streams`` maps stream key -> id (``>`` new, ``0`` own pending).
+
+        Returns ``[(stream_key, [(entry_id, fields | None), ...]), ...]``."""
+        return self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms) or []
+
+    def ack(self, by_stream: dict[str, list]) -> None:
+        if not by_stream:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+        pipe.execute()
+
+    def dead_letter(self, pipe, queue: str, raw: bytes, reason: str) -> None:
+        """Add to ``pipe`` the commands that file ``raw`` in the queue's dead-letter stream."""
+        pipe.xadd(self.keys.dlq(queue), {"m": raw, "reason": reason, "queue": queue,
+                                          "at": f"{time.time():.6f}"})
+
+    def requeue(self, stream: str, entries: list[tuple[str, bytes]]) -> None:
+        """Give fetched entries back at once: add fresh copies to the stream and ack the
+        originals, in one MULTI so that a crash cannot lose or double them."""
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for entry_id, raw in entries:
+            pipe.xadd(stream, {"m": raw})
+        pipe.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+        pipe.execute()
+
+    def move_due(self, queues: Sequence[str], *, now: float | None = None,
+                 batch: int = 500) -> int:
+        """Move delayed messages whose eta has come into their streams."""
+        at = time.time() if now is None else now
+        moved = 0
+        for queue in queues:
+            moved += self._move_due(keys=[self.keys.delayed(queue), self.keys.queue(queue)],
+                                    args=[at, batch])
+        return moved
+
+    def claim_from_dead(self, consumer: str, queues: Sequence[str], *, alive: set[str],
+                        count: int = 200) -> list[tuple[str, list, dict[str, int]]]:
+        """Claim the pending entries of consumers that are not ``alive``.
+
+        Returns ``[(stream, entries, deliveries_by_id)]`` where deliveries include this one.
+        The claim uses XCLAIM with a minimum idle time of 0: liveness is decided by the
+        heartbeat keys, never by how long a task has run.
+        """
+        claimed = []
+        for queue in queues:
+            stream = self.keys.queue(queue)
+            try:
+                consumers = self.client.xinfo_consumers(stream, GROUP)
+            except redis.ResponseError:
+                continue
+            for info in consumers:
+                name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+                if name == consumer or name in alive or not info.get("pending"):
+                    continue
+                pending = self.client.xpending_range(stream, GROUP, min="-", max="+",
+                                                     count=count, consumername=name)
+                if not pending:
+                    continue
+                ids = [p["message_id"] for p in pending]
+                deliveries = {_s(p["message_id"]): int(p["times_delivered"]) + 1 for p in pending}
+                entries = self.client.xclaim(stream, GROUP, consumer, 0, ids)
+                if entries:
+                    claimed.append((stream, entries, deliveries))
+                if len(pending) < count:
+                    # nothing more pending for that consumer: forget it so XINFO stays short
+                    self.client.xgroup_delconsumer(stream, GROUP, name)
+        return claimed
+
+    def alive_workers(self) -> set[str]:
+        names = self.client.zrange(self.keys.workers, 0, -1)
+        if not names:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.worker(_s(name)))
+        return {_s(n) for n, live in zip(names, pipe.execute()) if live}
+
+    # -- inspection --------------------------------------------------------------------
+    def known_queues(self) -> list[str]:
+        return sorted(_s(q) for q in self.client.smembers(self.keys.queues))
+
+    def depth(self, queue: str) -> dict[str, int]:
+        """Messages waiting (not yet delivered), delivered but unacked, delayed, dead."""
+        stream = self.keys.queue(queue)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xinfo_groups(stream)
+        pipe.xlen(stream)
+        pipe.zcard(self.keys.delayed(queue))
+        pipe.xlen(self.keys.dlq(queue))
+        groups, length, delayed, dead = pipe.execute(raise_on_error=False)
+        waiting = length if isinstance(length, int) else 0
+        pending = 0
+        if isinstance(groups, list):
+            for group in groups:
+                if _s(group["name"]) == GROUP:
+                    pending = int(group.get("pending") or 0)
+                    lag = group.get("lag")
+                    waiting = int(lag) if lag is not None else max(waiting - pending, 0)
+        return {"waiting": waiting, "unacked": pending,
+                "delayed": delayed if isinstance(delayed, int) else 0,
+                "dead": dead if isinstance(dead, int) else 0}
+
+    def purge(self, queue: str) -> int:
+        """Delete every waiting and delayed message of ``queue``; returns how many."""
+        # XTRIM keeps the consumer group: messages running now can still be acked
+        counts = self.depth(queue)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xtrim(self.keys.queue(queue), maxlen=0, approximate=False)
+        pipe.delete(self.keys.delayed(queue))
+        pipe.execute()
+        return counts["waiting"] + counts["delayed"]
+
+
+def _s(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,69 @@
+"""Events: what workers tell the monitor, batched into a capped Redis stream.
+
+Stream ``P:events``: one entry per flush of a worker, field ``b`` holding a msgpack array of
+event maps (``type``, ``ts``, ``worker``, and for task events ``id`` and ``task``), so that a
+busy worker pays one XADD per batch, not per event. ``read`` unpacks them in order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import msgpack
+
+TASK_EVENTS = ("task-received", "task-started", "task-succeeded", "task-failed",
+               "task-retried", "task-revoked")
+WORKER_EVENTS = ("worker-online", "worker-heartbeat", "worker-offline")
+
+
+class EventBuffer:
+    """Collects events between flushes; ``enabled=False`` makes every call free."""
+
+    def __init__(self, stream: str, worker: str, *, enabled: bool = True,
+                 maxlen: int = 10000) -> None:
+        self.stream = stream
+        self.worker = worker
+        self.enabled = enabled
+        self.maxlen = maxlen
+        self._pending: list[dict[str, Any]] = []
+
+    def task(self, kind: str, job_id: str, task: str, **fields: Any) -> None:
+        if self.enabled:
+            self._pending.append({"type": kind, "ts": time.time(), "worker": self.worker,
+                                  "id": job_id, "task": task, **fields})
+
+    def worker_event(self, kind: str, **fields: Any) -> None:
+        if self.enabled:
+            self._pending.append({"type": kind, "ts": time.time(), "worker": self.worker,
+                                  **fields})
+
+    def flush(self, pipe) -> int:
+        """Add one XADD for everything pending to ``pipe``; returns how many events."""
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, []
+        pipe.xadd(self.stream, {"b": msgpack.packb(batch, use_bin_type=True)},
+                  maxlen=self.maxlen, approximate=True)
+        return len(batch)
+
+
+def unpack(fields: dict) -> list[dict[str, Any]]:
+    raw = fields.get(b"b") or fields.get("b")
+    if not raw:
+        return []
+    return msgpack.unpackb(raw, raw=False)
+
+
+def read(client, stream: str, *, last_id: str = "$", block_ms: int | None = 1000,
+         count: int = 100) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (entry id, event) from ``last_id`` on, forever (callers break out)."""
+    while True:
+        response = client.xread({stream: last_id}, count=count, block=block_ms)
+        for _, entries in response or []:
+            for entry_id, fields in entries:
+                last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                for event in unpack(fields):
+                    yield last_id, event
+        if not response:
+            yield last_id, {}

@@ -1,0 +1,164 @@
+"""A lane: some queues served by one pool, with its fetch thread and its prefetch budget.
+
+The supervisor owns every lane and is the only caller of its pool. The fetch thread only
+reads from Redis (one XREADGROUP per batch) and hands the batch to the supervisor's inbox;
+the credit counter bounds how many messages a lane holds (buffered + in its pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import redis
+
+from engine.broker import Broker
+from pools.base import Job, Pool, PoolOptions
+
+if TYPE_CHECKING:
+    from engine.task import Task
+
+log = logging.getLogger("engine.worker")
+
+#: milliseconds one XREADGROUP may block; bounds how long a warm shutdown waits for fetchers
+FETCH_BLOCK_MS = 500
+#: seconds between reconnect attempts of a fetch thread, doubled up to the maximum
+RECONNECT_BACKOFF, RECONNECT_BACKOFF_MAX = 0.1, 5.0
+
+
+@dataclass
+class LaneSpec:
+    """What ``--pool/-c/-Q`` or one ``--lane QUEUES=POOL:CONCURRENCY`` asks for."""
+
+    queues: list[str]
+    pool: str = "prefork"
+    concurrency: int = 1
+    prefetch: int = 4
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+    name: str = ""
+    options: PoolOptions = field(default_factory=PoolOptions)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = ",".join(self.queues)
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """A fetched message on its way through a lane."""
+
+    job: Job
+    stream: str
+    entry_id: bytes
+    lane: "Lane"
+    task: "Task"
+    deliveries: int = 1
+    soft: float | None = None
+    hard: float | None = None
+    acked: bool = False
+    started: float | None = None    #: monotonic, once the pool says it began
+    revoked: bool = False           #: killed by revoke(terminate=True): record REVOKED
+
+
+class Lane:
+    def __init__(self, spec: LaneSpec, pool: Pool, broker_keys: Any) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.pool = pool
+        self.queues = list(spec.queues)
+        self.streams = [broker_keys.queue(q) for q in self.queues]
+        self.capacity = max(spec.concurrency * max(spec.prefetch, 1), spec.concurrency)
+        self.buffer: deque[Delivery] = deque()
+        self.fetching = True
+        self.processed = 0
+        self.failed = 0
+        self._held = 0
+        self._room = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    # -- the prefetch budget (fetch thread takes, supervisor gives back) ---------------
+    def give(self, n: int = 1) -> None:
+        with self._room:
+            self._held -= n
+            self._room.notify()
+
+    def _wait_for_room(self, timeout: float) -> int:
+        with self._room:
+            if self._held >= self.capacity:
+                self._room.wait(timeout)
+            return self.capacity - self._held
+
+    def _take(self, n: int) -> None:
+        with self._room:
+            self._held += n
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    # -- the fetch thread --------------------------------------------------------------
+    def start_fetching(self, make_broker: Callable[[], Broker], consumer: str,
+                       deliver: Callable[[Any], None], stopping: threading.Event) -> None:
+        self._thread = threading.Thread(
+            target=self._fetch_loop, args=(make_broker, consumer, deliver, stopping),
+            name=f"fetch-{self.name}", daemon=True)
+        self._thread.start()
+
+    def join_fetcher(self, timeout: float) -> None:
+        with self._room:
+            self._room.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _fetch_loop(self, make_broker: Callable[[], Broker], consumer: str,
+                    deliver: Callable[[Any], None], stopping: threading.Event) -> None:
+        broker = make_broker()
+        streams = {stream: ">" for stream in self.streams}
+        backoff = RECONNECT_BACKOFF
+        while not stopping.is_set():
+            room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
+            if room <= 0 or stopping.is_set():
+                continue
+            # XREADGROUP's COUNT is per stream; split the room so a lane never overfills
+            count = max(room // len(streams), 1)
+            try:
+                batch = broker.fetch(consumer, streams, count=count, block_ms=FETCH_BLOCK_MS)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("lane %s: fetch failed (%s); retrying in %.1f s", self.name, exc, backoff)
+                stopping.wait(backoff)
+                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):   # the stream was deleted under us: recreate
+                    broker.ensure_groups(self.queues)
+                    continue
+                raise
+            backoff = RECONNECT_BACKOFF
+            if batch:
+                self._take(sum(len(entries) for _, entries in batch))
+                deliver((self, batch))
+        broker.client.close()
+
+
+def parse_lane(text: str, *, prefetch: int = 4, options: PoolOptions = PoolOptions()) -> LaneSpec:
+    """``QUEUES=POOL:CONCURRENCY`` (e.g. ``io,mail=gevent:500``) -> LaneSpec."""
+    from engine.exceptions import ConfigurationError
+    queues_text, sep, pool_text = text.partition("=")
+    pool, _, concurrency_text = pool_text.rpartition(":")
+    queues = [q.strip() for q in queues_text.split(",") if q.strip()]
+    if not sep or not queues or not pool:
+        raise ConfigurationError(f"bad lane {text!r}: expected QUEUES=POOL:CONCURRENCY, "
+                                 f"e.g. cpu=prefork:4")
+    try:
+        concurrency = int(concurrency_text)
+        if concurrency < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigurationError(f"bad lane {text!r}: concurrency must be a whole number "
+                                 f"above 0") from None
+    return LaneSpec(queues=queues, pool=pool, concurrency=concurrency, prefetch=prefetch,
+                    options=options)

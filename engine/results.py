@@ -1,0 +1,260 @@
+"""The result backend in Redis, and ``AsyncResult``, the handle a producer holds.
+
+Keys (``P`` is ``key_prefix``):
+
+  P:result:<id>   list of one final record; waiters rotate it with BLMOVE so that any number
+                  of them can wait on one id without polling, and it expires after
+                  ``result_expires``
+  P:status:<id>   interim state (STARTED, RETRY) while no final record exists
+
+A record is a msgpack array ``[state, value, exc_type, exc_message, traceback, date_done,
+retries, task, worker, runtime]``; ``value`` is spliced in already encoded by the process
+that ran the task, so a result is serialised exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+import msgpack
+import redis
+
+from engine import message
+from engine.exceptions import TaskError, TaskRevokedError
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED = (
+    "PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+_NONE = msgpack.packb(None)
+_FIELDS = ("state", "value", "exc_type", "exc_message", "traceback", "date_done",
+           "retries", "task", "worker", "runtime")
+
+
+def encode_record(state: str, value: bytes = b"", *, exc_type: str = "", exc_message: str = "",
+                  traceback: str = "", retries: int = 0, task: str = "", worker: str = "",
+                  runtime: float = 0.0) -> bytes:
+    tail = msgpack.packb([exc_type, exc_message, traceback, time.time(), retries, task,
+                          worker, runtime], use_bin_type=True)
+    # fixarray of 10: header, state, the spliced value, then the 8 packed items of ``tail``
+    # without their own fixarray header (one byte, 0x98)
+    return b"\x9a" + msgpack.packb(state) + (value or _NONE) + tail[1:]
+
+
+def decode_record(raw: bytes) -> dict[str, Any]:
+    return dict(zip(_FIELDS, message.loads(raw)))
+
+
+class ResultBackend:
+    def __init__(self, client: redis.Redis, *, prefix: str = "engine",
+                 expires: float = 86400) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.expires = int(expires)
+
+    def result_key(self, task_id: str) -> str:
+        return f"{self.prefix}:result:{task_id}"
+
+    def status_key(self, task_id: str) -> str:
+        return f"{self.prefix}:status:{task_id}"
+
+    # -- writing (worker side, into a pipeline it flushes in batches) -------------------
+    def store(self, pipe, task_id: str, record: bytes) -> None:
+        key = self.result_key(task_id)
+        pipe.delete(key)   # a re-run (redelivery) replaces, never appends
+        pipe.rpush(key, record)
+        pipe.expire(key, self.expires)
+
+    def store_status(self, pipe, task_id: str, record: bytes) -> None:
+        pipe.set(self.status_key(task_id), record, ex=self.expires)
+
+    # -- reading -----------------------------------------------------------------------
+    def peek(self, task_id: str) -> dict[str, Any] | None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lindex(self.result_key(task_id), 0)
+        pipe.get(self.status_key(task_id))
+        final, interim = pipe.execute()
+        raw = final or interim
+        return decode_record(raw) if raw else None
+
+    def peek_many(self, task_ids: list[str]) -> list[bytes | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.lindex(self.result_key(task_id), 0)
+        return pipe.execute()
+
+    def wait(self, task_id: str, timeout: float | None) -> dict[str, Any] | None:
+        """Block until the final record exists (None when ``timeout`` runs out)."""
+        key = self.result_key(task_id)
+        # BLMOVE of a one-element list onto itself hands the record over and leaves it in
+        # place for other waiters; 0 means forever in Redis
+        raw = self.client.blmove(key, key, 0 if timeout is None else max(timeout, 0.001),
+                                 "LEFT", "RIGHT")
+        return decode_record(raw) if raw else None
+
+    def forget(self, task_id: str) -> None:
+        self.client.delete(self.result_key(task_id), self.status_key(task_id))
+
+
+class AsyncResult:
+    """A handle on one task's result: ``state``, ``ready()``, ``get()``, ``revoke()``."""
+
+    def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None):
+        if app is None:
+            from engine.app import current_app
+            app = current_app()
+        self.id = id
+        self.app = app
+        self.task_name = task_name
+        self._record: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id} {self.task_name or ''}>".replace(" >", ">")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _fetch(self) -> dict[str, Any] | None:
+        if self._record is not None:
+            return self._record
+        record = self.app.backend.peek(self.id)
+        if record is not None and record["state"] in READY_STATES:
+            self._record = record
+        return record
+
+    @property
+    def state(self) -> str:
+        record = self._fetch()
+        return record["state"] if record else PENDING
+
+    status = state
+
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == FAILURE
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception instance of a failure (None while pending)."""
+        record = self._fetch()
+        if not record:
+            return None
+        if record["state"] == SUCCESS:
+            return record["value"]
+        if record["exc_type"]:
+            return rebuild_exception(record)
+        return None
+
+    @property
+    def traceback(self) -> str | None:
+        record = self._fetch()
+        return (record or {}).get("traceback") or None
+
+    @property
+    def retries(self) -> int:
+        return int((self._fetch() or {}).get("retries") or 0)
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        """Wait for the result. Raises TimeoutError when ``timeout`` runs out; on failure
+        raises the task's exception (its own type when importable, else TaskError)."""
+        record = self._record
+        if record is None:
+            record = self.app.backend.wait(self.id, timeout)
+            if record is None:
+                raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
+            self._record = record
+        return _outcome(record, propagate)
+
+    def revoke(self, terminate: bool = False) -> None:
+        self.app.revoke(self.id, terminate=terminate)
+
+    def forget(self) -> None:
+        self._record = None
+        self.app.backend.forget(self.id)
+
+
+class ResultSet:
+    """Many results awaited at once: one pipelined check per round, one blocking wait."""
+
+    def __init__(self, results: Iterable[AsyncResult]) -> None:
+        self.results = list(results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        if not self.results:
+            return []
+        app = self.results[0].app
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = [r for r in self.results if r._record is None]
+        while waiting:
+            raws = app.backend.peek_many([r.id for r in waiting])
+            still = []
+            for result, raw in zip(waiting, raws):
+                if raw:
+                    result._record = decode_record(raw)
+                else:
+                    still.append(result)
+            waiting = still
+            if not waiting:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"{len(waiting)} of {len(self.results)} tasks not done "
+                                   f"within {timeout} s")
+            # block on the first one still missing; the rest are checked in one round after
+            record = app.backend.wait(waiting[0].id, left)
+            if record is not None:
+                waiting[0]._record = record
+                waiting = waiting[1:]
+        return [_outcome(r._record, propagate) for r in self.results]
+
+
+def _outcome(record: dict[str, Any], propagate: bool) -> Any:
+    state = record["state"]
+    if state == SUCCESS:
+        return record["value"]
+    exc = rebuild_exception(record)
+    if propagate:
+        raise exc
+    return exc
+
+
+def rebuild_exception(record: dict[str, Any]) -> BaseException:
+    """The task's exception as its own type when it can be imported and built from its
+    message; TaskError (carrying the type name and remote traceback) otherwise."""
+    exc_type, text, tb = record.get("exc_type") or "", record.get("exc_message") or "", \
+        record.get("traceback") or ""
+    if record["state"] == REVOKED and not exc_type:
+        return TaskRevokedError(text or "revoked")
+    module_name, _, qualname = exc_type.rpartition(".")
+    exc: BaseException | None = None
+    if module_name:
+        try:
+            cls: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                cls = getattr(cls, part)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                exc = cls(text)
+        except Exception:   # not importable here, or needs other constructor arguments
+            exc = None
+    if exc is None:
+        exc = TaskError(text, exc_type=exc_type, traceback=tb)
+    exc.remote_traceback = tb   # type: ignore[attr-defined]
+    return exc

@@ -1,0 +1,72 @@
+"""Running one job in the current process: the ``Runner`` every pool is given.
+
+It looks the task up, sets ``self.request``, calls it, and turns whatever happens (a value,
+an exception, Retry, Reject, a time limit) into an Outcome. The return value is encoded
+here, in the process that ran the task, so results cross process boundaries as bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from engine import message
+from engine.exceptions import Reject, Retry, TimeLimitExceeded
+from engine.task import Request, pop_request, push_request
+from pools.base import REJECTED, RETRY, SUCCESS, Job, Outcome
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+
+class TaskRunner:
+    """The engine's Runner (see ``pools.base.Runner``)."""
+
+    def __init__(self, app: "Engine", hostname: str) -> None:
+        self.app = app
+        self.hostname = hostname
+
+    def load(self, body: bytes) -> Job:
+        return message.load_job(body)
+
+    def execute(self, job: Job) -> Outcome:
+        start = time.perf_counter()
+        try:
+            task = self.app.tasks[job.task]
+        except KeyError as exc:
+            return Outcome.from_exception(job.id, exc)
+        push_request(Request(id=job.id, task=job.task, args=job.args, kwargs=job.kwargs,
+                             retries=job.retries, hostname=self.hostname, queue=job.queue,
+                             called_directly=False))
+        try:
+            value = task.run(*job.args, **job.kwargs)
+            encoded = b"" if (job.ignore_result or task.ignore_result) else message.dumps(value)
+            return Outcome(job.id, SUCCESS, encoded, runtime=time.perf_counter() - start)
+        except Retry as retry:
+            return self._retry(job, retry, start)
+        except Reject as reject:
+            outcome = Outcome.from_exception(job.id, reject, state=REJECTED,
+                                             runtime=time.perf_counter() - start)
+            outcome.requeue = reject.requeue
+            return outcome
+        except (Exception, SystemExit) as exc:
+            runtime = time.perf_counter() - start
+            if (task.autoretry_for and isinstance(exc, task.autoretry_for)
+                    and not isinstance(exc, TimeLimitExceeded)
+                    and (task.max_retries is None or job.retries < task.max_retries)):
+                return self._retry(job, Retry(exc=exc, countdown=task.backoff(job.retries)),
+                                   start)
+            return Outcome.from_exception(job.id, exc, runtime=runtime)
+        finally:
+            pop_request()
+
+    @staticmethod
+    def _retry(job: Job, retry: Retry, start: float) -> Outcome:
+        reason = retry.exc if retry.exc is not None else retry
+        outcome = Outcome.from_exception(job.id, reason, state=RETRY,
+                                         runtime=time.perf_counter() - start)
+        outcome.retry_at = retry.eta if retry.eta is not None else \
+            time.time() + (retry.countdown or 0.0)
+        return outcome
+
+

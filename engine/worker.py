@@ -1,0 +1,700 @@
+"""The worker supervisor behind ``engine run``: it drives one pool per lane.
+
+One thread (the main one) owns every pool and every decision: it takes fetched batches,
+outcomes, start notices, signals and control commands from one inbox, submits jobs while
+pools have free slots, fires time limits from ``engine.limits``, and writes results, acks
+and events in one pipeline per loop turn. Helper threads only read Redis (fetch, control)
+or write the heartbeat snapshot the loop prepared.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import msgpack
+import redis
+
+from engine import control, limits, message, signals
+from engine.broker import Broker
+from engine.events import EventBuffer
+from engine.exceptions import ConfigurationError, NotSupported, WorkerLostError
+from engine.lanes import Delivery, Lane, LaneSpec
+from engine.results import REVOKED, RETRY, encode_record
+from engine.runner import TaskRunner
+from pools import resolve
+from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
+
+log = logging.getLogger("engine.worker")
+
+#: seconds between housekeeping rounds (delayed moves, reclaim, revocation sync)
+HOUSEKEEPING_INTERVAL = 0.25
+#: longest the loop sleeps with nothing to do (pools get ``maintain`` at least this often)
+MAX_IDLE = 0.1
+#: outcomes handled per loop turn before results are flushed
+MAX_BATCH = 2000
+
+_START, _SIGNAL, _CONTROL = "start", "signal", "control"
+_WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
+
+
+class ColdShutdown(BaseException):
+    """Raised by the signal wake-up while a warm shutdown blocks in ``Pool.stop``."""
+
+
+def default_name() -> str:
+    return f"engine-{os.getpid()}@{socket.gethostname()}"
+
+
+class Supervisor:
+    def __init__(self, app, lanes: list[LaneSpec], *, name: str | None = None,
+                 beat: bool = False) -> None:
+        if not lanes:
+            raise ConfigurationError("a worker needs at least one lane")
+        self.app = app
+        self.conf = app.conf
+        self.name = (name or default_name()).replace("%h", socket.gethostname())
+        self.specs = lanes
+        self.beat = beat
+        self.keys = app.broker.keys
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.inflight: dict[str, Delivery] = {}
+        self.deadlines = limits.Deadlines()
+        self.revoked: set[str] = set()
+        self.lanes: list[Lane] = []
+        self.runner = TaskRunner(app, self.name)
+        self.events = EventBuffer(self.keys.events, self.name,
+                                  enabled=bool(self.conf.worker_send_events),
+                                  maxlen=int(self.conf.events_maxlen))
+        self.max_deliveries = int(self.conf.task_max_deliveries)
+        self.lost_after = float(self.conf.worker_lost_after)
+        self.started_at = time.time()
+        self._stopping = threading.Event()     # fetch and helper threads end
+        self._shutdown: str | None = None      # None, "warm" or "cold"
+        self._blocking_stop = False
+        self._acks: dict[str, list[bytes]] = defaultdict(list)
+        self._records: list[tuple[str, bytes]] = []
+        self._statuses: list[tuple[str, bytes]] = []
+        self._extra: list[Any] = []             # callables(pipe) queued for the next flush
+        self._snapshot: bytes = b""
+        self._next_housekeeping = 0.0
+        self._housekeeping_rounds = 0
+        self._threads: list[threading.Thread] = []
+        self._pubsub = None
+
+    # -- life cycle --------------------------------------------------------------------
+    def run(self) -> int:
+        self.start()
+        try:
+            while self._shutdown is None:
+                self.tick()
+            if self._shutdown == "warm":
+                self._warm_stop()
+        except ColdShutdown:
+            self._shutdown = "cold"
+        finally:
+            self._close()
+        return signals.EXIT_OK
+
+    def start(self) -> None:
+        broker = self.app.broker
+        self._check_name()
+        self.revoked = control.revoked_ids(self.app)
+        for spec in self.specs:
+            broker.ensure_groups(spec.queues)
+            pool_cls = resolve(spec.pool)
+            pool = pool_cls(spec.concurrency, self.inbox.put, runner=self.runner,
+                            on_start=self._on_start, options=spec.options)
+            self.lanes.append(Lane(spec, pool, self.keys))
+        signals.install(self._wake)
+        for lane in self.lanes:
+            lane.pool.start()
+        self._heartbeat(online=True)
+        self._take_back_own_pending()
+        for lane in self.lanes:
+            lane.start_fetching(self._make_broker, self.name, self._deliver, self._stopping)
+        self._spawn(self._heartbeat_loop, "heartbeat")
+        self._spawn(self._control_loop, "control")
+        log.info("worker %s ready: %s", self.name, "; ".join(
+            f"{lane.name}={lane.spec.pool}:{lane.spec.concurrency}" for lane in self.lanes))
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _make_broker(self) -> Broker:
+        return Broker(self.app.new_client(), prefix=self.keys.prefix)
+
+    def _check_name(self) -> None:
+        """Refuse to start beside a live worker of the same name (a dead one is taken over)."""
+        raw = self.app.client.get(self.keys.worker(self.name))
+        if not raw:
+            return
+        try:
+            info = msgpack.unpackb(raw, raw=False)
+        except Exception:
+            return
+        same_host = info.get("host") == socket.gethostname()
+        pid = info.get("pid")
+        if same_host and pid and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                pass
+            raise ConfigurationError(f"a worker named {self.name!r} is already running (pid {pid})")
+        if not same_host:
+            raise ConfigurationError(f"a worker named {self.name!r} is alive on {info.get('host')}")
+
+    # -- the inbox ---------------------------------------------------------------------
+    def _wake(self, intent: str) -> None:
+        """Signal handlers land here (main thread, between bytecodes)."""
+        if intent == signals.SHUTDOWN and self._blocking_stop:
+            self._shutdown = "cold"
+            raise ColdShutdown()
+        self.inbox.put((_SIGNAL, intent))
+
+    def _deliver(self, item: Any) -> None:
+        self.inbox.put(item)
+
+    def _on_start(self, job_id: str) -> None:
+        self.inbox.put((_START, job_id))
+
+    def tick(self) -> None:
+        """One loop turn: wait for work or the next deadline, handle it, flush, feed."""
+        timeout = MAX_IDLE
+        next_deadline = self.deadlines.next_deadline()
+        if next_deadline is not None:
+            timeout = min(timeout, max(next_deadline - limits.now(), 0.0))
+        try:
+            item = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            item = None
+        handled = 0
+        inbox = self.inbox
+        while item is not None:
+            if type(item) is Outcome:
+                self._on_outcome(item)
+            else:
+                self._dispatch(item)
+            handled += 1
+            if handled >= MAX_BATCH:
+                break
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        self._flush()
+        self._feed()
+        self._fire_limits()
+        for lane in self.lanes:
+            lane.pool.maintain()
+        if limits.now() >= self._next_housekeeping:
+            self._housekeeping()
+
+    def _dispatch(self, item: tuple) -> None:
+        kind = item[0]
+        if isinstance(kind, Lane):
+            self._on_batch(kind, item[1])
+        elif kind == _START:
+            self._on_job_start(item[1])
+        elif kind == _SIGNAL:
+            self._on_signal(item[1])
+        elif kind == _CONTROL:
+            self.on_control(item[1])
+
+    # -- fetched messages --------------------------------------------------------------
+    def _on_batch(self, lane: Lane, batch: list, deliveries: dict[str, int] | None = None) -> None:
+        now = time.time()
+        for stream, entries in batch:
+            stream = stream.decode() if isinstance(stream, bytes) else stream
+            queue_name = self.keys.queue_name(stream)
+            for entry_id, fields in entries:
+                count = deliveries.get(_s(entry_id), 1) if deliveries else 1
+                self._accept(lane, stream, queue_name, entry_id, fields, count, now)
+
+    def _accept(self, lane: Lane, stream: str, queue_name: str, entry_id: bytes,
+                fields: dict | None, count: int, now: float) -> None:
+        raw = (fields or {}).get(b"m")
+        if raw is None:
+            # an entry trimmed or deleted while pending, or one without the m field
+            if fields:
+                self._dead_letter(queue_name, b"", "entry has no 'm' field", stream, entry_id)
+            else:
+                self._acks[stream].append(entry_id)
+            lane.give()
+            return
+        try:
+            body = message.decode_message(raw)
+        except message.MessageError as exc:
+            self._dead_letter(queue_name, raw, str(exc), stream, entry_id)
+            lane.give()
+            return
+        task = self.app.tasks.get(body["task"])
+        if task is None:
+            self._dead_letter(queue_name, raw, f"unknown task {body['task']!r}", stream, entry_id)
+            lane.give()
+            return
+        job = message.job_from_body(body, raw, queue_name)
+        if count > self.max_deliveries:
+            self._dead_letter(queue_name, raw, f"delivered {count} times (task_max_deliveries="
+                              f"{self.max_deliveries})", stream, entry_id)
+            self._store(job.id, encode_record(
+                FAILURE, exc_type=_WORKER_LOST, exc_message="poison message: too many deliveries",
+                task=job.task, worker=self.name, retries=job.retries), job, task)
+            lane.give()
+            return
+        delivery = Delivery(job, stream, entry_id, lane, task, deliveries=count)
+        eta, expires = body.get("eta"), body.get("expires")
+        if expires is not None and expires <= now:
+            self._finish_revoked(delivery, "expired")
+            lane.give()
+            return
+        if eta is not None and eta > now + 0.001:
+            # a message that arrived early (hand-built, or raced the delay mover): park it
+            self._extra.append(lambda pipe, q=queue_name, r=raw, e=eta:
+                               self.app.broker._push(pipe, q, r, e))
+            self._acks[stream].append(entry_id)
+            lane.give()
+            return
+        soft, hard = limits.resolve_limits(
+            (job.soft_limit, job.hard_limit), (task.soft_time_limit, task.time_limit),
+            (lane.spec.soft_time_limit, lane.spec.time_limit),
+            (self.conf.task_soft_time_limit, self.conf.task_time_limit))
+        delivery.soft, delivery.hard = soft, hard
+        job.soft_limit, job.hard_limit = soft, hard
+        self.events.task("task-received", job.id, job.task, queue=queue_name,
+                         retries=job.retries)
+        lane.buffer.append(delivery)
+
+    def _feed(self) -> None:
+        for lane in self.lanes:
+            buffer = lane.buffer
+            if not buffer or not lane.fetching:
+                continue
+            pool = lane.pool
+            free = pool.free_slots()
+            while buffer and free > 0:
+                delivery = buffer.popleft()
+                job = delivery.job
+                if job.id in self.revoked:
+                    self._finish_revoked(delivery, "revoked")
+                    lane.give()
+                    continue
+                acks_late = delivery.task.acks_late
+                if acks_late is None:
+                    acks_late = self.conf.task_acks_late
+                if not acks_late:
+                    self._acks[delivery.stream].append(delivery.entry_id)
+                    delivery.acked = True
+                self.inflight[job.id] = delivery
+                pool.submit(job)
+                free -= 1
+                if free <= 0:
+                    free = pool.free_slots()
+
+    # -- pool callbacks, handled on the loop -------------------------------------------
+    def _on_job_start(self, job_id: str) -> None:
+        delivery = self.inflight.get(job_id)
+        if delivery is None or delivery.started is not None:
+            return
+        delivery.started = limits.now()
+        if delivery.soft is not None or delivery.hard is not None:
+            self.deadlines.add(job_id, soft=delivery.soft, hard=delivery.hard,
+                               start=delivery.started)
+        self.events.task("task-started", job_id, delivery.job.task)
+        if self.conf.task_track_started and not delivery.job.ignore_result:
+            self._statuses.append((job_id, encode_record(
+                "STARTED", task=delivery.job.task, worker=self.name,
+                retries=delivery.job.retries)))
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        delivery = self.inflight.pop(outcome.job_id, None)
+        if delivery is None:
+            return   # a late outcome of a job already reported (a pool broke its promise)
+        self.deadlines.cancel(outcome.job_id)
+        lane = delivery.lane
+        lane.give()
+        job = delivery.job
+        state = outcome.state
+        if delivery.revoked:
+            self._finish_revoked(delivery, "terminated")
+            return
+        if state == FAILURE and outcome.exc_type == _WORKER_LOST and not delivery.acked \
+                and delivery.deliveries < self.max_deliveries:
+            # the process running it died: run it again (at least once), counting deliveries
+            log.warning("task %s[%s] lost its process; delivering it again", job.task, job.id)
+            delivery.deliveries += 1
+            delivery.started = None
+            lane._take(1)
+            lane.buffer.appendleft(delivery)
+            return
+        lane.processed += 1
+        if state == SUCCESS:
+            self._store(job.id, encode_record(SUCCESS, outcome.result, retries=job.retries,
+                                              task=job.task, worker=self.name,
+                                              runtime=outcome.runtime), job, delivery.task)
+            self.events.task("task-succeeded", job.id, job.task, runtime=outcome.runtime)
+        elif state == RETRY:
+            self._retry(delivery, outcome)
+        elif state == REJECTED:
+            if outcome.requeue:
+                self._extra.append(lambda pipe, q=job.queue, r=job.body:
+                                   self.app.broker._push(pipe, q, r, None))
+            else:
+                self._extra.append(lambda pipe, q=job.queue, r=job.body, m=outcome.exc_message:
+                                   self.app.broker.dead_letter(pipe, q, r, f"rejected: {m}"))
+            self.events.task("task-failed", job.id, job.task, exception="Reject",
+                             rejected=True)
+        else:
+            lane.failed += 1
+            if outcome.exc_type.endswith("TimeLimitExceeded"):
+                log.warning("task %s[%s] hit its time limit", job.task, job.id)
+            else:
+                log.info("task %s[%s] failed: %s: %s", job.task, job.id,
+                         outcome.exc_type, outcome.exc_message)
+            self._store(job.id, encode_record(
+                FAILURE, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
+                traceback=outcome.traceback, retries=job.retries, task=job.task,
+                worker=self.name, runtime=outcome.runtime), job, delivery.task)
+            self.events.task("task-failed", job.id, job.task, exception=outcome.exc_type,
+                             message=outcome.exc_message, traceback=outcome.traceback,
+                             runtime=outcome.runtime)
+        if not delivery.acked:
+            self._acks[delivery.stream].append(delivery.entry_id)
+
+    def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
+        job = delivery.job
+        retries = job.retries + 1
+        body = message.reencode(job.body, retries=retries, eta=outcome.retry_at)
+        self._extra.append(lambda pipe, q=job.queue, b=body, e=outcome.retry_at:
+                           self.app.broker._push(pipe, q, b, e))
+        if not job.ignore_result:
+            self._statuses.append((job.id, encode_record(
+                RETRY, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
+                traceback=outcome.traceback, retries=retries, task=job.task, worker=self.name)))
+        log.info("task %s[%s] will retry (%d) in %.1f s: %s", job.task, job.id, retries,
+                 max((outcome.retry_at or 0) - time.time(), 0), outcome.exc_message)
+        self.events.task("task-retried", job.id, job.task, retries=retries,
+                         exception=outcome.exc_type, message=outcome.exc_message)
+
+    def _store(self, task_id: str, record: bytes, job, task) -> None:
+        if not (job.ignore_result or task.ignore_result):
+            self._records.append((task_id, record))
+
+    def _finish_revoked(self, delivery: Delivery, why: str) -> None:
+        job = delivery.job
+        self._store(job.id, encode_record(REVOKED, exc_message=why, retries=job.retries,
+                                          task=job.task, worker=self.name), job, delivery.task)
+        self.events.task("task-revoked", job.id, job.task, reason=why)
+        if not delivery.acked:
+            self._acks[delivery.stream].append(delivery.entry_id)
+            delivery.acked = True
+        log.info("task %s[%s] %s: not run", job.task, job.id, why)
+
+    def _dead_letter(self, queue_name: str, raw: bytes, reason: str, stream: str,
+                     entry_id: bytes) -> None:
+        log.error("dead letter on queue %s (entry %s): %s", queue_name, _s(entry_id), reason)
+        self._extra.append(lambda pipe: self.app.broker.dead_letter(pipe, queue_name, raw, reason))
+        self._acks[stream].append(entry_id)
+
+    # -- writing -----------------------------------------------------------------------
+    def _flush(self) -> None:
+        if not (self._records or self._acks or self._extra or self._statuses
+                or self.events._pending):
+            return
+        backend = self.app.backend
+        same_redis = backend.client is self.app.client
+        pipe = self.app.client.pipeline(transaction=False)
+        result_pipe = pipe if same_redis else backend.client.pipeline(transaction=False)
+        # results before acks: a crash between them re-runs a task, never loses a result
+        for task_id, record in self._statuses:
+            backend.store_status(result_pipe, task_id, record)
+        for task_id, record in self._records:
+            backend.store(result_pipe, task_id, record)
+        if result_pipe is not pipe:
+            self._execute(result_pipe)
+        for extra in self._extra:
+            extra(pipe)
+        for stream, ids in self._acks.items():
+            pipe.xack(stream, "engine", *ids)
+        self.events.flush(pipe)
+        self._execute(pipe)
+        self._records.clear()
+        self._statuses.clear()
+        self._extra.clear()
+        self._acks.clear()
+
+    def _execute(self, pipe) -> None:
+        """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
+        through or a cold shutdown is asked for (results and acks are idempotent)."""
+        delay = 0.05
+        while True:
+            try:
+                pipe.execute()
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self._shutdown == "cold":
+                    log.error("dropping a write batch during cold shutdown: %s", exc)
+                    return
+                log.warning("Redis unavailable (%s); retrying the write batch in %.2f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- limits ------------------------------------------------------------------------
+    def _fire_limits(self) -> None:
+        if not len(self.deadlines):
+            return
+        for job_id, kind in self.deadlines.due():
+            delivery = self.inflight.get(job_id)
+            if delivery is None:
+                continue
+            pool = delivery.lane.pool
+            try:
+                if kind == limits.SOFT:
+                    log.info("task %s[%s]: soft time limit (%.3g s)", delivery.job.task, job_id,
+                             delivery.soft)
+                    pool.interrupt(job_id)
+                else:
+                    log.warning("task %s[%s]: hard time limit (%.3g s), ending it",
+                                delivery.job.task, job_id, delivery.hard)
+                    pool.kill(job_id)
+            except NotSupported as exc:
+                log.warning("%s", exc)
+
+    # -- housekeeping ------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        self._next_housekeeping = limits.now() + HOUSEKEEPING_INTERVAL
+        self._housekeeping_rounds += 1
+        queues = [q for lane in self.lanes for q in lane.queues]
+        try:
+            self.app.broker.move_due(queues)
+            rounds = self._housekeeping_rounds
+            if rounds % 8 == 0:
+                self._snapshot = msgpack.packb(self.info(), use_bin_type=True)
+            if rounds % max(int(self.lost_after / HOUSEKEEPING_INTERVAL / 6), 1) == 0:
+                self._reclaim()
+            if rounds % 40 == 0:
+                self.revoked = control.revoked_ids(self.app) | {
+                    d for d in self.revoked if d in self.inflight}
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("housekeeping skipped: Redis unavailable (%s)", exc)
+
+    def _reclaim(self) -> None:
+        """Take over the pending messages of workers whose heartbeat has expired."""
+        broker = self.app.broker
+        alive = broker.alive_workers() | {self.name}
+        for lane in self.lanes:
+            if not lane.fetching:
+                continue
+            for stream, entries, deliveries in broker.claim_from_dead(
+                    self.name, lane.queues, alive=alive):
+                log.warning("reclaimed %d message(s) of a lost worker from %s",
+                            len(entries), stream)
+                lane._take(len(entries))
+                self._on_batch(lane, [(stream, entries)], deliveries)
+
+    def _take_back_own_pending(self) -> None:
+        """Messages this worker name held when it last died come back first."""
+        broker = self.app.broker
+        for lane in self.lanes:
+            for stream in lane.streams:
+                last_id = "0"
+                while True:
+                    batch = broker.fetch(self.name, {stream: last_id}, count=500, block_ms=None)
+                    entries = batch[0][1] if batch else []
+                    if not entries:
+                        break
+                    last_id = entries[-1][0]
+                    pending = broker.client.xpending_range(
+                        stream, "engine", min=entries[0][0], max=last_id, count=len(entries),
+                        consumername=self.name)
+                    counts = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
+                    log.warning("taking back %d message(s) this worker held before a restart",
+                                len(entries))
+                    lane._take(len(entries))
+                    self._on_batch(lane, [(stream, entries)], counts)
+
+    # -- heartbeat and control threads -------------------------------------------------
+    def _heartbeat(self, *, online: bool = False, offline: bool = False) -> None:
+        client = self.app.client
+        pipe = client.pipeline(transaction=False)
+        key = self.keys.worker(self.name)
+        if offline:
+            pipe.delete(key)
+            pipe.zrem(self.keys.workers, self.name)
+        else:
+            if not self._snapshot:
+                self._snapshot = msgpack.packb(self.info(), use_bin_type=True)
+            pipe.set(key, self._snapshot, ex=max(int(self.lost_after), 1))
+            pipe.zadd(self.keys.workers, {self.name: time.time()})
+        if self.events.enabled:
+            kind = "worker-online" if online else "worker-offline" if offline else "worker-heartbeat"
+            pipe.xadd(self.keys.events, {"b": msgpack.packb([{
+                "type": kind, "ts": time.time(), "worker": self.name, "pid": os.getpid(),
+                "active": len(self.inflight)}], use_bin_type=True)},
+                maxlen=self.events.maxlen, approximate=True)
+        pipe.execute()
+
+    def _heartbeat_loop(self) -> None:
+        interval = float(self.conf.worker_heartbeat)
+        while not self._stopping.wait(interval):
+            try:
+                self._heartbeat()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def _control_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client = self.app.new_client()
+                pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.keys.control)
+                while not self._stopping.is_set():
+                    msg = pubsub.get_message(timeout=0.5)
+                    if msg and msg.get("type") == "message":
+                        try:
+                            self.inbox.put((_CONTROL, control.decode(msg["data"])))
+                        except Exception as exc:
+                            log.warning("ignored a bad control message: %s", exc)
+                pubsub.close()
+                client.close()
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._stopping.wait(1.0)
+
+    def on_control(self, command: dict) -> None:
+        """A broadcast command, on the loop. Commands addressed elsewhere are ignored."""
+        dest = command.get("destination")
+        if dest and self.name not in dest:
+            return
+        cmd = command.get("cmd")
+        if cmd == "revoke":
+            task_id = command.get("id")
+            self.revoked.add(task_id)
+            delivery = self.inflight.get(task_id)
+            if delivery is not None and command.get("terminate") and delivery.started is not None:
+                delivery.revoked = True
+                try:
+                    delivery.lane.pool.kill(task_id)
+                except NotSupported as exc:
+                    log.warning("cannot terminate %s: %s", task_id, exc)
+        elif cmd == "shutdown":
+            self._on_signal(signals.SHUTDOWN)
+        else:
+            handler = getattr(control, "handle", None)
+            if handler is not None:
+                handler(self, command)
+
+    def _on_signal(self, intent: str) -> None:
+        if intent == signals.SHUTDOWN:
+            if self._shutdown is None and not self._stopping.is_set():
+                log.info("warm shutdown: finishing running tasks (signal again for cold)")
+                self._shutdown = "warm"
+            else:
+                self._shutdown = "cold"
+                raise ColdShutdown()
+        elif intent == signals.INFO:
+            log.info("stats: %s", self.info())
+
+    # -- shutdown ----------------------------------------------------------------------
+    def _give_back(self, lane: Lane, deliveries: list[Delivery]) -> None:
+        by_stream: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for d in deliveries:
+            if not d.acked:
+                by_stream[d.stream].append((d.entry_id, d.job.body))
+        for stream, entries in by_stream.items():
+            self.app.broker.requeue(stream, entries)
+        if deliveries:
+            log.info("gave back %d message(s) that never started", len(deliveries))
+
+    def _warm_stop(self) -> None:
+        self._stopping.set()
+        for lane in self.lanes:
+            lane.fetching = False
+        for lane in self.lanes:
+            lane.join_fetcher(FETCH_JOIN_TIMEOUT)
+        # batches the fetchers delivered while stopping are given back with the buffers
+        self._drain_inbox()
+        for lane in self.lanes:
+            self._give_back(lane, list(lane.buffer))
+            lane.buffer.clear()
+        self._blocking_stop = True
+        for lane in self.lanes:
+            never_started = lane.pool.stop(timeout=None)
+            returned = [self.inflight.pop(i) for i in never_started if i in self.inflight]
+            self._give_back(lane, returned)
+        self._blocking_stop = False
+        self._drain_inbox()
+        self._flush()
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if type(item) is Outcome:
+                self._on_outcome(item)
+            elif isinstance(item[0], Lane):
+                self._on_batch(item[0], item[1])
+            elif item[0] == _START:
+                self._on_job_start(item[1])
+
+    def _close(self) -> None:
+        self._stopping.set()
+        cold = self._shutdown == "cold" or self._shutdown is None
+        for lane in self.lanes:
+            lane.fetching = False
+            if cold:
+                try:
+                    lane.pool.terminate()
+                except Exception:
+                    log.exception("pool of lane %s did not terminate cleanly", lane.name)
+        if cold:
+            try:
+                self._drain_inbox()
+                for lane in self.lanes:
+                    self._give_back(lane, list(lane.buffer))
+                    lane.buffer.clear()
+                self._flush()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.error("could not give back messages (%s): they are redelivered after "
+                          "worker_lost_after", exc)
+            if self.inflight:
+                log.warning("cold shutdown: %d running task(s) will be delivered again",
+                            len(self.inflight))
+        try:
+            self._heartbeat(offline=True)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass
+        signals.restore_defaults()
+        log.info("worker %s stopped (%s)", self.name, self._shutdown or "error")
+
+    # -- introspection -----------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": self.started_at, "active": len(self.inflight),
+            "lanes": [{"name": lane.name, "queues": lane.queues, "pool": lane.spec.pool,
+                       "concurrency": lane.spec.concurrency, "buffered": len(lane.buffer),
+                       "processed": lane.processed, "failed": lane.failed,
+                       "pool_info": lane.pool.info()} for lane in self.lanes],
+        }
+
+
+#: seconds a warm shutdown waits for a fetch thread to return from its blocking read
+FETCH_JOIN_TIMEOUT = 2.0
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+

@@ -1,0 +1,82 @@
+"""The app the integration tests run workers with (broker and prefix from the environment)."""
+
+import os
+import time
+
+from engine import Engine
+from engine.exceptions import Reject, SoftTimeLimitExceeded
+
+app = Engine("tests")
+
+
+class CustomError(Exception):
+    pass
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def echo(value):
+    return value
+
+
+@app.task
+def fail(message):
+    raise CustomError(message)
+
+
+@app.task
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task
+def catch_soft(seconds):
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "caught"
+    return "finished"
+
+
+@app.task
+def spin(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+@app.task(bind=True)
+def whoami(self):
+    return {"id": self.request.id, "retries": self.request.retries,
+            "hostname": self.request.hostname, "pid": os.getpid()}
+
+
+@app.task(bind=True, max_retries=2, default_retry_delay=0.1)
+def flaky(self, key):
+    client = self.app.client
+    n = client.incr(key)
+    if n < 3:
+        raise self.retry(countdown=0.1)
+    return n
+
+
+@app.task
+def reject(requeue=False):
+    raise Reject("not for me", requeue=requeue)
+
+
+@app.task(ignore_result=True)
+def noop():
+    return None
+
+
+@app.task
+def counter(key):
+    return app.client.incr(key)
