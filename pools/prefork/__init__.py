@@ -1,0 +1,468 @@
+"""The prefork pool: N forked children fed through shared memory, with hard limits that hold.
+
+The supervisor side lives here: it offers raw messages in shared work slots (``shm``), a
+reader thread turns the children's outbox records into ``on_start``/``on_outcome`` calls, and
+``maintain`` reaps, replaces and recycles children. What a child does is in ``child``.
+
+Exactly one Outcome per job comes from one rule: whoever pops a job's entry from ``_jobs``
+(the reader on a completion, ``kill``, or the reaper on a lost child) reports it; everyone
+else drops what they hold for that job.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import os
+import signal
+import threading
+import time
+from typing import Callable
+
+from engine.exceptions import NotSupported, TimeLimitExceeded, WorkerLostError
+from pools.base import Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runner
+from pools.prefork import child as _child
+from pools.prefork import shm
+
+#: jobs held per child: one running and one waiting in shared memory
+PREFETCH = 2
+#: work slots are fixed at start (children map them then): enough for this many times the
+#: starting capacity, so that ``grow`` can add children that all get full prefetch
+SLOT_HEADROOM = 4
+MIN_SLOTS = 64
+#: seconds ``kill`` waits for the killed child to be reaped before leaving it to ``maintain``
+KILL_REAP_WAIT = 1.0
+#: seconds the reader sleeps when nothing wakes it (only matters for shutdown)
+READER_IDLE = 0.2
+
+
+class _Child:
+    __slots__ = ("index", "pid", "outbox", "killed", "retiring", "status")
+
+    def __init__(self, index: int, pid: int, outbox: shm.Outbox) -> None:
+        self.index, self.pid, self.outbox = index, pid, outbox
+        self.killed = False       # we sent SIGKILL: what it held is not its fault
+        self.retiring = False     # shrink: exits when idle, not replaced
+        self.status = -1          # the wait status once reaped
+
+
+class PreforkPool(Pool):
+    """Forked children pulling raw messages from shared-memory slots.
+
+    Thread-safety: every method is for the supervisor's thread, which must also be the thread
+    that called ``start`` (the kernel's parent-death signal follows the forking *thread*).
+    ``on_outcome`` and ``on_start`` are called from the pool's reader thread.
+    """
+
+    name = "prefork"
+    capabilities = frozenset({"interrupt", "kill", "grow", "shrink", "recycle"})
+
+    def __init__(self, concurrency: int, on_outcome: OnOutcome, *, runner: Runner,
+                 on_start: OnStart | None = None, options: PoolOptions = PoolOptions(),
+                 prefetch: int = PREFETCH,
+                 load_app: Callable[[str], object] | None = None) -> None:
+        super().__init__(concurrency, on_outcome, runner=runner, on_start=on_start,
+                         options=options)
+        self.prefetch = max(1, prefetch)
+        self.load_app = load_app
+        self._table: shm.WorkTable | None = None
+        self._done = None
+        self._children: dict[int, _Child] = {}
+        self._outboxes: tuple[tuple[int, shm.Outbox], ...] = ()   # reader's snapshot
+        self._spare: dict[int, shm.Outbox] = {}
+        self._jobs: dict[int, list] = {}        # seq -> [job id, slot, child index or -1]
+        self._by_id: dict[str, int] = {}
+        self._free: collections.deque[int] = collections.deque()
+        self._seq = 0
+        self._lock = threading.Lock()           # one consumer of the outboxes at a time
+        self._reader: threading.Thread | None = None
+        self._state = "new"                     # new, running, stopping, closed
+        self._silent = False                    # terminate: report nothing more
+        self._parent_pid = 0
+        self._stats = {"recycled": 0, "replaced": 0, "killed": 0, "lost": 0}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError("a PreforkPool starts once")
+        if self.options.import_in_child and not self.options.app_path:
+            raise NotSupported("import_in_child needs options.app_path")
+        nslots = max(MIN_SLOTS, SLOT_HEADROOM * self.concurrency * self.prefetch)
+        self._table = shm.WorkTable(nslots)
+        self._free.extend(range(nslots))
+        self._done = shm._ctx.Semaphore(0)
+        self._parent_pid = os.getpid()
+        self._state = "running"
+        for index in range(self.concurrency):
+            self._spawn(index)
+        self._reader = threading.Thread(target=self._read_loop, name="prefork-reader",
+                                        daemon=True)
+        self._reader.start()
+
+    def free_slots(self) -> int:
+        if self._state != "running":
+            return 0
+        capacity = min(self._table.nslots, self.concurrency * self.prefetch)
+        return max(0, capacity - len(self._jobs))
+
+    def submit(self, job: Job) -> None:
+        if self._state != "running":
+            raise RuntimeError("the prefork pool is not running")
+        slot = self._free.popleft()      # IndexError only if the caller ignored free_slots
+        self._seq += 1
+        seq = self._seq
+        self._jobs[seq] = [job.id, slot, -1]   # before the offer: it may end at once
+        self._by_id[job.id] = seq
+        self._table.offer(slot, seq, job.body)
+
+    def interrupt(self, job_id: str) -> None:
+        seq = self._by_id.get(job_id)
+        entry = self._jobs.get(seq) if seq is not None else None
+        if entry is None or entry[2] < 0:
+            return
+        kid = self._children.get(entry[2])
+        if kid is None or kid.outbox.seq != seq:
+            return
+        kid.outbox.target = seq            # the child raises only for this job
+        _signal(kid.pid, signal.SIGUSR1)
+
+    def kill(self, job_id: str) -> None:
+        seq = self._by_id.get(job_id)
+        if seq is None or self._state == "closed":
+            return
+        deadline = time.monotonic() + KILL_REAP_WAIT
+        victim = None
+        while victim is None:
+            with self._lock:
+                self._drain_locked()
+                entry = self._jobs.get(seq)
+                if entry is None:
+                    return                 # it ended first: its own outcome stands
+                slot = entry[1]
+                if entry[2] < 0 and self._table.withdraw(slot):
+                    self._finish_killed(seq, entry)     # never started: no child to end
+                    return
+                victim = self._holder(seq, entry)
+                if victim is not None:
+                    self._finish_killed(seq, entry)
+                    victim.killed = True
+                    _signal(victim.pid, signal.SIGKILL)
+            if victim is None:
+                # claimed by a child between two of its status writes, or by a dead child
+                # the reaper has not seen yet
+                self.maintain()
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.001)
+        self._stats["killed"] += 1
+        self._reap(victim, wait=KILL_REAP_WAIT)
+        self._replenish()
+
+    def maintain(self) -> None:
+        if self._state != "running":
+            return
+        for kid in list(self._children.values()):
+            self._reap(kid, wait=0)
+        self._replenish()
+
+    def stop(self, timeout: float) -> list[str]:
+        if self._state in ("new", "closed"):
+            return []
+        self._state = "stopping"
+        self._table.set_stopping()
+        self._table.wake(len(self._children))
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self._children and time.monotonic() < deadline:
+            for kid in list(self._children.values()):
+                self._reap(kid, wait=0)
+            if self._children:
+                time.sleep(0.005)
+        for kid in list(self._children.values()):   # overran the timeout: cold for these
+            kid.killed = True
+            _signal(kid.pid, signal.SIGKILL)
+        for kid in list(self._children.values()):
+            _waitpid(kid.pid, block=True)
+            self._forget(kid)
+        self._stop_reader()
+        with self._lock:
+            self._drain_locked()
+            never_started = [entry[0] for entry in self._jobs.values() if entry[2] < 0]
+            self._jobs.clear()
+            self._by_id.clear()
+        self._close()
+        return never_started
+
+    def terminate(self) -> None:
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return
+        self._silent = True
+        self._state = "stopping"
+        for kid in list(self._children.values()):
+            kid.killed = True
+            _signal(kid.pid, signal.SIGKILL)
+        for kid in list(self._children.values()):
+            _waitpid(kid.pid, block=True)
+            self._forget(kid)
+        self._stop_reader()
+        self._jobs.clear()
+        self._by_id.clear()
+        self._close()
+
+    def grow(self, n: int) -> None:
+        if n < 0:
+            raise ValueError("grow takes a positive count")
+        self.concurrency += n
+        if self._state == "running":
+            self._replenish()
+
+    def shrink(self, n: int) -> None:
+        if n < 0:
+            raise ValueError("shrink takes a positive count")
+        n = min(n, self.concurrency - 1)
+        if n <= 0:
+            return
+        self.concurrency -= n
+        if self._state != "running":
+            return
+        live = [k for k in self._children.values() if not k.retiring]
+        live.sort(key=lambda k: k.outbox.phase == shm.RUNNING)   # idle ones first
+        for kid in live[:n]:
+            kid.retiring = True
+            kid.outbox.flags = kid.outbox.flags | shm.RETIRE
+        self._table.wake(n)
+
+    def info(self) -> dict:
+        kids = list(self._children.values())
+        running = sum(1 for e in list(self._jobs.values()) if e[2] >= 0)
+        return {
+            "pool": self.name,
+            "concurrency": self.concurrency,
+            "prefetch": self.prefetch,
+            "pids": [k.pid for k in kids],
+            "busy": sum(1 for k in kids if k.outbox.phase == shm.RUNNING),
+            "running": running,
+            "queued": len(self._jobs) - running,
+            "tasks_done": sum(k.outbox.done for k in kids) + self._stats.get("done_by_dead", 0),
+            "slots": self._table.nslots if self._table else 0,
+            **{k: v for k, v in self._stats.items() if k != "done_by_dead"},
+        }
+
+    # -- children --------------------------------------------------------------------------
+    def _spawn(self, index: int) -> None:
+        outbox = self._spare.pop(index, None) or shm.Outbox()
+        outbox.reset()
+        setup = self._child_setup() if self.options.import_in_child else None
+        pid = os.fork()
+        if pid == 0:   # pragma: no cover - runs in the child, which leaves by os._exit
+            _child.main(self._table, outbox, self._done, self.runner,
+                        parent_pid=self._parent_pid,
+                        max_tasks=self.options.max_tasks_per_child,
+                        max_memory=self.options.max_memory_per_child, setup=setup)
+        self._children[index] = _Child(index, pid, outbox)
+        self._outboxes = tuple((k.index, k.outbox) for k in self._children.values())
+
+    def _child_setup(self) -> Callable[[], None]:
+        path, load_app = self.options.app_path, self.load_app
+        if load_app is None:
+            try:
+                from engine.app import load_app   # type: ignore[attr-defined]
+            except ImportError:
+                load_app = None
+
+        def setup() -> None:
+            if load_app is not None:
+                load_app(path)
+            else:
+                importlib.import_module(path.split(":")[0])
+        return setup
+
+    def _replenish(self) -> None:
+        if self._state != "running":
+            return
+        live = sum(1 for k in self._children.values() if not k.retiring)
+        index = 0
+        while live < self.concurrency:
+            while index in self._children:
+                index += 1
+            self._spawn(index)
+            live += 1
+
+    def _reap(self, kid: _Child, *, wait: float) -> bool:
+        """True when ``kid`` is gone (and accounted for)."""
+        deadline = time.monotonic() + wait
+        while (status := _waitpid(kid.pid, block=False)) is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        kid.status = status
+        self._lost(kid)
+        return True
+
+    def _lost(self, kid: _Child) -> None:
+        """``kid`` has been reaped: settle what it held, then forget it."""
+        table, ob = self._table, kid.outbox
+        with self._lock:
+            self._drain_locked()
+            phase, reason = ob.phase, ob.reason
+            if phase in (shm.CLAIMING, shm.OWNS):
+                self._settle_claim(kid, ob.slot)
+            for seq, entry in list(self._jobs.items()):
+                if entry[2] == kid.index:        # started here and never finished
+                    if kid.killed:               # collateral of our kill: run it again
+                        entry[2] = -1
+                        if self._state == "running":
+                            table.reoffer(entry[1])
+                    else:
+                        self._finish(seq, Outcome.from_exception(entry[0], WorkerLostError(
+                            f"child process {kid.pid} exited unexpectedly "
+                            f"({_describe_exit(kid)})")))
+                        self._stats["lost"] += 1
+        if reason in (_child.RECYCLED_TASKS, _child.RECYCLED_MEMORY):
+            self._stats["recycled"] += 1
+        elif not kid.retiring and self._state == "running":
+            self._stats["replaced"] += 1
+        self._forget(kid)
+        if self._state == "running":
+            table.wake()   # it may have swallowed an items token
+
+    def _settle_claim(self, kid: _Child, slot: int) -> None:
+        # the dead child said CLAIMING/OWNS ``slot``: if the slot is claimed and no live child
+        # says it holds it, the dead one took it; the job never ran, so offer it again
+        seq = self._table.seq_of(slot)
+        entry = self._jobs.get(seq)
+        if entry is None or entry[1] != slot or not self._table.is_claimed(slot):
+            return
+        for other in self._children.values():
+            if other is kid:
+                continue
+            ob = other.outbox
+            phase = ob.phase
+            if (phase in (shm.CLAIMING, shm.OWNS) and ob.slot == slot) or \
+                    (phase == shm.RUNNING and ob.seq == seq):
+                return
+        self._drain_locked()               # a live child may have finished it meanwhile
+        if seq in self._jobs and self._state == "running":
+            entry[2] = -1
+            self._table.reoffer(slot)
+
+    def _holder(self, seq: int, entry: list) -> _Child | None:
+        if entry[2] >= 0:
+            return self._children.get(entry[2])
+        for kid in self._children.values():
+            ob = kid.outbox
+            if (ob.phase in (shm.CLAIMING, shm.OWNS) and ob.slot == entry[1]) or \
+                    (ob.phase == shm.RUNNING and ob.seq == seq):
+                return kid
+        return None
+
+    def _forget(self, kid: _Child) -> None:
+        if self._children.get(kid.index) is kid:
+            del self._children[kid.index]
+            self._stats["done_by_dead"] = self._stats.get("done_by_dead", 0) + kid.outbox.done
+            self._outboxes = tuple((k.index, k.outbox) for k in self._children.values())
+            self._spare[kid.index] = kid.outbox
+
+    # -- completions -----------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        acquire = self._done.acquire
+        while self._state != "closed" and not self._reader_stop:
+            acquire(True, READER_IDLE)
+            with self._lock:
+                self._drain_locked()
+
+    _reader_stop = False
+
+    def _drain_locked(self) -> None:
+        """Read every outbox until all are empty; the caller holds ``_lock``."""
+        absorb = self._done.acquire
+        boxes = self._outboxes
+        while True:
+            while absorb(False):    # tokens for what we are about to read
+                pass
+            got = 0
+            for index, box in boxes:
+                records = box.drain()
+                if records:
+                    got += len(records)
+                    self._handle(index, records)
+            if not got:
+                return
+
+    def _handle(self, index: int, records) -> None:
+        jobs, silent = self._jobs, self._silent
+        for kind, payload in records:
+            if kind == shm.STARTED:
+                seq = shm.started_seq(payload)
+                entry = jobs.get(seq)
+                if entry is not None:
+                    entry[2] = index
+                    if not silent:
+                        self.on_start(entry[0])
+            else:
+                seq = _child.outcome_seq(payload)
+                entry = jobs.get(seq)
+                if entry is None:
+                    continue           # killed, or already reported: exactly one outcome
+                _, outcome = _child.decode_outcome(entry[0], payload)
+                self._finish(seq, outcome)
+
+    def _finish(self, seq: int, outcome: Outcome) -> None:
+        entry = self._jobs.pop(seq, None)
+        if entry is None:
+            return
+        self._by_id.pop(entry[0], None)
+        self._table.release(entry[1])
+        self._free.append(entry[1])
+        if not self._silent:
+            self.on_outcome(outcome)
+
+    def _finish_killed(self, seq: int, entry: list) -> None:
+        self._finish(seq, Outcome.from_exception(
+            entry[0], TimeLimitExceeded("hard time limit exceeded: task killed")))
+
+    def _stop_reader(self) -> None:
+        self._reader_stop = True
+        if self._done is not None:
+            self._done.release()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(5)
+
+    def _close(self) -> None:
+        self._state = "closed"
+        for box in self._spare.values():
+            box.close()
+        self._spare.clear()
+        if self._table is not None:
+            self._table.close()
+            self._table = None
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _waitpid(pid: int, *, block: bool) -> int | None:
+    """The wait status once ``pid`` has exited (-1 if someone else reaped it), else None."""
+    try:
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return -1
+    return status if done else None
+
+
+def _describe_exit(kid: _Child) -> str:
+    if kid.outbox.reason == _child.CRASHED:
+        return "crashed in the pool loop"
+    if kid.status < 0:
+        return "reaped elsewhere"
+    if os.WIFSIGNALED(kid.status):
+        sig = os.WTERMSIG(kid.status)
+        try:
+            return f"signal {signal.Signals(sig).name}"
+        except ValueError:
+            return f"signal {sig}"
+    return f"exit code {os.WEXITSTATUS(kid.status)}"

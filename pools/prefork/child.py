@@ -1,0 +1,160 @@
+"""The main loop of one prefork child: claim a slot, run its job, post the outcome, repeat.
+
+The child owns nothing but its outbox: every decision about what a death means, what to
+replace and what to report belongs to the supervisor side (``pools.prefork``). The loop
+never returns; it leaves through ``os._exit`` so no parent state (atexit, pytest) runs here.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import sys
+import traceback
+from typing import Callable
+
+import msgpack
+
+from engine import signals
+from engine.exceptions import SoftTimeLimitExceeded
+from pools.base import Outcome, Runner
+from pools.prefork import shm
+
+#: seconds an idle child sleeps before it looks at its flags and its parent again
+IDLE_CHECK = 0.5
+
+# why a child exited by itself (outbox ``reason``)
+STOPPED, RETIRED, RECYCLED_TASKS, RECYCLED_MEMORY, CRASHED = 1, 2, 3, 4, 5
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_outcome(seq: int, o: Outcome) -> bytes:
+    return _pack([seq, o.state, o.result, o.exc_type, o.exc_message, o.traceback,
+                  o.runtime, o.retry_at, o.requeue])
+
+
+def decode_outcome(job_id: str, payload: bytes) -> tuple[int, Outcome]:
+    seq, state, result, exc_type, exc_message, tb, runtime, retry_at, requeue = \
+        msgpack.unpackb(payload, raw=False)
+    return seq, Outcome(job_id, state, result, exc_type, exc_message, tb, runtime,
+                        retry_at, requeue)
+
+
+def outcome_seq(payload: bytes) -> int:
+    """The seq of an encoded outcome, without decoding the rest."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(payload)
+    unpacker.read_array_header()
+    return unpacker.unpack()
+
+
+def main(table: shm.WorkTable, outbox: shm.Outbox, done, runner: Runner, *, parent_pid: int,
+         max_tasks: int | None, max_memory: int | None,
+         setup: Callable[[], None] | None) -> None:
+    """Run until told to stop, retired, recycled or orphaned; never returns."""
+    code = 0
+    try:
+        signals.child_setup(parent_pid)
+        gc.freeze()   # what the parent built stays shared: our collections won't touch it
+        if setup is not None:
+            setup()
+        _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        outbox.reason = CRASHED
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> None:
+    current = [0]          # seq of the job inside runner.execute, 0 outside
+
+    def raise_soft() -> None:
+        # the supervisor names its target first, so a signal that lands after the job ended
+        # (or on the next job) is ignored instead of hitting the wrong task
+        seq = current[0]
+        if seq and outbox.target == seq:
+            outbox.target = 0
+            raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    signals.install_interrupt(raise_soft)
+    items, release_done = table.items, done.release
+    put, put_started, set_running, set_phase = (outbox.put, outbox.put_started,
+                                                outbox.set_running, outbox.set_phase)
+    load, execute = runner.load, runner.execute
+    tasks = 0
+    while True:
+        reason = _should_exit(table, outbox)
+        if reason:
+            _exit(outbox, reason)
+        if not items.acquire(True, IDLE_CHECK):
+            if os.getppid() != parent_pid:
+                _exit(outbox, STOPPED)
+            continue
+        reason = _should_exit(table, outbox)
+        if reason:
+            items.release()          # the token is owed to another child
+            _exit(outbox, reason)
+        slot = table.claim(outbox)
+        if slot < 0:
+            continue
+        if _should_exit(table, outbox):
+            table.unclaim(slot)      # back on offer before we say we hold nothing
+            set_phase(shm.IDLE)
+            continue                 # the loop top exits
+        seq, body = table.read(slot)
+        put_started(seq)
+        release_done()
+        set_running(seq)
+        try:
+            job = load(body)
+            current[0] = seq
+            try:
+                outcome = execute(job)
+            finally:
+                current[0] = 0
+        except BaseException as exc:   # a soft limit that landed outside the task's own code
+            outcome = Outcome.from_exception("", exc)
+        put(shm.FINISHED, encode_outcome(seq, outcome))
+        set_phase(shm.IDLE)
+        release_done()
+        outbox.count_done()
+        tasks += 1
+        if max_tasks and tasks >= max_tasks:
+            _exit(outbox, RECYCLED_TASKS)
+        if max_memory and _rss_over(outbox, max_memory):
+            _exit(outbox, RECYCLED_MEMORY)
+
+
+def _should_exit(table, outbox) -> int:
+    if table.stopping:
+        return STOPPED
+    if outbox.flags & shm.RETIRE:
+        return RETIRED
+    return 0
+
+
+def _exit(outbox, reason: int) -> None:
+    outbox.reason = reason
+    outbox.set_phase(shm.EXITED)
+    raise SystemExit(0)
+
+
+def _rss_over(outbox, limit_kib: int) -> bool:
+    # ru_maxrss (KiB on Linux) is one cheap syscall and never below the current RSS, so the
+    # psutil read of the real current figure only happens once the peak passed the limit
+    if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss <= limit_kib:
+        return False
+    import psutil
+    rss = psutil.Process().memory_info().rss // 1024
+    outbox.rss = rss
+    return rss > limit_kib
