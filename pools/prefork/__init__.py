@@ -70,7 +70,7 @@ class PreforkPool(Pool):
         self._children: dict[int, _Child] = {}
         self._outboxes: tuple[tuple[int, shm.Outbox], ...] = ()   # reader's snapshot
         self._spare: dict[int, shm.Outbox] = {}
-        self._jobs: dict[int, list] = {}        # seq -> [job id, slot, child index or -1]
+        self._jobs: dict[int, list] = {}        # seq -> [id, slot, child or -1, start reported]
         self._by_id: dict[str, int] = {}
         self._free: collections.deque[int] = collections.deque()
         self._seq = 0
@@ -111,7 +111,7 @@ class PreforkPool(Pool):
         slot = self._free.popleft()      # IndexError only if the caller ignored free_slots
         self._seq += 1
         seq = self._seq
-        self._jobs[seq] = [job.id, slot, -1]   # before the offer: it may end at once
+        self._jobs[seq] = [job.id, slot, -1, False]   # before the offer: it may end at once
         self._by_id[job.id] = seq
         self._table.offer(slot, seq, job.body)
 
@@ -397,7 +397,8 @@ class PreforkPool(Pool):
                 entry = jobs.get(seq)
                 if entry is not None:
                     entry[2] = index
-                    if not silent:
+                    if not entry[3] and not silent:   # once, even if a kill made it rerun
+                        entry[3] = True
                         self.on_start(entry[0])
             else:
                 seq = _child.outcome_seq(payload)
