@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 import msgpack
+import psutil
 import redis
 
 from engine import control, limits, message, signals
@@ -683,6 +684,7 @@ class Supervisor:
         return {
             "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started_at, "active": len(self.inflight),
+            "load": os.getloadavg()[0], "rss": _rss_kib(),
             "lanes": [{"name": lane.name, "queues": lane.queues, "pool": lane.spec.pool,
                        "concurrency": lane.spec.concurrency, "buffered": len(lane.buffer),
                        "processed": lane.processed, "failed": lane.failed,
@@ -698,3 +700,17 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _rss_kib() -> int:
+    """Resident memory of this process and its children, in KiB (for the dashboard)."""
+    try:
+        me = psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass   # a child that ended between the listing and the read
+    return total // 1024
