@@ -1,0 +1,47 @@
+"""Celery side of the comparison workloads (bodies shared through common.py)."""
+import os
+
+from celery import Celery
+
+import common
+
+URL = os.environ["BENCH_REDIS"]
+
+app = Celery("celery_tasks", broker=URL, backend=URL)
+app.conf.update(
+    task_ignore_result=True,          # throughput workloads: results ignored
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+    task_default_queue="bench",
+)
+
+
+@app.task(ignore_result=True)
+def noop():
+    common.done()
+
+
+@app.task(ignore_result=True)
+def sleep(s):
+    import time
+
+    time.sleep(s)
+    common.done()
+
+
+@app.task(ignore_result=True)
+def cpu(iters):
+    common.burn(iters)
+    common.done()
+
+
+@app.task(ignore_result=True)
+def payload(data):
+    len(data)
+    common.done()
+
+
+@app.task(ignore_result=False)
+def echo(x):
+    return x

@@ -1,0 +1,465 @@
+"""Shared pieces of the comparison drivers (stdlib + redis + psutil only).
+
+Imported by every driver (Celery, Dramatiq, Huey in the compare venv; the engine driver in the
+project venv) and by every bench tasks module, so that the task bodies, the completion counter,
+the worker process handling and the JSON line are the same for all systems.
+
+Completion counting (the same for every system, the engine included): each throughput task ends
+with `done()`, one Redis INCR on `BENCH_KEY`. The task whose INCR returns 1 stores the first
+completion time, the one whose INCR returns `BENCH_N` stores the last completion time and pushes
+to `BENCH_KEY:fin`, which the driver waits on with BLPOP (no polling). Times come from the
+workers' clocks; drivers and workers run on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+WORKLOADS = ("noop", "latency", "sleep", "cpu", "payload")
+DEFAULT_N = {"noop": 20000, "latency": 500, "sleep": 2000, "cpu": 200, "payload": 5000}
+SLEEP_S = 0.05
+PAYLOAD_BYTES = 10 * 1024
+CPU_MS = 20.0
+MAX_CONNECTIONS = 4096
+
+# --------------------------------------------------------------------------- task side
+
+_client = None
+_client_pid = None
+KEY = os.environ.get("BENCH_KEY", "bench:done")
+N = int(os.environ.get("BENCH_N", "0") or 0)
+
+
+def client():
+    """A redis-py client for the current process (rebuilt after fork)."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        import redis
+
+        _client = redis.Redis(connection_pool=pool(os.environ["BENCH_REDIS"]))
+        _client_pid = os.getpid()
+    return _client
+
+
+def pool(url):
+    """A redis-py pool big enough for 1,000 greenlets (redis-py 8 defaults to 100)."""
+    import redis
+
+    return redis.ConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS)
+
+
+def done():
+    """Count one completion; mark the first and the last (see module docstring)."""
+    r = client()
+    c = r.incr(KEY)
+    if c == 1:
+        r.set(KEY + ":first", repr(time.time()))
+    if c == N:
+        p = r.pipeline(transaction=False)
+        p.set(KEY + ":last", repr(time.time()))
+        p.rpush(KEY + ":fin", b"1")
+        p.execute()
+
+
+def burn(iters):
+    """Pure-Python CPU work; `iters` is calibrated so that one call takes about CPU_MS."""
+    x = 0
+    for i in range(iters):
+        x = (x * 31 + i) & 0xFFFFFFFF
+    return x
+
+
+def calibrate_cpu(target_ms=CPU_MS):
+    """Iterations of burn() taking about target_ms on this machine (best of a few tries)."""
+    iters = 20000
+    best = None
+    for _ in range(5):
+        t = time.perf_counter()
+        burn(iters)
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    return max(1000, int(iters * (target_ms / 1000.0) / best))
+
+
+def payload(nbytes=PAYLOAD_BYTES):
+    # a str (not bytes) so that every system's default serializer (Celery's JSON too) carries it
+    return "x" * nbytes
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def parse_args(system, pools, argv=None):
+    p = argparse.ArgumentParser(description=f"{system} benchmark driver (one JSON line)")
+    p.add_argument("--redis", required=True, help="redis://host:port/db of a dedicated Redis")
+    p.add_argument("--workload", required=True, choices=WORKLOADS)
+    p.add_argument("--n", type=int, default=None, help="tasks (default per workload, issue 8)")
+    p.add_argument("--pool", default=pools[0], choices=pools)
+    p.add_argument("-c", "--concurrency", type=int, default=2)
+    p.add_argument("--procs", type=int, default=1, help="worker processes (Dramatiq)")
+    p.add_argument("--cpu-iters", type=int, default=None, help="burn() iterations (~20 ms)")
+    p.add_argument("--payload-bytes", type=int, default=PAYLOAD_BYTES)
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many s")
+    p.add_argument("--flush", action="store_true",
+                   help="FLUSHDB first (the harness's private Redis); without it the db must be empty")
+    p.add_argument("--samples", action="store_true", help="include raw latencies in the JSON")
+    p.add_argument("--pidfile", default=None, help="write worker process-group ids here")
+    p.add_argument("--json", action="store_true", help="print one JSON line (always on)")
+    p.add_argument("--log-dir", default=None, help="keep worker logs here")
+    a = p.parse_args(argv)
+    if a.n is None:
+        a.n = DEFAULT_N[a.workload]
+    if a.workload == "cpu" and a.cpu_iters is None:
+        a.cpu_iters = calibrate_cpu()
+    return a
+
+
+def task_env(args, key):
+    """Environment read by the bench tasks modules (the worker's and the driver's)."""
+    n = args.n if args.workload != "latency" else 0
+    return {"BENCH_REDIS": args.redis, "BENCH_KEY": key, "BENCH_N": str(n)}
+
+
+def prepare_redis(args):
+    import redis
+
+    r = redis.Redis.from_url(args.redis)
+    if args.flush:
+        r.flushdb()
+    elif r.dbsize():
+        raise SystemExit(f"refusing to run on a non-empty Redis db ({args.redis}); "
+                         "give a dedicated db or --flush")
+    return r
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS (sum over the worker process tree) and CPU seconds of that tree."""
+
+    def __init__(self, pids, interval=0.2):
+        super().__init__(daemon=True)
+        self.roots = list(pids)
+        self.interval = interval
+        self.peak = 0
+        self.cpu = {}  # pid -> last seen user+system
+        self.nprocs = 0
+        self._stop = threading.Event()
+
+    def sample(self):
+        import psutil
+
+        total = 0
+        seen = 0
+        for root in self.roots:
+            try:
+                proc = psutil.Process(root)
+                procs = [proc] + proc.children(recursive=True)
+            except psutil.Error:
+                continue
+            for pr in procs:
+                try:
+                    with pr.oneshot():
+                        total += pr.memory_info().rss
+                        ct = pr.cpu_times()
+                        self.cpu[pr.pid] = ct.user + ct.system
+                    seen += 1
+                except psutil.Error:
+                    pass
+        self.peak = max(self.peak, total)
+        self.nprocs = max(self.nprocs, seen)
+
+    def run(self):
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self.sample()
+
+    @property
+    def cpu_s(self):
+        return sum(self.cpu.values())
+
+
+class Workers:
+    """Worker subprocesses, each in its own session/process group, killed by group."""
+
+    def __init__(self, args, tag):
+        self.args = args
+        self.procs = []
+        self.logs = []
+        self.tag = tag
+        self.log_dir = args.log_dir or tempfile.mkdtemp(prefix="bench-logs-")
+
+    def start(self, argv, env_extra, cwd=HERE):
+        env = dict(os.environ)
+        env.update(env_extra)
+        env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        log_path = os.path.join(self.log_dir, f"{self.tag}-{len(self.procs)}.log")
+        log = open(log_path, "wb")
+        self.logs.append(log_path)
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs.append(p)
+        if self.args.pidfile:
+            with open(self.args.pidfile, "a") as f:
+                f.write(f"{p.pid}\n")
+        return p
+
+    @property
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def check_alive(self):
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"worker exited early with code {p.returncode}; log tail:\n"
+                                   + self.tail())
+
+    def tail(self, nbytes=3000):
+        out = []
+        for path in self.logs:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(0, 2)
+                    f.seek(max(0, f.tell() - nbytes))
+                    out.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def stop(self, grace=10.0):
+        """SIGTERM each worker's process group, then SIGKILL what is left of it."""
+        for p in self.procs:
+            _killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for p in self.procs:
+            # the leader may be gone while children of its group remain: kill the group anyway
+            _killpg(p.pid, signal.SIGKILL)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        _wait_group_gone([p.pid for p in self.procs])
+
+
+def _killpg(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_group_gone(pgids, timeout=5.0):
+    try:
+        import psutil
+    except ImportError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = []
+        for pr in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(pr.pid) in pgids and pr.status() != psutil.STATUS_ZOMBIE:
+                    left.append(pr.pid)
+            except (ProcessLookupError, psutil.Error, OSError):
+                pass
+        if not left:
+            return
+        for pgid in pgids:
+            _killpg(pgid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def percentiles(values):
+    if not values:
+        return {}
+    s = sorted(values)
+
+    def pct(q):
+        k = (len(s) - 1) * q
+        lo = int(k)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+    return {"p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
+            "mean_ms": sum(s) / len(s), "min_ms": s[0], "max_ms": s[-1]}
+
+
+def task_args(args):
+    """Positional arguments of one task of the workload."""
+    w = args.workload
+    if w == "sleep":
+        return (SLEEP_S,)
+    if w == "cpu":
+        return (args.cpu_iters,)
+    if w == "payload":
+        return (payload(args.payload_bytes),)
+    return ()
+
+
+class Driver:
+    """What a system's driver supplies. Subclasses implement the four methods."""
+
+    system = "?"
+    pools = ("default",)
+
+    def worker_commands(self, args):
+        """[(argv, env_extra)]: the worker processes to start."""
+        raise NotImplementedError
+
+    def setup(self, args):
+        """Import the tasks module (env already set) and return nothing."""
+
+    def enqueue(self, args, count):
+        """Enqueue `count` tasks of the workload; may return extra result fields."""
+        raise NotImplementedError
+
+    def roundtrip(self, x, timeout):
+        """One delay(x).get() of the echo task; returns the value."""
+        raise NotImplementedError
+
+    def versions(self):
+        return {}
+
+    def concurrency_label(self, args):
+        return args.concurrency
+
+
+def run(driver, argv=None):
+    args = parse_args(driver.system, driver.pools, argv)
+    out = {"system": driver.system, "pool": args.pool,
+           "concurrency": driver.concurrency_label(args), "workload": args.workload,
+           "n": args.n}
+    key = "bench:done:" + uuid.uuid4().hex[:12]
+    os.environ.update(task_env(args, key))
+    # the tasks modules read BENCH_* at import time
+    global KEY, N
+    KEY, N = key, int(os.environ["BENCH_N"])
+    workers = Workers(args, f"{driver.system}-{args.workload}-{args.pool}")
+    sampler = None
+
+    def on_term(signum, frame):
+        raise SystemExit(f"driver got signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    code = 0
+    try:
+        r = prepare_redis(args)
+        driver.setup(args)
+        out.update(driver.versions())
+        if args.workload == "cpu":
+            out["cpu_iters"] = args.cpu_iters
+        if args.workload == "payload":
+            out["payload_bytes"] = args.payload_bytes
+        if args.workload == "latency":
+            out.update(_run_latency(driver, args, workers))
+        else:
+            # pre-enqueued backlog: the enqueue is timed alone, with no worker competing
+            t0 = time.perf_counter()
+            extra = driver.enqueue(args, args.n) or {}
+            dt = time.perf_counter() - t0
+            out["enqueue_s"] = dt
+            out["enqueue_per_s"] = args.n / dt
+            out.update(extra)
+            t_spawn = time.time()
+            for argv_, env in driver.worker_commands(args):
+                workers.start(argv_, env)
+            sampler = RssSampler(workers.pids)
+            sampler.start()
+            deadline = time.monotonic() + args.timeout
+            while True:
+                got = r.blpop(key + ":fin", timeout=1)
+                if got:
+                    break
+                workers.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {int(r.get(key) or 0)}/{args.n} tasks done "
+                                       f"after {args.timeout}s")
+            first = float(r.get(key + ":first"))
+            last = float(r.get(key + ":last"))
+            span = max(last - first, 1e-9)
+            out.update({
+                "first_to_last_s": span,
+                "tasks_per_s": args.n / span,
+                "from_start_s": last - t_spawn,
+                "tasks_per_s_from_start": args.n / (last - t_spawn),
+                "startup_s": first - t_spawn,
+            })
+            sampler.stop()
+            out["worker_rss_peak_mb"] = sampler.peak / 2**20
+            out["worker_cpu_s"] = sampler.cpu_s
+            out["worker_procs"] = sampler.nprocs
+    except BaseException as e:  # report, clean up, exit non-zero
+        out["error"] = f"{type(e).__name__}: {e}"
+        if workers.procs:
+            out["log_tail"] = workers.tail(1500)
+        code = 1
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        workers.stop()
+    print(json.dumps(out), flush=True)
+    return code
+
+
+def _run_latency(driver, args, workers):
+    for argv_, env in driver.worker_commands(args):
+        workers.start(argv_, env)
+    sampler = RssSampler(workers.pids)
+    sampler.start()
+    # wait until the worker answers, then warm every process up before timing
+    deadline = time.monotonic() + min(args.timeout, 120)
+    t_spawn = time.monotonic()
+    while True:
+        workers.check_alive()
+        try:
+            driver.roundtrip(0, 2.0)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+    ready_s = time.monotonic() - t_spawn
+    for i in range(30):
+        driver.roundtrip(i, 10.0)
+    lat = []
+    t_all = time.perf_counter()
+    for i in range(args.n):
+        t = time.perf_counter()
+        v = driver.roundtrip(i, 10.0)
+        lat.append((time.perf_counter() - t) * 1000.0)
+        if v != i:
+            raise AssertionError(f"echo returned {v!r}, expected {i}")
+    total = time.perf_counter() - t_all
+    sampler.stop()
+    res = percentiles(lat)
+    res.update({"ready_s": ready_s, "tasks_per_s": args.n / total,
+                "worker_rss_peak_mb": sampler.peak / 2**20, "worker_procs": sampler.nprocs})
+    if args.samples:
+        res["latencies_ms"] = [round(x, 4) for x in lat]
+    return res
+
+
+def chunks(total, size):
+    while total > 0:
+        k = min(size, total)
+        yield k
+        total -= k
+
