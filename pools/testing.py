@@ -223,6 +223,7 @@ class Harness:
         self.pool = pool_class(concurrency, self._on_outcome, runner=SampleRunner(),
                                on_start=self._on_start, options=options)
         self.capabilities = frozenset(pool_class.capabilities)
+        self.running = False       # start() returned: stop/terminate are in contract
 
     # -- the pool's callbacks: cheap, thread-safe, never raise
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -258,6 +259,7 @@ class Harness:
 
     def start(self) -> "Harness":
         self.call("start")
+        self.running = True
         return self
 
     def path(self, name: str) -> str:
@@ -349,7 +351,8 @@ class Harness:
 
     def close(self) -> None:
         self.open_gates()
-        self.call("terminate")
+        if self.running:
+            self.call("terminate")
 
 
 def value(outcome: Outcome):
@@ -412,7 +415,8 @@ class PoolTests:
         for harness in made:
             harness.close()
         for harness in made:
-            harness.call("terminate")          # idempotent, by contract
+            if harness.running:
+                harness.call("terminate")      # idempotent, by contract
             harness.check()
 
     @pytest.fixture
@@ -725,7 +729,7 @@ class PoolTests:
             # Given a pool that cannot recycle, When started with max_tasks_per_child,
             # Then it refuses with NotSupported rather than ignoring the option
             with pytest.raises(NotSupported):
-                harness.call("start")
+                harness.start()
             return
         # Given a pool recycling every two tasks
         harness.start()
