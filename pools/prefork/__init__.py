@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import importlib
+import logging
 import os
 import signal
 import threading
@@ -34,6 +35,11 @@ MIN_SLOTS = 64
 KILL_REAP_WAIT = 1.0
 #: seconds the reader sleeps when nothing wakes it (only matters for shutdown)
 READER_IDLE = 0.2
+#: longest pause before replacing children that keep dying before their first task (a
+#: broken import_in_child app): doubles from 0.1 s, so a bad deploy cannot fork-bomb
+MAX_RESPAWN_BACKOFF = 5.0
+
+log = logging.getLogger("engine.pools.prefork")
 
 
 class _Child:
@@ -80,6 +86,8 @@ class PreforkPool(Pool):
         self._silent = False                    # terminate: report nothing more
         self._parent_pid = 0
         self._stats = {"recycled": 0, "replaced": 0, "killed": 0, "lost": 0}
+        self._backoff = 0.0
+        self._respawn_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,7 +126,10 @@ class PreforkPool(Pool):
     def interrupt(self, job_id: str) -> None:
         seq = self._by_id.get(job_id)
         entry = self._jobs.get(seq) if seq is not None else None
-        if entry is None or entry[2] < 0:
+        if entry is not None and entry[2] < 0:
+            with self._lock:          # its start record may still be unread
+                self._drain_locked()
+        if entry is None or entry[2] < 0 or seq not in self._jobs:
             return
         kid = self._children.get(entry[2])
         if kid is None or kid.outbox.seq != seq:
@@ -278,7 +289,7 @@ class PreforkPool(Pool):
         return setup
 
     def _replenish(self) -> None:
-        if self._state != "running":
+        if self._state != "running" or time.monotonic() < self._respawn_at:
             return
         live = sum(1 for k in self._children.values() if not k.retiring)
         index = 0
@@ -318,6 +329,14 @@ class PreforkPool(Pool):
                             f"child process {kid.pid} exited unexpectedly "
                             f"({_describe_exit(kid)})")))
                         self._stats["lost"] += 1
+        if ob.done == 0 and not kid.killed and reason != _child.RETIRED \
+                and self._state == "running":
+            self._backoff = min(MAX_RESPAWN_BACKOFF, max(0.1, self._backoff * 2))
+            self._respawn_at = time.monotonic() + self._backoff
+            log.error("prefork child %s died before its first task (%s); next one in %.1fs",
+                      kid.pid, _describe_exit(kid), self._backoff)
+        elif ob.done:
+            self._backoff = 0.0
         if reason in (_child.RECYCLED_TASKS, _child.RECYCLED_MEMORY):
             self._stats["recycled"] += 1
         elif not kid.retiring and self._state == "running":

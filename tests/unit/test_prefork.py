@@ -1,0 +1,462 @@
+"""The prefork pool driven directly (no Redis): children, limits, lifecycle, shutdown.
+
+The test plays the supervisor with a small Runner of its own; it waits by polling conditions
+with generous deadlines, kills only the processes it started, and asserts no timings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import msgpack
+import psutil
+import pytest
+
+from engine.exceptions import SoftTimeLimitExceeded
+from pools.base import FAILURE, SUCCESS, Job, Outcome, PoolOptions
+from pools.prefork import PreforkPool, shm
+
+WAIT = 30.0
+POLL = 0.005
+_HOG: list[bytes] = []
+
+
+# --------------------------------------------------------------------------- tasks
+
+def t_echo(*args):
+    return list(args)
+
+
+def t_pid():
+    return os.getpid()
+
+
+def t_big(size):
+    return "x" * size
+
+
+def t_catch_soft(marker):
+    open(marker, "w").close()
+    try:
+        while True:
+            time.sleep(POLL)
+    except SoftTimeLimitExceeded:
+        return "caught"
+
+
+def t_sleep(marker, seconds):
+    open(marker, "w").close()
+    time.sleep(seconds)
+    return "slept"
+
+
+def t_spin(marker):
+    open(marker, "w").close()
+    n = 0
+    while True:
+        try:
+            n += 1
+        except SoftTimeLimitExceeded:
+            pass
+
+
+def t_recv(marker):
+    a, b = socket.socketpair()
+    open(marker, "w").close()
+    a.recv(1)            # blocks in C forever: nobody writes to b
+    return "received"
+
+
+def t_hold(marker, gate):
+    open(marker, "w").close()
+    while not os.path.exists(gate):
+        time.sleep(POLL)
+    return os.getpid()
+
+
+def t_exit(marker):
+    open(marker, "w").close()
+    os._exit(3)
+
+
+def t_segfault():
+    import ctypes
+    ctypes.string_at(0)
+
+
+def t_hog(mib):
+    _HOG.append(b"\1" * (mib * 1024 * 1024))
+    return os.getpid()
+
+
+def t_modules(name):
+    return name in sys.modules
+
+
+TASKS = {name[2:]: fn for name, fn in dict(globals()).items() if name.startswith("t_")}
+
+
+class MiniRunner:
+    def load(self, body: bytes) -> Job:
+        data = msgpack.unpackb(body)
+        return Job(data["id"], data["task"], data["args"], body=body)
+
+    def execute(self, job: Job) -> Outcome:
+        try:
+            return Outcome(job.id, SUCCESS, msgpack.packb(TASKS[job.task](*job.args)))
+        except Exception as exc:
+            return Outcome.from_exception(job.id, exc)
+
+
+# --------------------------------------------------------------------------- harness
+
+class Driver:
+    """Plays the supervisor: one thread calls the pool, outcomes arrive on the reader."""
+
+    def __init__(self, tmp_path, concurrency=2, **kwargs):
+        self.tmp = tmp_path
+        self.cond = threading.Condition()
+        self.outcomes: dict[str, list[Outcome]] = {}
+        self.started: list[str] = []
+        self.pool = PreforkPool(concurrency, self._on_outcome, runner=MiniRunner(),
+                                on_start=self._on_start, **kwargs)
+        self.pool.start()
+        self.pids = set(self.pool.info()["pids"])
+
+    def _on_outcome(self, outcome):
+        with self.cond:
+            self.outcomes.setdefault(outcome.job_id, []).append(outcome)
+            self.cond.notify_all()
+
+    def _on_start(self, job_id):
+        with self.cond:
+            self.started.append(job_id)
+            self.cond.notify_all()
+
+    def path(self, name):
+        return str(self.tmp / name)
+
+    def submit(self, task, *args):
+        job_id = f"{task}-{uuid.uuid4().hex[:10]}"
+        body = msgpack.packb({"id": job_id, "task": task, "args": list(args)})
+        self.wait(lambda: self.pool.free_slots() > 0, "a free slot")
+        self.pool.submit(Job(job_id, task, list(args), body=body))
+        return job_id
+
+    def wait(self, predicate, what, timeout=WAIT):
+        give_up = time.monotonic() + timeout
+        while not predicate():
+            self.pool.maintain()
+            self.pids |= set(self.pool.info()["pids"])
+            if time.monotonic() > give_up:
+                pytest.fail(f"gave up waiting for {what}")
+            with self.cond:
+                self.cond.wait(POLL)
+
+    def outcome(self, job_id) -> Outcome:
+        self.wait(lambda: job_id in self.outcomes, f"the outcome of {job_id}")
+        with self.cond:
+            assert len(self.outcomes[job_id]) == 1, self.outcomes[job_id]
+            return self.outcomes[job_id][0]
+
+    def value(self, job_id):
+        outcome = self.outcome(job_id)
+        assert outcome.state == SUCCESS, (outcome.exc_type, outcome.exc_message)
+        return msgpack.unpackb(outcome.result)
+
+    def wait_file(self, path):
+        self.wait(lambda: os.path.exists(path), path)
+
+    def close(self):
+        self.pool.terminate()
+        for pid in self.pids:
+            assert not _alive(pid), f"child {pid} outlived terminate()"
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def driver(tmp_path):
+    made = []
+
+    def make(**kwargs):
+        d = Driver(tmp_path, **kwargs)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.close()
+
+
+# --------------------------------------------------------------------------- running
+
+def test_many_tasks_across_children_each_reported_once(driver):
+    # Given a pool of two children
+    d = driver(concurrency=2)
+    # When many tasks run
+    ids = [d.submit("pid") for _ in range(2000)]
+    # Then each has exactly one outcome, on_start came for each, and both children worked
+    pids = {d.value(i) for i in ids}
+    assert pids <= set(d.pool.info()["pids"])
+    assert len(pids) == 2
+    assert sorted(d.started) == sorted(ids)
+    assert d.pool.info()["tasks_done"] == 2000
+
+
+def test_idle_child_takes_work_while_the_other_is_busy(driver):
+    # Given one child stuck in a long job
+    d = driver(concurrency=2)
+    gate = d.path("gate")
+    held = d.submit("hold", d.path("held"), gate)
+    d.wait_file(d.path("held"))
+    # When more work arrives, Then the other child runs all of it meanwhile
+    ids = [d.submit("echo", i) for i in range(50)]
+    assert [d.value(i) for i in ids] == [[i] for i in range(50)]
+    assert held not in d.outcomes
+    open(gate, "w").close()
+    d.value(held)
+
+
+def test_messages_and_results_larger_than_shared_memory_records(driver):
+    # Given a body above a work slot and a result above a quarter of an outbox
+    d = driver(concurrency=1)
+    big_arg = "y" * (shm.SLOT_SIZE * 3)
+    # When they go through the pool
+    echo = d.submit("echo", big_arg)
+    big = d.submit("big", shm.OUTBOX_SIZE)
+    # Then both arrive whole, and no overflow file is left behind
+    assert d.value(echo) == [big_arg]
+    assert d.value(big) == "x" * shm.OUTBOX_SIZE
+    leftovers = [n for n in os.listdir(shm.OVERFLOW_DIR) if n.startswith("engine-")
+                 and str(os.getpid()) in n]
+    assert leftovers == []
+
+
+def test_import_in_child_runs_the_hook(driver, tmp_path):
+    # Given a module the parent never imported, and import_in_child
+    name = f"prefork_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        d = driver(concurrency=1, load_app=importlib.import_module,
+                   options=PoolOptions(import_in_child=True, app_path=name))
+        # When a task looks for it, Then the child imported it and the parent did not
+        assert d.value(d.submit("modules", name)) is True
+        assert name not in sys.modules
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+# --------------------------------------------------------------------------- limits
+
+def test_soft_limit_is_raised_inside_the_task_which_may_catch_it(driver):
+    d = driver(concurrency=2)
+    marker = d.path("soft")
+    job = d.submit("catch_soft", marker)
+    d.wait_file(marker)
+    d.pool.interrupt(job)
+    assert d.value(job) == "caught"
+
+
+@pytest.mark.parametrize("task", ["sleep", "spin", "recv"])
+def test_hard_limit_kills_then_a_fresh_child_runs_the_next_task(driver, task):
+    # Given a task that will not end by itself: asleep, spinning, or blocked in recv()
+    d = driver(concurrency=1)
+    marker = d.path(task)
+    args = (marker, 3600) if task == "sleep" else (marker,)
+    job = d.submit(task, *args)
+    d.wait_file(marker)
+    old = set(d.pool.info()["pids"])
+    # When the supervisor kills it
+    d.pool.kill(job)
+    # Then it is FAILURE with TimeLimitExceeded, and a new child runs the next task
+    outcome = d.outcome(job)
+    assert outcome.state == FAILURE
+    assert outcome.exc_type.endswith("TimeLimitExceeded")
+    assert d.value(d.submit("pid")) not in old
+    assert d.pool.info()["killed"] == 1
+
+
+def test_kill_of_a_queued_job_withdraws_it(driver):
+    # Given the only child busy and a job waiting behind it
+    d = driver(concurrency=1)
+    gate = d.path("gate")
+    held = d.submit("hold", d.path("held"), gate)
+    d.wait_file(d.path("held"))
+    queued = d.submit("echo", 1)
+    # When the queued one is killed (revoke with terminate before it started)
+    d.pool.kill(queued)
+    # Then it is reported once, no child died, and the running job is untouched
+    assert d.outcome(queued).exc_type.endswith("TimeLimitExceeded")
+    open(gate, "w").close()
+    assert d.value(held) in d.pids
+    assert d.pool.info()["killed"] == 0
+    assert queued not in d.started
+
+
+def test_kill_and_interrupt_of_finished_jobs_are_ignored(driver):
+    d = driver(concurrency=1)
+    job = d.submit("echo", 1)
+    d.value(job)
+    d.pool.kill(job)
+    d.pool.interrupt(job)
+    d.pool.kill("nope")
+    assert len(d.outcomes[job]) == 1
+    assert d.value(d.submit("echo", 2)) == [2]
+
+
+# --------------------------------------------------------------------------- child loss
+
+@pytest.mark.parametrize("how", ["os_exit", "segfault", "sigkill"])
+def test_lost_child_reports_worker_lost_and_queued_jobs_survive(driver, how):
+    # Given one child, running a job that dies, and jobs queued behind it
+    d = driver(concurrency=1)
+    marker = d.path("dying")
+    if how == "os_exit":
+        job = d.submit("exit", marker)
+    elif how == "segfault":
+        job = d.submit("segfault")
+    else:
+        job = d.submit("sleep", marker, 3600)
+    queued = [d.submit("echo", i) for i in range(d.pool.free_slots())]
+    if how == "sigkill":                       # an outside kill, e.g. the OOM killer
+        d.wait(lambda: job in d.started, "the job to start")
+        os.kill(d.pool.info()["pids"][0], signal.SIGKILL)
+    # Then that job is FAILURE with WorkerLostError, and a new child runs the others
+    outcome = d.outcome(job)
+    assert outcome.state == FAILURE
+    assert outcome.exc_type.endswith("WorkerLostError")
+    assert [d.value(i) for i in queued] == [[i] for i in range(len(queued))]
+    assert d.pool.info()["lost"] == 1
+
+
+def test_max_tasks_per_child_recycles_without_losing_tasks(driver):
+    d = driver(concurrency=2, options=PoolOptions(max_tasks_per_child=3))
+    ids = [d.submit("pid") for _ in range(30)]
+    pids = [d.value(i) for i in ids]
+    assert len(set(pids)) >= 10
+    assert all(pids.count(p) <= 3 for p in set(pids))
+    d.wait(lambda: d.pool.info()["recycled"] >= 9, "recycled children")
+
+
+def test_max_memory_per_child_recycles_after_the_task(driver):
+    # Given a limit 40 MiB above what a child uses now
+    rss = psutil.Process().memory_info().rss // 1024
+    d = driver(concurrency=1, options=PoolOptions(max_memory_per_child=rss + 40 * 1024))
+    first = d.value(d.submit("pid"))
+    # When a task grows the child by 80 MiB
+    hog = d.submit("hog", 80)
+    # Then the task still succeeds, and the next one runs on a new child
+    assert d.value(hog) == first
+    assert d.value(d.submit("pid")) != first
+    assert d.pool.info()["recycled"] == 1
+
+
+# --------------------------------------------------------------------------- capacity
+
+def test_grow_and_shrink(driver):
+    d = driver(concurrency=1)
+    d.pool.grow(2)
+    assert len(d.pool.info()["pids"]) == 3
+    assert d.pool.free_slots() == 3 * d.pool.prefetch
+    d.pool.shrink(5)
+    d.wait(lambda: len(d.pool.info()["pids"]) == 1, "the pool to shrink to one child")
+    assert d.pool.info()["concurrency"] == 1
+    ids = [d.submit("echo", i) for i in range(20)]
+    assert [d.value(i) for i in ids] == [[i] for i in range(20)]
+
+
+def test_shrink_lets_a_busy_child_finish(driver):
+    d = driver(concurrency=2)
+    gate = d.path("gate")
+    held = d.submit("hold", d.path("held"), gate)
+    d.wait_file(d.path("held"))
+    d.pool.shrink(1)
+    d.wait(lambda: len(d.pool.info()["pids"]) == 1, "the idle child to leave")
+    open(gate, "w").close()
+    assert d.value(held) in d.pids
+
+
+# --------------------------------------------------------------------------- shutdown
+
+def test_warm_stop_returns_prefetched_jobs_and_lets_running_ones_finish(driver):
+    # Given one child running a held job and jobs prefetched behind it
+    d = driver(concurrency=1, prefetch=4)
+    gate = d.path("gate")
+    held = d.submit("hold", d.path("held"), gate)
+    d.wait_file(d.path("held"))
+    queued = [d.submit("echo", i) for i in range(3)]
+    # When stopped warm while the held job is released a little later
+    opener = threading.Timer(0.2, lambda: open(gate, "w").close())
+    opener.start()
+    try:
+        returned = d.pool.stop(WAIT)
+    finally:
+        opener.cancel()
+    # Then the prefetched ones come back, the running one ended with its outcome
+    assert sorted(returned) == sorted(queued)
+    assert d.outcome(held).state == SUCCESS
+    assert all(q not in d.outcomes for q in queued)
+    assert not any(_alive(pid) for pid in d.pids)
+
+
+def test_terminate_is_cold_and_idempotent(driver):
+    d = driver(concurrency=2)
+    job = d.submit("sleep", d.path("s"), 3600)
+    d.wait(lambda: job in d.started, "the job to start")
+    d.pool.terminate()
+    d.pool.terminate()
+    assert job not in d.outcomes
+    assert not any(_alive(pid) for pid in d.pids)
+
+
+_SUPERVISOR = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_prefork import Driver
+    import pathlib
+    d = Driver(pathlib.Path({tmp!r}), concurrency=2)
+    d.submit("sleep", {marker!r}, 3600)
+    print(" ".join(map(str, d.pool.info()["pids"])), flush=True)
+    time.sleep(3600)
+""")
+
+
+def test_children_exit_when_the_supervisor_is_sigkilled(tmp_path):
+    # Given a supervisor process with two children, one of them busy
+    script = _SUPERVISOR.format(tests=os.path.dirname(__file__), tmp=str(tmp_path),
+                                marker=str(tmp_path / "m"))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = []
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        # When it is killed with SIGKILL
+        proc.kill()
+        proc.wait(WAIT)
+        # Then its children go too, without anyone reaping them for it
+        give_up = time.monotonic() + WAIT
+        while any(_alive(pid) for pid in pids):
+            assert time.monotonic() < give_up, "children outlived their supervisor"
+            time.sleep(POLL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in pids:             # only if the test failed: leave no orphan behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
