@@ -1,0 +1,98 @@
+"""Engine driver, same CLI and JSON line as the rivals' drivers, run with the PROJECT venv:
+
+    /work/main/.venv/bin/python bench/compare/engine_driver.py --redis URL --workload noop \
+        --n 20000 --pool prefork -c 2 --json
+
+Starts `python -m engine run -A enginebench_tasks --pool P -c N` with ENGINE_BROKER_URL and
+ENGINE_RESULT_BACKEND set to URL. Enqueueing: the first min(n, 2000) tasks one `delay()` per
+call (`enqueue_per_s`, comparable with the rivals' one-call rates), the rest with `delay_many`
+in chunks of 1,000 (`enqueue_bulk_per_s`). Never imports Celery, Dramatiq or Huey.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The repository's own engine/ and pools/ come first: the working tree is what is measured
+# (and an editable install made before engine/__init__.py existed maps `engine` to a
+# namespace package).
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path[:0] = [HERE, ROOT]
+
+import common  # noqa: E402
+
+SINGLE = 2000
+CHUNK = 1000
+
+
+class EngineDriver(common.Driver):
+    system = "engine"
+    pools = ("prefork", "threads", "gevent", "solo")
+
+    def worker_commands(self, args):
+        argv = [sys.executable, "-m", "engine", "run", "-A", "enginebench_tasks",
+                "--pool", args.pool, "-c", str(args.concurrency), "-l", "warning"]
+        return [(argv, self.env(args))]
+
+    @staticmethod
+    def env(args):
+        return {"ENGINE_BROKER_URL": args.redis, "ENGINE_RESULT_BACKEND": args.redis,
+                "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def setup(self, args):
+        os.environ.update(self.env(args))
+        import enginebench_tasks
+
+        self.t = enginebench_tasks
+        # Pre-enqueued backlog: make sure the consumer group reads the stream from its start
+        # even if a worker would create it at `$` (contract: stream engine:q:{default},
+        # group `engine`). Harmless when the engine creates it itself.
+        import redis
+
+        r = redis.Redis.from_url(args.redis)
+        try:
+            r.xgroup_create("engine:q:{default}", "engine", id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def enqueue(self, args, count):
+        import time
+
+        fn = getattr(self.t, args.workload)
+        a = common.task_args(args)
+        single = min(count, SINGLE)
+        t0 = time.perf_counter()
+        delay = fn.delay
+        for _ in range(single):
+            delay(*a)
+        t1 = time.perf_counter()
+        rest = count - single
+        for k in common.chunks(rest, CHUNK):
+            fn.delay_many([a] * k)
+        t2 = time.perf_counter()
+        out = {"enqueue_mode": f"delay x{single}" + (f" + delay_many x{rest}" if rest else ""),
+               "enqueue_per_s": single / (t1 - t0)}
+        if rest:
+            out["enqueue_bulk_per_s"] = rest / (t2 - t1)
+        return out
+
+    def roundtrip(self, x, timeout):
+        return self.t.echo.delay(x).get(timeout=timeout)
+
+    def versions(self):
+        try:
+            from importlib.metadata import version
+
+            return {"version": version("engine-tasks")}
+        except Exception:
+            return {}
+
+
+def main():
+    drv = EngineDriver()
+    code = common.run(drv)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
