@@ -88,6 +88,7 @@ class Supervisor:
         self._housekeeping_rounds = 0
         self._threads: list[threading.Thread] = []
         self._pubsub = None
+        self._beat = None                       # engine.beat.Beat, with -B
 
     # -- life cycle --------------------------------------------------------------------
     def run(self) -> int:
@@ -122,6 +123,12 @@ class Supervisor:
             lane.start_fetching(self._make_broker, self.name, self._deliver, self._stopping)
         self._spawn(self._heartbeat_loop, "heartbeat")
         self._spawn(self._control_loop, "control")
+        if self.beat:
+            from engine.beat import Beat
+            self._beat = Beat(self.app)
+            self._beat.start_thread()
+        from engine.monitor import banner
+        log.info("%s", banner(self))
         log.info("worker %s ready: %s", self.name, "; ".join(
             f"{lane.name}={lane.spec.pool}:{lane.spec.concurrency}" for lane in self.lanes))
 
@@ -587,7 +594,9 @@ class Supervisor:
                     delivery.lane.pool.kill(task_id)
                 except NotSupported as exc:
                     log.warning("cannot terminate %s: %s", task_id, exc)
+            control.reply(self, command, {"ok": f"revoked {task_id}"})
         elif cmd == "shutdown":
+            control.reply(self, command, {"ok": "shutting down"})
             self._on_signal(signals.SHUTDOWN)
         else:
             handler = getattr(control, "handle", None)
@@ -651,6 +660,8 @@ class Supervisor:
 
     def _close(self) -> None:
         self._stopping.set()
+        if self._beat is not None:
+            self._beat.shutdown()
         cold = self._shutdown == "cold" or self._shutdown is None
         for lane in self.lanes:
             lane.fetching = False

@@ -1,0 +1,293 @@
+"""What an operator sees in the terminal: the worker banner and ``engine events``.
+
+``engine events`` is a live full-screen view (rich) of the fleet: workers from their
+heartbeat snapshots (pool, concurrency, load, RSS measured by the worker itself), queue
+depths from the broker, throughput and the latest failures from the event stream
+(``engine.events``). ``--dump`` prints the events as JSON lines instead. rich is imported
+only by the live view, so workers importing ``banner`` stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import msgpack
+import redis
+
+from engine import events as _events
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+    from engine.worker import Supervisor
+
+#: redraws per second of the live view
+REFRESH_PER_SECOND = 5
+#: seconds between polls of worker snapshots and queue depths
+POLL_INTERVAL = 0.5
+#: seconds of events the throughput figure averages over
+RATE_WINDOW = 5.0
+#: failures kept on screen
+FAILURES_SHOWN = 8
+#: seconds a worker that said goodbye stays listed as offline
+OFFLINE_SHOWN = 30.0
+
+
+# -- the worker banner -----------------------------------------------------------------
+def redact(url: str) -> str:
+    """The URL with its password (in the authority or a ``password=`` query) hidden."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return "<unparsable URL>"
+    if password:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+
+
+def banner(supervisor: "Supervisor") -> str:
+    """The text a worker prints as it starts."""
+    from engine import __version__
+    app = supervisor.app
+    conf = supervisor.conf
+    lanes = supervisor.lanes
+    rows = [
+        ("app", app.main),
+        ("broker", redact(app.broker_url)),
+        ("results", redact(conf.result_backend) if conf.result_backend else "the broker"),
+        ("pool", "; ".join(f"{lane.spec.pool} x {lane.spec.concurrency} "
+                           f"(prefetch {lane.spec.prefetch})"
+                           + (f" for {lane.name}" if len(lanes) > 1 else "") for lane in lanes)),
+        ("queues", ", ".join(q for lane in lanes for q in lane.queues)),
+        ("events", "on" if supervisor.events.enabled else "off"),
+        ("beat", "embedded" if supervisor.beat else "off"),
+        ("prefix", supervisor.keys.prefix),
+    ]
+    names = app.tasks.names()
+    width = max(len(k) for k, _ in rows)
+    lines = [f"-------------- engine {__version__} worker {supervisor.name}"]
+    lines += [f"  {k.ljust(width)} : {v}" for k, v in rows]
+    lines.append(f"  [tasks] ({len(names)})")
+    lines += [f"    . {name}" for name in names]
+    return "\n".join(lines)
+
+
+# -- fleet state -----------------------------------------------------------------------
+class FleetState:
+    """What the monitor knows, fed by events (``on_event``) and polls (``poll``)."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.offline: dict[str, float] = {}
+        self.queues: dict[str, dict[str, int]] = {}
+        self.counts: Counter[str] = Counter()
+        self.finished: deque[float] = deque()
+        self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES_SHOWN)
+        self.last_event: float | None = None
+        self.error: str | None = None
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "?")
+        self.counts[kind] += 1
+        ts = float(event.get("ts") or time.time())
+        self.last_event = ts
+        if kind in ("task-succeeded", "task-failed"):
+            self.finished.append(ts)
+        if kind == "task-failed":
+            self.failures.appendleft(event)
+        elif kind == "worker-offline":
+            self.offline[event.get("worker", "?")] = ts
+        elif kind == "worker-online":
+            self.offline.pop(event.get("worker", "?"), None)
+
+    def rate(self, now: float | None = None) -> float:
+        """Tasks finished per second over the last RATE_WINDOW seconds."""
+        now = time.time() if now is None else now
+        while self.finished and self.finished[0] < now - RATE_WINDOW:
+            self.finished.popleft()
+        return sum(1 for ts in self.finished if ts <= now) / RATE_WINDOW
+
+    def poll(self, app: "Engine") -> None:
+        broker = app.broker
+        client = app.client
+        names = [_s(n) for n in client.zrange(broker.keys.workers, 0, -1)]
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.get(broker.keys.worker(name))
+        workers = {}
+        for name, raw in zip(names, pipe.execute()):
+            if raw:
+                try:
+                    workers[name] = msgpack.unpackb(raw, raw=False)
+                except Exception:
+                    continue
+        self.workers = workers
+        now = time.time()
+        self.offline = {n: ts for n, ts in self.offline.items()
+                        if n not in workers and now - ts < OFFLINE_SHOWN}
+        self.queues = {queue: broker.depth(queue) for queue in broker.known_queues()}
+        self.error = None
+
+
+# -- rendering (rich) ------------------------------------------------------------------
+def render(state: FleetState, title: str) -> Any:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time()
+    header = Text.assemble((" engine events ", "bold reverse"), f"  {title}  ",
+                           (time.strftime("%H:%M:%S"), "dim"), "   Ctrl-C to quit")
+    if state.error:
+        header.append(f"   {state.error}", style="bold red")
+
+    workers = Table(title="Workers", title_justify="left", expand=True, show_edge=False)
+    for column in ("worker", "pool", "concurrency", "active", "load", "rss", "processed",
+                   "failed", "up", "status"):
+        workers.add_column(column, justify="left" if column in ("worker", "pool", "status")
+                           else "right", no_wrap=True)
+    for name, info in sorted(state.workers.items()):
+        lanes = info.get("lanes") or []
+        workers.add_row(
+            name, ", ".join(f"{lane.get('pool')}[{lane.get('name')}]" for lane in lanes),
+            str(sum(int(lane.get("concurrency") or 0) for lane in lanes)),
+            str(info.get("active", 0)), f"{float(info.get('load') or 0):.2f}",
+            _mib(info.get("rss")), str(sum(int(lane.get("processed") or 0) for lane in lanes)),
+            str(sum(int(lane.get("failed") or 0) for lane in lanes)),
+            _duration(now - float(info.get("started") or now)),
+            Text("online", style="green"))
+    for name in sorted(state.offline):
+        workers.add_row(name, "", "", "", "", "", "", "", "", Text("offline", style="red"))
+    if not state.workers and not state.offline:
+        workers.add_row(Text("no live workers", style="dim"), *[""] * 9)
+
+    queues = Table(title="Queues", title_justify="left", expand=True, show_edge=False)
+    for column in ("queue", "waiting", "unacked", "delayed", "dead"):
+        queues.add_column(column, justify="left" if column == "queue" else "right")
+    for name, depth in sorted(state.queues.items()):
+        queues.add_row(name, str(depth["waiting"]), str(depth["unacked"]),
+                       str(depth["delayed"]), Text(str(depth["dead"]),
+                                                   style="red" if depth["dead"] else ""))
+    if not state.queues:
+        queues.add_row(Text("no queues", style="dim"), "", "", "", "")
+
+    counts = state.counts
+    throughput = Text.assemble(
+        ("Throughput ", "bold"), f"{state.rate(now):.1f} tasks/s",
+        (f" (last {RATE_WINDOW:g} s)", "dim"),
+        f"   received {counts['task-received']}  succeeded {counts['task-succeeded']}  "
+        f"failed {counts['task-failed']}  retried {counts['task-retried']}  "
+        f"revoked {counts['task-revoked']}", (" since the monitor started", "dim"))
+
+    failures = Table(title="Latest failures", title_justify="left", expand=True,
+                     show_edge=False)
+    for column in ("time", "task", "id", "exception", "worker"):
+        failures.add_column(column, no_wrap=column != "exception", overflow="fold")
+    for event in state.failures:
+        exc = event.get("exception") or "?"
+        message = event.get("message")
+        failures.add_row(time.strftime("%H:%M:%S", time.localtime(float(event.get("ts") or 0))),
+                         str(event.get("task", "?")), str(event.get("id", "?")),
+                         Text(f"{exc.rsplit('.', 1)[-1]}: {message}" if message else exc,
+                              style="red"),
+                         str(event.get("worker", "?")))
+    if not state.failures:
+        failures.add_row(Text("none", style="dim"), "", "", "", "")
+
+    return Group(header, Panel(workers, border_style="blue"), Panel(queues, border_style="blue"),
+                 Panel(throughput, border_style="blue"), Panel(failures, border_style="blue"))
+
+
+def live(app: "Engine", *, refresh: float = REFRESH_PER_SECOND) -> None:
+    """Run the full-screen view until Ctrl-C."""
+    from rich.console import Console
+    from rich.live import Live
+
+    state = FleetState()
+    stream = app.broker.keys.events
+    reader = app.new_client()
+    title = f"{app.main} on {redact(app.broker_url)}"
+    # the recent past fills the failures and counters at once
+    last_id = "0"
+    try:
+        recent = reader.xrevrange(stream, count=200)
+        for entry_id, fields in reversed(recent):
+            for event in _events.unpack(fields):
+                state.on_event(event)
+        last_id = _s(recent[0][0]) if recent else "$"
+        state.counts.clear()
+        state.poll(app)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        state.error = f"Redis unavailable: {exc}"
+        last_id = "$"
+    console = Console()
+    period = 1.0 / refresh
+    next_poll = time.monotonic() + POLL_INTERVAL
+    with Live(render(state, title), console=console, screen=True, auto_refresh=False,
+              redirect_stderr=False) as view:
+        while True:
+            try:
+                response = reader.xread({stream: last_id}, count=1000,
+                                        block=max(int(period * 1000), 1))
+                for _, entries in response or []:
+                    for entry_id, fields in entries:
+                        last_id = _s(entry_id)
+                        for event in _events.unpack(fields):
+                            state.on_event(event)
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + POLL_INTERVAL
+                    state.poll(app)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                state.error = f"Redis unavailable: {exc}"
+                time.sleep(period)
+            view.update(render(state, title), refresh=True)
+
+
+def dump(app: "Engine", *, since: str = "$", out=None) -> None:
+    """Print every event from ``since`` on as one JSON object a line, until interrupted."""
+    out = out or sys.stdout
+    reader = app.new_client()
+    for _, event in _events.read(reader, app.broker.keys.events, last_id=since or "$",
+                                 block_ms=1000, count=1000):
+        if event:
+            out.write(json.dumps(event, default=str, sort_keys=True) + "\n")
+            out.flush()
+
+
+def command(args) -> int:
+    """``engine events``: the live view, or ``--dump``."""
+    from engine.app import load_app
+    app = load_app(args.app or "")
+    try:
+        if args.dump:
+            dump(app, since=args.since)
+        else:
+            live(app)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:   # ``engine events --dump | head``
+        sys.stderr.close()
+    return 0
+
+
+def _mib(kib: Any) -> str:
+    return f"{int(kib) / 1024:.1f} MiB" if kib else "?"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
