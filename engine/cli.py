@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--terminate", action="store_true", help="for revoke: end it if running")
     ctl.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
     ctl.add_argument("-t", "--timeout", type=_seconds, default=1.0, help="seconds to wait for replies")
+    ctl.add_argument("--json", action="store_true", help="print JSON")
 
     purge = sub.add_parser("purge", help="delete waiting messages")
     app_arg(purge)
