@@ -4,8 +4,6 @@ Use: ``ENGINE_CUSTOM_POOL=examples.sample_pool:SamplePool engine run --pool cust
 Check: ``python -m pools.testing examples.sample_pool:SamplePool``.
 """
 
-from __future__ import annotations
-
 import ctypes
 import threading
 import time
@@ -14,10 +12,7 @@ from dataclasses import dataclass
 from engine.exceptions import NotSupported, SoftTimeLimitExceeded, TimeLimitExceeded
 from pools.base import Job, Outcome, Pool
 
-_raise_in = ctypes.pythonapi["PyThreadState_SetAsyncExc"]
-_raise_in.argtypes = (ctypes.c_ulong, ctypes.py_object)
-_clear_in = ctypes.pythonapi["PyThreadState_SetAsyncExc"]
-_clear_in.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
+_async_exc = ctypes.pythonapi["PyThreadState_SetAsyncExc"]   # (ident, exc), or None: clear
 
 
 @dataclass(eq=False)
@@ -63,7 +58,7 @@ class SamplePool(Pool):
                     self.on_start(job.id)
                     outcome = self.runner.execute(job)
                 with self._lock:              # nobody aims at us once we leave the table
-                    _clear_in(threading.get_ident(), None)
+                    _async_exc(ctypes.c_ulong(threading.get_ident()), None)
                     mine = self._jobs.get(job.id) is entry
                     if mine:
                         del self._jobs[job.id]
@@ -81,7 +76,8 @@ class SamplePool(Pool):
         with self._lock:
             entry = self._running(job_id)
             if entry is not None:
-                _raise_in(entry.thread.ident, SoftTimeLimitExceeded)
+                _async_exc(ctypes.c_ulong(entry.thread.ident),
+                           ctypes.py_object(SoftTimeLimitExceeded))
 
     def kill(self, job_id: str) -> None:
         with self._lock:
@@ -89,14 +85,14 @@ class SamplePool(Pool):
             if entry is None:
                 return
             del self._jobs[job_id]            # frees the slot; the thread's result is dropped
-            _raise_in(entry.thread.ident, TimeLimitExceeded)
+            _async_exc(ctypes.c_ulong(entry.thread.ident), ctypes.py_object(TimeLimitExceeded))
         self.on_outcome(Outcome.from_exception(job_id, TimeLimitExceeded("hard time limit"),
                                                runtime=time.monotonic() - entry.started))
 
     def grow(self, n: int) -> None:
         self.concurrency += n
 
-    def shrink(self, n: int) -> None:
+    def shrink(self, n: int) -> None:     # busy threads finish; free_slots waits for them
         self.concurrency = max(1, self.concurrency - n)
 
     def stop(self, timeout: float) -> list[str]:
