@@ -36,6 +36,8 @@ log = logging.getLogger("engine.beat")
 #: seconds the leader's lock lives without renewal: a dead leader is replaced within about
 #: this long (plus one standby poll)
 DEFAULT_LEASE = 5.0
+#: namespace of the run ids (uuid5 of the state key, entry name and slot)
+ID_NAMESPACE = uuid.UUID("6b1d5a0e-3c43-4f0b-9a55-6f1f5e0be7a1")
 #: options of a beat entry passed on to ``send_task``; others are ignored with a warning
 SEND_OPTIONS = ("queue", "countdown", "eta", "expires", "soft_time_limit", "time_limit",
                 "ignore_result")
@@ -225,7 +227,7 @@ class Beat:
             log.warning("beat %s: lost the leader lock; not sending %s", self.token, entry.name)
             return None
         if claimed:
-            self._send(entry)
+            self._send(entry, slot.timestamp())
         return entry.schedule.next_after(slot).timestamp()
 
     def _claim(self, entry: Entry, raw: bytes | None, last: float) -> int:
@@ -234,10 +236,15 @@ class Beat:
         return int(self._scripts["claim"](keys=[self.lock_key, self.state_key],
                                           args=[self.token, entry.name, raw or b"", value]))
 
-    def _send(self, entry: Entry) -> None:
+    def task_id(self, entry: Entry, slot: float) -> str:
+        """The id of the run for ``slot``: the same for every beat process, so a duplicate
+        (which the claim prevents) would be visible as a repeated id."""
+        return str(uuid.uuid5(ID_NAMESPACE, f"{self.state_key}|{entry.name}|{slot:.6f}"))
+
+    def _send(self, entry: Entry, slot: float) -> None:
         try:
             result = self.app.send_task(entry.task, args=entry.args, kwargs=entry.kwargs,
-                                        **entry.options)
+                                        task_id=self.task_id(entry, slot), **entry.options)
         except (redis.ConnectionError, redis.TimeoutError):
             raise
         except Exception:

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_send_events": True,
     "worker_import_in_child": False,
     "beat_schedule": {},
+    "beat_lease": 5.0,             # seconds a dead beat leader keeps the lock
     "timezone": "UTC",
     "events_maxlen": 10000,
     "revoke_expires": 3600,          # seconds a revocation is remembered
