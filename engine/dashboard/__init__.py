@@ -1,0 +1,53 @@
+"""``engine dashboard``: a web dashboard of workers, queues, dead letters and tasks.
+
+The server (Starlette on uvicorn) lives in ``web``, Redis reads and actions in ``fleet``, the
+memory of recent tasks in ``monitor``. Its libraries are the ``dashboard`` extra, imported
+only here, so the engine itself never needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+
+from engine.exceptions import ConfigurationError
+
+log = logging.getLogger("engine.dashboard")
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        import jinja2  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigurationError(f"the dashboard needs {exc.name}: "
+                                 "pip install 'engine-tasks[dashboard]'") from None
+    from engine.app import load_app
+    from engine.dashboard.web import create_app, parse_credentials
+
+    try:
+        credentials = parse_credentials(args.basic_auth)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    app = load_app(args.app or "")
+    if credentials is None and not _is_loopback(args.address):
+        log.warning("the dashboard listens on %s without a password: anyone who reaches it "
+                    "can shut workers down (use --basic-auth user:password)", args.address)
+    web = create_app(app, credentials=credentials, address=args.address)
+    host = f"[{args.address}]" if ":" in args.address else args.address
+    log.info("dashboard of %s on http://%s:%d/%s", app.main, host, args.port,
+             " (password required)" if credentials else "")
+    uvicorn.run(web, host=args.address, port=args.port, log_level="warning",
+                access_log=False, timeout_graceful_shutdown=2, lifespan="on")
+    return 0
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False

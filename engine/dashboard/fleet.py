@@ -1,0 +1,187 @@
+"""What the dashboard reads from and does to Redis: workers, queues, dead letters, control.
+
+Plain synchronous functions on the app's client (the web layer runs them in a thread pool).
+Keys are those of ``engine.broker``; control messages are those of ``engine.control``. Every
+value that leaves here is JSON-safe: task data is turned into text by ``show``, never run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from engine import control, message
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+#: longest text shown for one argument list, result or message body
+SHOW_LIMIT = 20000
+
+#: puts a dead letter's original body back on its queue and deletes the dead letter, in one
+#: step (both keys carry the queue's hash tag, so this holds on a Redis Cluster too)
+_REQUEUE = """
+local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #entry == 0 then return 0 end
+local fields = entry[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'm' then
+    redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1])
+    redis.call('XDEL', KEYS[1], ARGV[1])
+    return 1
+  end
+end
+return -1
+"""
+
+
+def show(value: Any) -> str:
+    """Task data as display text: JSON where it fits, ``repr`` for the rest, cut short."""
+    try:
+        text = json.dumps(value, default=repr, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > SHOW_LIMIT:
+        text = text[:SHOW_LIMIT] + f"… ({len(text) - SHOW_LIMIT} more characters)"
+    return text
+
+
+def _s(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+# -- workers -----------------------------------------------------------------------------
+def workers(app: "Engine") -> list[dict[str, Any]]:
+    """Every worker in ``P:workers``: online ones with their last snapshot, and those whose
+    heartbeat key expired (``lost``) until they are reclaimed."""
+    keys = app.broker.keys
+    client = app.client
+    entries = client.zrange(keys.workers, 0, -1, withscores=True)
+    if not entries:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for name, _ in entries:
+        pipe.get(keys.worker(_s(name)))
+    snapshots = pipe.execute()
+    now = time.time()
+    result = []
+    for (name, seen), raw in zip(entries, snapshots):
+        info: dict[str, Any] = {}
+        if raw:
+            try:
+                info = msgpack.unpackb(raw, raw=False)
+            except Exception:   # a snapshot from another version: show the name only
+                info = {}
+        lanes = []
+        for lane in info.get("lanes") or []:
+            pool_info = lane.get("pool_info") or {}
+            lanes.append({
+                "name": _s(lane.get("name", "")),
+                "queues": [_s(q) for q in lane.get("queues") or []],
+                "pool": _s(pool_info.get("pool") or lane.get("pool") or ""),
+                "concurrency": pool_info.get("concurrency", lane.get("concurrency")),
+                "processed": lane.get("processed", 0), "failed": lane.get("failed", 0),
+                "buffered": lane.get("buffered", 0)})
+        result.append({
+            "name": _s(name), "online": raw is not None, "last_seen": float(seen),
+            "age": max(now - float(seen), 0.0), "host": _s(info.get("host", "")),
+            "pid": info.get("pid"), "started": info.get("started"),
+            "active": info.get("active", 0), "load": info.get("load"),
+            "rss_kib": info.get("rss"), "lanes": lanes,
+            "pool": ", ".join(sorted({lane["pool"] for lane in lanes})),
+            "concurrency": sum(int(lane["concurrency"] or 0) for lane in lanes),
+            "processed": sum(int(lane["processed"] or 0) for lane in lanes),
+            "failed": sum(int(lane["failed"] or 0) for lane in lanes)})
+    result.sort(key=lambda w: (not w["online"], w["name"]))
+    return result
+
+
+# -- queues and dead letters ---------------------------------------------------------------
+def queues(app: "Engine") -> list[dict[str, Any]]:
+    broker = app.broker
+    return [{"name": name, **broker.depth(name)} for name in broker.known_queues()]
+
+
+def dead_letters(app: "Engine", queue: str, *, count: int = 50,
+                 before: str | None = None) -> dict[str, Any]:
+    """The newest ``count`` dead letters of ``queue`` (older than entry ``before``)."""
+    key = app.broker.keys.dlq(queue)
+    top = f"({before}" if before else "+"
+    entries = app.client.xrevrange(key, top, "-", count=count + 1)
+    more = len(entries) > count
+    letters = []
+    for entry_id, fields in entries[:count]:
+        fields = {_s(k): v for k, v in fields.items()}
+        raw = fields.get("m") or b""
+        letter: dict[str, Any] = {
+            "entry": _s(entry_id), "reason": _s(fields.get("reason", "")),
+            "queue": _s(fields.get("queue", queue)), "size": len(raw),
+            "at": _float(fields.get("at")), "id": None, "task": None, "args": None,
+            "kwargs": None, "retries": None, "error": None}
+        try:
+            body = message.decode_message(raw)
+        except message.MessageError as exc:
+            letter["error"] = str(exc)
+            letter["preview"] = show(raw[:200])
+        else:
+            letter.update(id=body["id"], task=body["task"], args=show(body["args"]),
+                          kwargs=show(body["kwargs"]), retries=body["retries"])
+        letters.append(letter)
+    return {"queue": queue, "letters": letters, "total": app.client.xlen(key),
+            "more": more, "next": letters[-1]["entry"] if more and letters else None}
+
+
+def requeue_dead_letter(app: "Engine", queue: str, entry_id: str) -> bool:
+    """XADD the original body back to ``P:q:{Q}`` and XDEL the dead letter, atomically."""
+    keys = app.broker.keys
+    script = app.client.register_script(_REQUEUE)
+    done = script(keys=[keys.dlq(queue), keys.queue(queue)], args=[entry_id])
+    if done == 1:
+        app.client.sadd(keys.queues, queue)
+    return done == 1
+
+
+def delete_dead_letter(app: "Engine", queue: str, entry_id: str) -> bool:
+    return bool(app.client.xdel(app.broker.keys.dlq(queue), entry_id))
+
+
+def find_body(app: "Engine", task_id: str) -> dict[str, Any] | None:
+    """The message of ``task_id`` when a dead letter still holds it (arguments are not in
+    events, so that is where the dashboard can know them)."""
+    client = app.client
+    for queue in app.broker.known_queues():
+        for _, fields in client.xrevrange(app.broker.keys.dlq(queue), "+", "-", count=500):
+            raw = fields.get(b"m") or b""
+            if task_id.encode() not in raw:
+                continue
+            try:
+                body = message.decode_message(raw)
+            except message.MessageError:
+                continue
+            if body["id"] == task_id:
+                return body
+    return None
+
+
+# -- control -------------------------------------------------------------------------------
+def send_control(app: "Engine", command: str, *, destination: str | None = None,
+                 **fields: Any) -> None:
+    """Broadcast a control command as ``engine control`` does (no replies awaited)."""
+    body: dict[str, Any] = {"cmd": command, **fields}
+    if destination:
+        body["destination"] = [destination]
+    app.client.publish(app.broker.keys.control, control.encode(body))
+
+
+def revoke(app: "Engine", task_id: str, *, terminate: bool = False) -> None:
+    control.revoke(app, task_id, terminate=terminate)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(_s(value))
+    except (TypeError, ValueError):
+        return None
