@@ -237,12 +237,11 @@ class ThreadsPool(Pool):
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
-            late = [slot for slot in self._slots if slot.job is not None]
-            for slot in late:
-                slot.abandoned = True
+            late = sum(1 for slot in self._slots if slot.job is not None)
         if late:
-            log.warning("threads pool stop: %d job(s) still running after %.1fs are abandoned "
-                        "(no outcome; they will be delivered again)", len(late), timeout)
+            log.warning("threads pool stop: %d job(s) still running after %.1fs are "
+                        "terminated (no outcome; they will be delivered again)", late, timeout)
+        self.terminate()
         return never_started
 
     def terminate(self) -> None:
