@@ -19,11 +19,13 @@ app.conf.update(
 
 @app.task(ignore_result=True)
 def noop():
+    common.started()
     common.done()
 
 
 @app.task(ignore_result=True)
 def sleep(s):
+    common.started()
     import time
 
     time.sleep(s)
@@ -32,12 +34,14 @@ def sleep(s):
 
 @app.task(ignore_result=True)
 def cpu(iters):
+    common.started()
     common.burn(iters)
     common.done()
 
 
 @app.task(ignore_result=True)
 def payload(data):
+    common.started()
     len(data)
     common.done()
 

@@ -19,23 +19,27 @@ dramatiq.set_broker(broker)
 
 @dramatiq.actor(max_retries=0, queue_name="bench")
 def noop():
+    common.started()
     common.done()
 
 
 @dramatiq.actor(max_retries=0, queue_name="bench")
 def sleep(s):
+    common.started()
     time.sleep(s)
     common.done()
 
 
 @dramatiq.actor(max_retries=0, queue_name="bench")
 def cpu(iters):
+    common.started()
     common.burn(iters)
     common.done()
 
 
 @dramatiq.actor(max_retries=0, queue_name="bench")
 def payload(data):
+    common.started()
     len(data)
     common.done()
 

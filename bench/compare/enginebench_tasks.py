@@ -15,23 +15,27 @@ app = Engine("enginebench_tasks")    # broker and backend from ENGINE_BROKER_URL
 
 @app.task(ignore_result=True)
 def noop():
+    common.started()
     common.done()
 
 
 @app.task(ignore_result=True)
 def sleep(s):
+    common.started()
     time.sleep(s)
     common.done()
 
 
 @app.task(ignore_result=True)
 def cpu(iters):
+    common.started()
     common.burn(iters)
     common.done()
 
 
 @app.task(ignore_result=True)
 def payload(data):
+    common.started()
     len(data)
     common.done()
 

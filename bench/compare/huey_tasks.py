@@ -15,23 +15,27 @@ huey = RedisHuey("bench", connection_pool=common.pool(URL), notify_result=True)
 
 @huey.task()
 def noop():
+    common.started()
     common.done()
 
 
 @huey.task()
 def sleep(s):
+    common.started()
     time.sleep(s)
     common.done()
 
 
 @huey.task()
 def cpu(iters):
+    common.started()
     common.burn(iters)
     common.done()
 
 
 @huey.task()
 def payload(data):
+    common.started()
     len(data)
     common.done()
 
