@@ -193,15 +193,18 @@ class Engine:
         expires = _absolute(task.expires) if task.expires is not None else None
         encode = message.encode_message
         name = task.name
-        for call in calls:
+        for index, call in enumerate(calls):
             if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
                     and isinstance(call[0], (list, tuple))):
                 args, kwargs = call
             else:
                 args, kwargs = call, {}
             task_id = str(uuid.uuid4())
-            items.append((queue, encode(task_id, name, args, kwargs, expires=expires,
-                                        ignore_result=ignore), None))
+            try:
+                body = encode(task_id, name, args, kwargs, expires=expires, ignore_result=ignore)
+            except TypeError as exc:
+                raise TypeError(f"call {index}: {exc}") from None
+            items.append((queue, body, None))
             results.append(AsyncResult(task_id, self, task_name=name))
         # everything is encoded before the first byte is sent: a bad argument sends nothing
         self.broker.enqueue_many(items)

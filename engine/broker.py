@@ -6,7 +6,8 @@ literal braces, a Redis Cluster hash tag, so each queue's keys share one shard):
 ================  ======  ==============================================================
 key               type    what
 ================  ======  ==============================================================
-P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body; group ``engine``
+P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body; group ``engine``;
+                          entries are deleted once acked, so XLEN = waiting + unacked
 P:dlq:{Q}         stream  dead letters: ``m`` (original bytes), ``reason``, ``queue``, ``at``
 P:delayed:{Q}     zset    bodies waiting for their eta (score: unix seconds)
 P:queues          set     every queue name ever used (inspect, purge, monitor)
@@ -135,6 +136,7 @@ class Broker:
         pipe = self.client.pipeline(transaction=False)
         for stream, ids in by_stream.items():
             pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
         pipe.execute()
 
     def dead_letter(self, pipe, queue: str, raw: bytes, reason: str) -> None:
@@ -150,7 +152,9 @@ class Broker:
         pipe = self.client.pipeline(transaction=True)
         for entry_id, raw in entries:
             pipe.xadd(stream, {"m": raw})
-        pipe.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+        ids = [entry_id for entry_id, _ in entries]
+        pipe.xack(stream, GROUP, *ids)
+        pipe.xdel(stream, *ids)
         pipe.execute()
 
     def move_due(self, queues: Sequence[str], *, now: float | None = None,

@@ -179,7 +179,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         describe(lane.pool)
         resolve(lane.pool)   # a bad pool or class path fails here, before any connection
     supervisor = worker.Supervisor(app, lanes, name=args.hostname, beat=args.beat)
-    return supervisor.run()
+    code = supervisor.run()
+    # Threads abandoned by a hard limit or a cold shutdown must not hold the exit: everything
+    # the worker owed Redis is written by now, so leave without waiting for them.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:

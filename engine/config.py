@@ -30,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,   # KiB
     "worker_lost_after": 30.0,       # seconds without heartbeat before a worker counts as dead
-    "worker_heartbeat": 2.0,         # seconds between heartbeats
+    "worker_heartbeat": 2.0,
+    "worker_shutdown_timeout": 86400.0,   # how long a warm shutdown waits for running tasks         # seconds between heartbeats
     "worker_lanes": None,            # list of "QUEUES=POOL:CONCURRENCY" strings
     "worker_send_events": True,
     "worker_import_in_child": False,

@@ -8,6 +8,7 @@ child-side policy in ``child_setup``, which every forked child calls first.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -41,6 +42,22 @@ def install(wake: Callable[[str], None]) -> None:
         signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def masked():
+    """Block the signals of INTENTS in the calling thread while the block runs.
+
+    The supervisor wraps every call that may start a thread (pool start, kill, grow,
+    its own helper threads): new threads inherit the mask, so these signals always reach
+    the main thread, which can then break out of a blocking wait (a warm shutdown joining
+    pool threads) when a second signal asks for a cold one.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, list(INTENTS))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def restore_defaults() -> None:
     for signum in INTENTS:
         signal.signal(signum, signal.SIG_DFL)
@@ -66,6 +83,8 @@ def child_setup(parent_pid: int) -> None:
     for signum in INTENTS:
         if signum != signal.SIGINT:
             signal.signal(signum, signal.SIG_DFL)
+    # a child forked while the supervisor masked signals (see ``masked``) inherits the mask
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, list(INTENTS))
     set_parent_death_signal()
     if os.getppid() != parent_pid:
         os._exit(EXIT_ERROR)

@@ -115,14 +115,15 @@ class Supervisor:
                             on_start=self._on_start, options=spec.options)
             self.lanes.append(Lane(spec, pool, self.keys))
         signals.install(self._wake)
-        for lane in self.lanes:
-            lane.pool.start()
-        self._heartbeat(online=True)
-        self._take_back_own_pending()
-        for lane in self.lanes:
-            lane.start_fetching(self._make_broker, self.name, self._deliver, self._stopping)
-        self._spawn(self._heartbeat_loop, "heartbeat")
-        self._spawn(self._control_loop, "control")
+        with signals.masked():   # threads started here never take the supervisor's signals
+            for lane in self.lanes:
+                lane.pool.start()
+            self._heartbeat(online=True)
+            self._take_back_own_pending()
+            for lane in self.lanes:
+                lane.start_fetching(self._make_broker, self.name, self._deliver, self._stopping)
+            self._spawn(self._heartbeat_loop, "heartbeat")
+            self._spawn(self._control_loop, "control")
         if self.beat:
             from engine.beat import Beat
             self._beat = Beat(self.app)
@@ -165,7 +166,7 @@ class Supervisor:
     # -- the inbox ---------------------------------------------------------------------
     def _wake(self, intent: str) -> None:
         """Signal handlers land here (main thread, between bytecodes)."""
-        if intent == signals.SHUTDOWN and self._blocking_stop:
+        if intent == signals.SHUTDOWN and (self._blocking_stop or self._shutdown is not None):
             self._shutdown = "cold"
             raise ColdShutdown()
         self.inbox.put((_SIGNAL, intent))
@@ -284,6 +285,8 @@ class Supervisor:
         lane.buffer.append(delivery)
 
     def _feed(self) -> None:
+        if self._shutdown is not None:
+            return
         for lane in self.lanes:
             buffer = lane.buffer
             if not buffer or not lane.fetching:
@@ -433,7 +436,10 @@ class Supervisor:
         for extra in self._extra:
             extra(pipe)
         for stream, ids in self._acks.items():
+            # acked entries are deleted: the stream holds only what is waiting or running,
+            # so its memory stays bounded and XLEN - pending is the backlog
             pipe.xack(stream, "engine", *ids)
+            pipe.xdel(stream, *ids)
         self.events.flush(pipe)
         self._execute(pipe)
         self._records.clear()
@@ -474,7 +480,8 @@ class Supervisor:
                 else:
                     log.warning("task %s[%s]: hard time limit (%.3g s), ending it",
                                 delivery.job.task, job_id, delivery.hard)
-                    pool.kill(job_id)
+                    with signals.masked():
+                        pool.kill(job_id)
             except NotSupported as exc:
                 log.warning("%s", exc)
 
@@ -591,7 +598,8 @@ class Supervisor:
             if delivery is not None and command.get("terminate") and delivery.started is not None:
                 delivery.revoked = True
                 try:
-                    delivery.lane.pool.kill(task_id)
+                    with signals.masked():
+                        delivery.lane.pool.kill(task_id)
                 except NotSupported as exc:
                     log.warning("cannot terminate %s: %s", task_id, exc)
             control.reply(self, command, {"ok": f"revoked {task_id}"})
@@ -638,7 +646,7 @@ class Supervisor:
             lane.buffer.clear()
         self._blocking_stop = True
         for lane in self.lanes:
-            never_started = lane.pool.stop(timeout=None)
+            never_started = lane.pool.stop(float(self.conf.worker_shutdown_timeout))
             returned = [self.inflight.pop(i) for i in never_started if i in self.inflight]
             self._give_back(lane, returned)
         self._blocking_stop = False

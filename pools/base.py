@@ -152,7 +152,8 @@ class Pool:
         """Called every supervisor tick: reap and replace dead slots, recycle children."""
 
     def stop(self, timeout: float) -> list[str]:
-        """Warm stop: start nothing new, let running jobs end (up to ``timeout``), then stop.
+        """Warm stop: start nothing new, let running jobs end (up to ``timeout`` seconds),
+        then stop; what still runs after that is terminated.
 
         Returns the ids of submitted jobs that never started; they get no Outcome.
         """

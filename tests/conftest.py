@@ -191,3 +191,18 @@ def run_worker(env, tmp_path):
     yield start
     for worker in started:
         worker.kill_all()
+
+
+def events_of(app, kind: str | None = None) -> list[dict]:
+    """Every event in the app's event stream (optionally of one type)."""
+    from engine.events import unpack
+    found = []
+    for _, fields in app.client.xrange(app.broker.keys.events):
+        found.extend(e for e in unpack(fields) if kind is None or e["type"] == kind)
+    return found
+
+
+def wait_started(app, task_id: str, timeout: float = DEADLINE) -> None:
+    """Wait until a worker reports that the task began running."""
+    wait_for(lambda: any(e.get("id") == task_id for e in events_of(app, "task-started")),
+             timeout, message=f"task {task_id} to start")

@@ -80,3 +80,11 @@ def noop():
 @app.task
 def counter(key):
     return app.client.incr(key)
+
+
+@app.task
+def mark_and_sleep(key, seconds):
+    """Sets ``key`` in Redis when it starts, so tests know it runs, then sleeps."""
+    app.client.set(key, os.getpid())
+    time.sleep(seconds)
+    return seconds

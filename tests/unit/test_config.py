@@ -1,0 +1,112 @@
+import types
+
+import pytest
+
+from engine import Engine
+from engine.app import load_app
+from engine.config import Config
+from engine.exceptions import ConfigurationError
+
+
+def test_defaults():
+    conf = Config()
+    assert conf.task_default_queue == "default"
+    assert conf.result_expires == 86400
+    assert conf.task_acks_late is True
+    assert conf.worker_pool == "prefork"
+
+
+def test_sources_later_wins_regardless_of_order(monkeypatch):
+    # Given every source sets the broker URL
+    conf = Config()
+    conf.from_cli(broker_url="redis://cli")
+    monkeypatch.setenv("ENGINE_BROKER_URL", "redis://env")
+    conf.update(broker_url="redis://update")
+    conf.from_object({"ENGINE_BROKER_URL": "redis://object"}, namespace="ENGINE")
+    # Then the CLI wins, then env, then update, then the object
+    assert conf.broker_url == "redis://cli"
+    conf._layers["cli"].clear()
+    assert conf.broker_url == "redis://env"
+    monkeypatch.delenv("ENGINE_BROKER_URL")
+    assert conf.broker_url == "redis://update"
+    conf._layers["update"].clear()
+    assert conf.broker_url == "redis://object"
+
+
+def test_config_from_object_with_namespace_reads_only_prefixed_names():
+    settings = types.SimpleNamespace(ENGINE_TASK_SOFT_TIME_LIMIT=5, OTHER_THING=1,
+                                     ENGINE_WORKER_CONCURRENCY=3)
+    app = Engine("cfgtest")
+    app.config_from_object(settings, namespace="ENGINE")
+    assert app.conf.task_soft_time_limit == 5
+    assert app.conf.worker_concurrency == 3
+    assert "other_thing" not in app.conf
+
+
+def test_config_from_module_path():
+    app = Engine("cfgmod")
+    app.config_from_object("tests.apps.settings", namespace="ENGINE")
+    assert app.conf.task_default_queue == "from-settings"
+
+
+def test_conf_update_and_attribute_set():
+    app = Engine("upd")
+    app.conf.update(task_soft_time_limit=5)
+    app.conf.result_expires = 10
+    assert app.conf.task_soft_time_limit == 5 and app.conf["result_expires"] == 10
+
+
+def test_unknown_setting_attribute_is_an_error():
+    with pytest.raises(AttributeError):
+        Config().no_such_setting
+
+
+@pytest.mark.parametrize("target, text", [
+    ("", "no app given"),
+    ("no_such_module_xyz", "cannot import app module"),
+    ("tests.apps.basic:nope", "has no attribute"),
+    ("tests.apps.basic:add", "not an Engine app"),
+    ("tests.apps.settings", "defines no Engine app"),
+])
+def test_load_app_errors_are_clear(target, text):
+    with pytest.raises(ConfigurationError, match=text):
+        load_app(target)
+
+
+def test_load_app_finds_the_engine_of_a_module():
+    app = load_app("tests.apps.basic")
+    assert "tests.apps.basic.add" in app.tasks
+
+
+def test_task_names_default_to_module_and_function():
+    app = Engine("names")
+
+    @app.task
+    def hello(name):
+        return f"hello {name}"
+
+    @app.task(name="mail.send", queue="mail")
+    def send(to):
+        return to
+
+    assert hello.name.endswith("test_config.hello") or "hello" in hello.name
+    assert send.name == "mail.send" and send.queue == "mail"
+    assert hello("world") == "hello world"
+
+
+def test_unknown_task_option_is_refused():
+    app = Engine("opts")
+    with pytest.raises(TypeError, match="unknown task option"):
+        app.task(colour="blue")(lambda: None)
+
+
+def test_shared_task_is_registered_in_every_app():
+    from engine import shared_task
+
+    @shared_task
+    def shared_add(x, y):
+        return x + y
+
+    later = Engine("later")
+    assert shared_add.name in later.tasks
+    assert shared_add(1, 2) == 3
