@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 #: longest text shown for one argument list, result or message body
 SHOW_LIMIT = 20000
+#: seconds an action waits for the worker's reply to a control command
+CONTROL_TIMEOUT = 2.0
 
 #: puts a dead letter's original body back on its queue and deletes the dead letter, in one
 #: step (both keys carry the queue's hash tag, so this holds on a Redis Cluster too)
@@ -134,14 +136,24 @@ def dead_letters(app: "Engine", queue: str, *, count: int = 50,
             "more": more, "next": letters[-1]["entry"] if more and letters else None}
 
 
-def requeue_dead_letter(app: "Engine", queue: str, entry_id: str) -> bool:
-    """XADD the original body back to ``P:q:{Q}`` and XDEL the dead letter, atomically."""
+def requeue_dead_letter(app: "Engine", queue: str, entry_id: str) -> str:
+    """XADD the original body back to ``P:q:{Q}`` and XDEL the dead letter, atomically.
+
+    Returns "" when done, else why not: a body that does not decode is refused, since the
+    worker would only file it again."""
     keys = app.broker.keys
+    found = app.client.xrange(keys.dlq(queue), entry_id, entry_id)
+    if not found:
+        return "no such dead letter"
+    try:
+        message.decode_message(found[0][1].get(b"m") or b"")
+    except message.MessageError as exc:
+        return f"not requeued: {exc}"
     script = app.client.register_script(_REQUEUE)
-    done = script(keys=[keys.dlq(queue), keys.queue(queue)], args=[entry_id])
-    if done == 1:
-        app.client.sadd(keys.queues, queue)
-    return done == 1
+    if script(keys=[keys.dlq(queue), keys.queue(queue)], args=[entry_id]) != 1:
+        return "no such dead letter"   # deleted or requeued by someone else meanwhile
+    app.client.sadd(keys.queues, queue)
+    return ""
 
 
 def delete_dead_letter(app: "Engine", queue: str, entry_id: str) -> bool:
@@ -167,13 +179,24 @@ def find_body(app: "Engine", task_id: str) -> dict[str, Any] | None:
 
 
 # -- control -------------------------------------------------------------------------------
-def send_control(app: "Engine", command: str, *, destination: str | None = None,
-                 **fields: Any) -> None:
-    """Broadcast a control command as ``engine control`` does (no replies awaited)."""
-    body: dict[str, Any] = {"cmd": command, **fields}
-    if destination:
-        body["destination"] = [destination]
-    app.client.publish(app.broker.keys.control, control.encode(body))
+def send_control(app: "Engine", command: str, *, destination: str,
+                 timeout: float = CONTROL_TIMEOUT, **arguments: Any) -> str:
+    """Send a control command to one worker as ``engine control`` does; its answer as text."""
+    replies = control.broadcast(app, command, destination=[destination], timeout=timeout,
+                                **arguments)
+    if not replies:
+        return f"sent {command} to {destination} (no reply within {timeout:g} s)"
+    answer = replies[0].get("reply")
+    if isinstance(answer, dict) and "error" in answer:
+        raise ControlError(f"{destination}: {answer['error']}")
+    if isinstance(answer, dict) and "ok" in answer:
+        extra = f", concurrency now {answer['concurrency']}" if "concurrency" in answer else ""
+        return f"{destination}: {answer['ok']}{extra}"
+    return f"{destination}: {show(answer)}"
+
+
+class ControlError(Exception):
+    """A worker answered a control command with an error."""
 
 
 def revoke(app: "Engine", task_id: str, *, terminate: bool = False) -> None:

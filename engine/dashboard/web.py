@@ -253,9 +253,10 @@ class Dashboard:
         queue, entry = request.path_params["queue"], request.path_params["entry"]
         if not _is_entry_id(entry):
             raise HTTPException(400, "bad entry id")
-        done = await run_in_threadpool(fleet.requeue_dead_letter, self.engine, queue, entry)
-        if not done:
-            return JSONResponse({"ok": False, "error": "no such dead letter"}, status_code=404)
+        refusal = await run_in_threadpool(fleet.requeue_dead_letter, self.engine, queue, entry)
+        if refusal:
+            return JSONResponse({"ok": False, "error": refusal},
+                                status_code=404 if refusal.startswith("no such") else 409)
         return JSONResponse({"ok": True, "message": f"requeued {entry} on {queue}"})
 
     async def delete_dead(self, request: Request) -> Response:
@@ -281,9 +282,12 @@ class Dashboard:
                 fields["lane"] = str(body["lane"])
         elif verb != "shutdown":
             raise HTTPException(404, f"unknown action {verb!r}")
-        await run_in_threadpool(fleet.send_control, self.engine, verb, destination=name,
-                                **fields)
-        return JSONResponse({"ok": True, "message": f"sent {verb} to {name}"})
+        try:
+            text = await run_in_threadpool(fleet.send_control, self.engine, verb,
+                                           destination=name, **fields)
+        except fleet.ControlError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=409)
+        return JSONResponse({"ok": True, "message": text})
 
     async def revoke(self, request: Request) -> Response:
         body = await self.checked_body(request)

@@ -28,11 +28,8 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
                "--disable-background-networking", "--disable-component-update",
                "--disable-sync"]
 
-if not CHROMIUM.exists():
-    pytest.skip("the dashboard tests need Debian's chromium at /usr/bin/chromium "
-                "(apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-pytest.importorskip("starlette", reason="pip install 'engine-tasks[dashboard]'")
+NO_CHROMIUM = ("the browser tests need Debian's chromium at /usr/bin/chromium "
+               "(apt-get install -y chromium)")
 
 
 def free_port() -> int:
@@ -101,6 +98,7 @@ class DashboardServer:
 
 @pytest.fixture
 def start_dashboard(env, tmp_path):
+    pytest.importorskip("starlette", reason="pip install 'engine-tasks[dashboard]'")
     started: list[DashboardServer] = []
 
     def start(*args: str, extra_env: dict | None = None) -> DashboardServer:
@@ -121,6 +119,9 @@ def dashboard(start_dashboard) -> DashboardServer:
 
 @pytest.fixture(scope="session")
 def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(NO_CHROMIUM)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     playwright = sync_api.sync_playwright().start()
     try:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,

@@ -6,13 +6,14 @@ import json
 import uuid
 
 import pytest
-from playwright.sync_api import expect
 
 from engine import AsyncResult, message
 from engine.exceptions import TaskError
 from tests.apps.basic import CustomError
 from tests.conftest import DEADLINE, wait_for
 from tests.dashboard.conftest import basic, http
+
+expect = pytest.importorskip("playwright.sync_api", reason="pip install playwright").expect
 
 TIMEOUT_MS = DEADLINE * 1000
 
@@ -119,6 +120,12 @@ def test_deleting_a_dead_letter(app, dashboard, page):
     row = page.locator("#dead-letters tr[data-entry]")
     expect(row).to_contain_text("undecodable", timeout=TIMEOUT_MS)
     expect(row.locator("button.requeue")).to_be_disabled()
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    entry = row.get_attribute("data-entry")
+    status, _ = http(f"{dashboard.url}/api/queues/mail/dead/{entry}/requeue", method="POST",
+                     data=b"{}", headers={"Content-Type": "application/json",
+                                          "Origin": dashboard.url, "X-CSRF-Token": token})
+    assert status == 409   # the server refuses too: it would only come back
     row.locator("button.delete").click()
 
     # Then it is gone from Redis and from the page
@@ -171,3 +178,39 @@ def test_actions_refuse_cross_site_requests(app, dashboard, page):
     status, text = http(url, method="POST", data=b"{}", headers=good)
     assert (status, json.loads(text)["ok"]) == (200, True)
     assert app.client.xlen(app.broker.keys.dlq("default")) == 0
+
+
+def test_workers_page_grows_the_pool_and_shuts_the_worker_down(app, run_worker, dashboard, page):
+    # Given a threads worker of two slots on the workers page
+    worker = run_worker("--pool", "threads", "-c", "2", "-n", "dash-steer")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(dashboard.url + "/workers")
+    row = page.locator('#workers tr[data-worker="dash-steer"]')
+    expect(row).to_contain_text("online", timeout=TIMEOUT_MS)
+
+    # When its pool is grown by two
+    row.locator("input.n").fill("2")
+    row.locator("button.grow").click()
+
+    # Then the worker says so, and its snapshot follows
+    expect(page.locator("#flash")).to_contain_text("concurrency now 4", timeout=TIMEOUT_MS)
+    expect(row.locator("td").nth(6)).to_have_text("4", timeout=TIMEOUT_MS)
+
+    # When it is shut down from the page, it stops warm and leaves the list
+    row.locator("button.shutdown").click()
+    assert worker.wait(DEADLINE) == 0
+    expect(row).to_have_count(0, timeout=TIMEOUT_MS)
+
+
+def test_revoking_a_waiting_task_from_the_workers_page(app, dashboard, page):
+    # Given a task waiting with no worker to run it
+    result = app.tasks["tests.apps.basic.add"].apply_async((1, 2), countdown=3600)
+
+    # When its id is revoked from the workers page
+    page.goto(dashboard.url + "/workers")
+    page.fill("#revoke-id", result.id)
+    page.click("#revoke-form button[type=submit]")
+
+    # Then the revocation is stored for any worker that starts later
+    expect(page.locator("#flash")).to_contain_text("revoked", timeout=TIMEOUT_MS)
+    assert app.client.zscore(app.broker.keys.revoked, result.id) is not None
