@@ -57,7 +57,13 @@ def unpack(fields: dict) -> list[dict[str, Any]]:
 
 def read(client, stream: str, *, last_id: str = "$", block_ms: int | None = 1000,
          count: int = 100) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (entry id, event) from ``last_id`` on, forever (callers break out)."""
+    """Yield (entry id, event) from ``last_id`` on, forever (callers break out); an empty
+    event after each ``block_ms`` without news. ``$`` means entries added from now on."""
+    if last_id == "$":
+        # pinned once: repeating "$" on every call would lose what lands between two calls
+        newest = client.xrevrange(stream, count=1)
+        last_id = newest[0][0] if newest else "0-0"
+        last_id = last_id.decode() if isinstance(last_id, bytes) else last_id
     while True:
         response = client.xread({stream: last_id}, count=count, block=block_ms)
         for _, entries in response or []:

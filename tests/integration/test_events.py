@@ -82,8 +82,11 @@ def test_dump_prints_one_json_event_a_line(app, run_worker, dump):
 
 
 def test_dump_follows_new_events_and_shows_offline(app, run_worker, dump):
-    out = dump()   # from now on
+    # Given a worker, and a dump from now on that has seen it beat (so it is reading)
     worker = run_worker("--pool", "threads", "-c", "1", "-n", "ev2")
+    out = dump()
+    wait_for(lambda: out.find(type="worker-heartbeat", worker="ev2"), message="a heartbeat")
+    assert not out.find(type="worker-online")   # the past is not replayed
     r = app.tasks["tests.apps.basic.add"].delay(1, 1)
     wait_for(lambda: out.find(type="task-succeeded", id=r.id), message="task-succeeded")
     assert worker.stop() == 0
