@@ -155,7 +155,7 @@ def render(state: FleetState, title: str) -> Any:
     for name, info in sorted(state.workers.items()):
         lanes = info.get("lanes") or []
         workers.add_row(
-            name, ", ".join(f"{lane.get('pool')}[{lane.get('name')}]" for lane in lanes),
+            Text(name), Text(", ".join(f"{lane.get('name')}={lane.get('pool')}" for lane in lanes)),
             str(sum(int(lane.get("concurrency") or 0) for lane in lanes)),
             str(info.get("active", 0)), f"{float(info.get('load') or 0):.2f}",
             _mib(info.get("rss")), str(sum(int(lane.get("processed") or 0) for lane in lanes)),
@@ -163,7 +163,7 @@ def render(state: FleetState, title: str) -> Any:
             _duration(now - float(info.get("started") or now)),
             Text("online", style="green"))
     for name in sorted(state.offline):
-        workers.add_row(name, "", "", "", "", "", "", "", "", Text("offline", style="red"))
+        workers.add_row(Text(name), "", "", "", "", "", "", "", "", Text("offline", style="red"))
     if not state.workers and not state.offline:
         workers.add_row(Text("no live workers", style="dim"), *[""] * 9)
 
@@ -171,7 +171,7 @@ def render(state: FleetState, title: str) -> Any:
     for column in ("queue", "waiting", "unacked", "delayed", "dead"):
         queues.add_column(column, justify="left" if column == "queue" else "right")
     for name, depth in sorted(state.queues.items()):
-        queues.add_row(name, str(depth["waiting"]), str(depth["unacked"]),
+        queues.add_row(Text(name), str(depth["waiting"]), str(depth["unacked"]),
                        str(depth["delayed"]), Text(str(depth["dead"]),
                                                    style="red" if depth["dead"] else ""))
     if not state.queues:
@@ -193,10 +193,10 @@ def render(state: FleetState, title: str) -> Any:
         exc = event.get("exception") or "?"
         message = event.get("message")
         failures.add_row(time.strftime("%H:%M:%S", time.localtime(float(event.get("ts") or 0))),
-                         str(event.get("task", "?")), str(event.get("id", "?")),
+                         Text(str(event.get("task", "?"))), Text(str(event.get("id", "?"))),
                          Text(f"{exc.rsplit('.', 1)[-1]}: {message}" if message else exc,
                               style="red"),
-                         str(event.get("worker", "?")))
+                         Text(str(event.get("worker", "?"))))
     if not state.failures:
         failures.add_row(Text("none", style="dim"), "", "", "", "")
 
