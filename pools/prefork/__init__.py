@@ -420,12 +420,16 @@ class PreforkPool(Pool):
                         entry[3] = True
                         self.on_start(entry[0])
             else:
-                seq = _child.outcome_seq(payload)
+                fields = _child.decode_outcome(payload)
+                seq = fields[0]
                 entry = jobs.get(seq)
                 if entry is None:
                     continue           # killed, or already reported: exactly one outcome
-                _, outcome = _child.decode_outcome(entry[0], payload)
-                self._finish(seq, outcome)
+                if not entry[3] and not silent:   # its start record came in this batch
+                    entry[3] = True
+                    self.on_start(entry[0])
+                fields[0] = entry[0]
+                self._finish(seq, Outcome(*fields))
 
     def _finish(self, seq: int, outcome: Outcome) -> None:
         entry = self._jobs.pop(seq, None)

@@ -21,6 +21,10 @@ from engine.exceptions import SoftTimeLimitExceeded
 from pools.base import Outcome, Runner
 from pools.prefork import shm
 
+#: wake the supervisor's reader for every start, not only for jobs with a time limit (whose
+#: clocks must start at once); off, other starts reach ``on_start`` with the next wake-up
+EAGER_STARTS = False
+
 #: seconds an idle child sleeps before it looks at its flags and its parent again
 IDLE_CHECK = 0.5
 
@@ -30,24 +34,18 @@ STOPPED, RETIRED, RECYCLED_TASKS, RECYCLED_MEMORY, CRASHED = 1, 2, 3, 4, 5
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
+class _LoadFailed(Exception):
+    pass
+
+
 def encode_outcome(seq: int, o: Outcome) -> bytes:
     return _pack([seq, o.state, o.result, o.exc_type, o.exc_message, o.traceback,
                   o.runtime, o.retry_at, o.requeue])
 
 
-def decode_outcome(job_id: str, payload: bytes) -> tuple[int, Outcome]:
-    seq, state, result, exc_type, exc_message, tb, runtime, retry_at, requeue = \
-        msgpack.unpackb(payload, raw=False)
-    return seq, Outcome(job_id, state, result, exc_type, exc_message, tb, runtime,
-                        retry_at, requeue)
-
-
-def outcome_seq(payload: bytes) -> int:
-    """The seq of an encoded outcome, without decoding the rest."""
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(payload)
-    unpacker.read_array_header()
-    return unpacker.unpack()
+def decode_outcome(payload: bytes) -> list:
+    """[seq, state, result, exc_type, exc_message, traceback, runtime, retry_at, requeue]"""
+    return msgpack.unpackb(payload, raw=False)
 
 
 def main(table: shm.WorkTable, outbox: shm.Outbox, done, runner: Runner, *, parent_pid: int,
@@ -112,16 +110,25 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
             set_phase(shm.IDLE)
             continue                 # the loop top exits
         seq, body = table.read(slot)
-        put_started(seq)
-        release_done()
-        set_running(seq)
         try:
             job = load(body)
+        except BaseException as exc:
+            job = None
+            outcome = Outcome.from_exception("", exc)
+        put_started(seq)
+        if job is None or job.soft_limit or job.hard_limit or EAGER_STARTS:
+            release_done()   # its clock starts now; otherwise the start rides with the end
+        set_running(seq)
+        try:
+            if job is None:
+                raise _LoadFailed
             current[0] = seq
             try:
                 outcome = execute(job)
             finally:
                 current[0] = 0
+        except _LoadFailed:
+            pass
         except BaseException as exc:   # a soft limit that landed outside the task's own code
             outcome = Outcome.from_exception("", exc)
         put(shm.FINISHED, encode_outcome(seq, outcome))
