@@ -1,8 +1,10 @@
 """Events: what workers tell the monitor, batched into a capped Redis stream.
 
-Stream ``P:events``: one entry per flush of a worker, field ``b`` holding a msgpack array of
-event maps (``type``, ``ts``, ``worker``, and for task events ``id`` and ``task``), so that a
-busy worker pays one XADD per batch, not per event. ``read`` unpacks them in order.
+Stream ``P:events``: one entry per flush of a worker, field ``b`` holding msgpack, so that a
+busy worker pays one XADD per batch, not per event. A batch is either a map ``{"w": worker,
+"e": [[type, ts, id, task, extra], ...]}`` (compact: the worker once, no repeated keys) or
+an array of event maps (the heartbeat thread's single events). ``unpack`` turns both into
+event maps: ``type``, ``ts``, ``worker``, and for task events ``id`` and ``task``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ WORKER_EVENTS = ("worker-online", "worker-heartbeat", "worker-offline")
 
 
 class EventBuffer:
-    """Collects events between flushes; ``enabled=False`` makes every call free."""
+    """Collects events between flushes; ``enabled=False`` makes every call free.
+
+    Called on the supervisor's loop only (not thread-safe): an event costs a tuple here
+    and its share of one msgpack call and one XADD at the flush."""
 
     def __init__(self, stream: str, worker: str, *, enabled: bool = True,
                  maxlen: int = 10000) -> None:
@@ -26,33 +31,46 @@ class EventBuffer:
         self.worker = worker
         self.enabled = enabled
         self.maxlen = maxlen
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple] = []
 
     def task(self, kind: str, job_id: str, task: str, **fields: Any) -> None:
         if self.enabled:
-            self._pending.append({"type": kind, "ts": time.time(), "worker": self.worker,
-                                  "id": job_id, "task": task, **fields})
+            self._pending.append((kind, time.time(), job_id, task, fields or None))
 
     def worker_event(self, kind: str, **fields: Any) -> None:
         if self.enabled:
-            self._pending.append({"type": kind, "ts": time.time(), "worker": self.worker,
-                                  **fields})
+            self._pending.append((kind, time.time(), None, None, fields or None))
 
     def flush(self, pipe) -> int:
         """Add one XADD for everything pending to ``pipe``; returns how many events."""
         if not self._pending:
             return 0
         batch, self._pending = self._pending, []
-        pipe.xadd(self.stream, {"b": msgpack.packb(batch, use_bin_type=True)},
+        pipe.xadd(self.stream, {"b": msgpack.packb({"w": self.worker, "e": batch},
+                                                   use_bin_type=True, default=str)},
                   maxlen=self.maxlen, approximate=True)
         return len(batch)
 
 
 def unpack(fields: dict) -> list[dict[str, Any]]:
+    """The events of one stream entry, as maps, in the order they happened."""
     raw = fields.get(b"b") or fields.get("b")
     if not raw:
         return []
-    return msgpack.unpackb(raw, raw=False)
+    batch = msgpack.unpackb(raw, raw=False)
+    if isinstance(batch, list):
+        return batch
+    worker = batch.get("w")
+    events = []
+    for kind, ts, job_id, task, extra in batch.get("e") or ():
+        event = {"type": kind, "ts": ts, "worker": worker}
+        if job_id is not None:
+            event["id"] = job_id
+            event["task"] = task
+        if extra:
+            event.update(extra)
+        events.append(event)
+    return events
 
 
 def read(client, stream: str, *, last_id: str = "$", block_ms: int | None = 1000,
