@@ -258,7 +258,10 @@ class Harness:
     # -- supervisor side
     def call(self, method: str, *args):
         assert threading.get_ident() == self.thread, "the harness calls the pool from one thread"
-        return getattr(self.pool, method)(*args)
+        result = getattr(self.pool, method)(*args)
+        if method == "free_slots" and (not isinstance(result, int) or result < 0):
+            pytest.fail(f"free_slots() returned {result!r}, not a count")
+        return result
 
     def start(self) -> "Harness":
         self.call("start")
@@ -284,9 +287,13 @@ class Harness:
         return Job(id=job_id, task=task, args=list(args), kwargs=kwargs, body=body,
                    soft_limit=soft, hard_limit=hard)
 
-    def submit(self, job: Job) -> Job:
-        """Submit as the supervisor does: only once ``free_slots()`` is above zero."""
-        self.wait_for(lambda: self.call("free_slots") > 0, f"a free slot for {job.id}")
+    def submit(self, job: Job, *, wait: bool = True) -> Job:
+        """Submit as the supervisor does: only once ``free_slots()`` is above zero (waiting
+        for it, ticking, unless ``wait`` is False)."""
+        if wait:
+            self.wait_for(lambda: self.call("free_slots") > 0, f"a free slot for {job.id}")
+        else:
+            assert self.call("free_slots") > 0, "the harness submits only into a free slot"
         with self.cond:
             self.submitted[job.id] = job
         self.call("submit", job)
@@ -636,11 +643,9 @@ class PoolTests:
         gate = harness.gate()
         jobs = []
         while harness.call("free_slots") > 0 and len(jobs) < 4 * self.concurrency + 4:
-            job = harness.job("sample.hold", harness.path(f"held{len(jobs)}"), gate,
-                              limit=self.wait_timeout)
-            harness.submitted[job.id] = job
-            harness.call("submit", job)
-            jobs.append(job)
+            jobs.append(harness.submit(harness.job(
+                "sample.hold", harness.path(f"held{len(jobs)}"), gate, limit=self.wait_timeout),
+                wait=False))
         if not in_maintain:
             harness.wait_for(lambda: len(harness.started) >= min(self.concurrency, len(jobs)),
                              "the held jobs to start")
@@ -789,10 +794,13 @@ def main(argv: list[str] | None = None) -> int:
     from pools import resolve
     from engine.exceptions import ConfigurationError
     try:
-        resolve(args.pool)     # one clear line for a bad path, before pytest starts
+        pool_class = resolve(args.pool)   # one clear line for a bad path, before pytest starts
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
+    if pool_class.needs_own_process and not args.gevent:
+        print(f"note: {pool_class.__name__} needs a process of its own "
+              "(for a gevent pool, add --gevent)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="pool-conformance-") as tmp:
         module = Path(tmp) / "test_pool_conformance.py"
         module.write_text(_MODULE.format(path=args.pool, concurrency=args.concurrency,
