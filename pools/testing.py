@@ -115,11 +115,14 @@ def catch_soft(started, limit=60.0):
 def stubborn(started, limit=60.0):
     """Swallows every soft limit (touching ``started.soft``) while sleeping in short steps."""
     give_up = time.monotonic() + limit
-    swallowed = 0
-    _touch(started)
+    swallowed, announced = 0, False
     while True:
-        # The whole waiting loop sits inside the try, so a soft limit cannot land outside it.
+        # Everything after the marker sits inside the try: the supervisor interrupts as soon
+        # as it sees the marker, and the soft limit must not land outside the handler.
         try:
+            if not announced:
+                announced = True
+                _touch(started)
             while time.monotonic() < give_up:
                 time.sleep(POLL)
             return swallowed
@@ -132,10 +135,12 @@ def stubborn(started, limit=60.0):
 def spin(started, limit=60.0):
     """A pure-Python busy loop that swallows soft limits; only a preemptive kill ends it."""
     give_up = time.monotonic() + limit
-    _touch(started)
-    spins = 0
+    spins, announced = 0, False
     while True:
         try:
+            if not announced:
+                announced = True
+                _touch(started)
             while True:
                 for _ in range(10_000):
                     spins += 1
