@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 #: longest text shown for one argument list, result or message body
 SHOW_LIMIT = 20000
 #: seconds an action waits for the worker's reply to a control command
-CONTROL_TIMEOUT = 2.0
+CONTROL_TIMEOUT = 3.0
 
 #: puts a dead letter's original body back on its queue and deletes the dead letter, in one
 #: step (both keys carry the queue's hash tag, so this holds on a Redis Cluster too)
