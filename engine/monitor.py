@@ -60,7 +60,7 @@ def banner(supervisor: "Supervisor") -> str:
         ("app", app.main),
         ("broker", redact(app.broker_url)),
         ("results", redact(conf.result_backend) if conf.result_backend else "the broker"),
-        ("pool", "; ".join(f"{lane.spec.pool} x {lane.spec.concurrency} "
+        ("pool", "; ".join(f"{_pool_name(lane)} x {lane.spec.concurrency} "
                            f"(prefetch {lane.spec.prefetch})"
                            + (f" for {lane.name}" if len(lanes) > 1 else "") for lane in lanes)),
         ("queues", ", ".join(q for lane in lanes for q in lane.queues)),
@@ -75,6 +75,14 @@ def banner(supervisor: "Supervisor") -> str:
     lines.append(f"  [tasks] ({len(names)})")
     lines += [f"    . {name}" for name in names]
     return "\n".join(lines)
+
+
+def _pool_name(lane: Any) -> str:
+    """The pool asked for, and the class that answered when the names differ (custom)."""
+    asked, actual = lane.spec.pool, getattr(lane.pool, "name", "")
+    if not actual or actual == asked:
+        return asked
+    return f"{asked} ({actual}: {type(lane.pool).__module__}.{type(lane.pool).__qualname__})"
 
 
 # -- fleet state -----------------------------------------------------------------------
