@@ -4,7 +4,9 @@
 
 Starts a private redis-server, and per round and mode: enqueues N no-op tasks, starts
 ``engine run`` (with or without ``--no-events``), and times from the first message taken
-to the queue drained. Modes alternate so that drift hits both alike. Not collected by pytest.
+to the queue drained. It also reports CPU time per task of the worker and of redis-server
+over the same stretch, which a busy machine disturbs far less than wall-clock rates.
+Modes alternate so that drift hits both alike. Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -20,13 +22,22 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import embedded  # noqa: E402
 
 
-def one_round(url: str, *, events: bool, n: int, pool: str, concurrency: int) -> float:
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def one_round(url: str, *, events: bool, n: int, pool: str, concurrency: int,
+              server: psutil.Process) -> tuple[float, float, float]:
+    """-> (tasks per second, worker CPU us per task, redis CPU us per task)"""
     prefix = f"ev{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, ENGINE_BROKER_URL=url, ENGINE_KEY_PREFIX=prefix,
                PYTHONPATH=str(ROOT))
@@ -46,13 +57,16 @@ def one_round(url: str, *, events: bool, n: int, pool: str, concurrency: int) ->
         def remaining() -> int:
             d = broker.depth("default")
             return d["waiting"] + d["unacked"]
+        worker = psutil.Process(proc.pid)
         while remaining() >= n:
             time.sleep(0.002)
         start = time.perf_counter()
+        worker_cpu, server_cpu = _cpu(worker), _cpu(server)
         while remaining() > 0:
             time.sleep(0.002)
         elapsed = time.perf_counter() - start
-        return n / elapsed
+        worker_cpu, server_cpu = _cpu(worker) - worker_cpu, _cpu(server) - server_cpu
+        return n / elapsed, worker_cpu / n * 1e6, server_cpu / n * 1e6
     finally:
         proc.terminate()
         proc.wait(60)
@@ -77,18 +91,31 @@ def main() -> int:
             while not embedded.ping(base):
                 time.sleep(0.05)
             url = f"unix://{sock}?db=0"
-            rates: dict[str, list[float]] = {"on": [], "off": []}
+            runs: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
             for _ in range(args.rounds):
                 for mode in ("on", "off"):
-                    rates[mode].append(one_round(url, events=mode == "on", n=args.n,
-                                                 pool=args.pool, concurrency=args.concurrency))
-            on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-            print(json.dumps({"pool": args.pool, "concurrency": args.concurrency,
-                              "tasks": args.n, "rounds": args.rounds,
-                              "events_on": [round(r) for r in rates["on"]],
-                              "events_off": [round(r) for r in rates["off"]],
-                              "median_on": round(on), "median_off": round(off),
-                              "cost_percent": round((off - on) / off * 100, 1)}))
+                    runs[mode].append(one_round(url, events=mode == "on", n=args.n,
+                                                pool=args.pool, concurrency=args.concurrency,
+                                                server=psutil.Process(server.pid)))
+
+            def median(mode: str, i: int) -> float:
+                return statistics.median(run[i] for run in runs[mode])
+            on, off = median("on", 0), median("off", 0)
+            cpu_on, cpu_off = median("on", 1), median("off", 1)
+            redis_on, redis_off = median("on", 2), median("off", 2)
+            print(json.dumps({
+                "pool": args.pool, "concurrency": args.concurrency, "tasks": args.n,
+                "rounds": args.rounds,
+                "rate_on": [round(r[0]) for r in runs["on"]],
+                "rate_off": [round(r[0]) for r in runs["off"]],
+                "median_rate_on": round(on), "median_rate_off": round(off),
+                "rate_cost_percent": round((off - on) / off * 100, 1),
+                "worker_cpu_us_per_task_on": round(cpu_on, 1),
+                "worker_cpu_us_per_task_off": round(cpu_off, 1),
+                "worker_cpu_cost_percent": round((cpu_on - cpu_off) / cpu_off * 100, 1),
+                "redis_cpu_us_per_task_on": round(redis_on, 1),
+                "redis_cpu_us_per_task_off": round(redis_off, 1),
+            }))
         finally:
             server.terminate()
             server.wait(30)

@@ -19,11 +19,19 @@ TASK_EVENTS = ("task-received", "task-started", "task-succeeded", "task-failed",
 WORKER_EVENTS = ("worker-online", "worker-heartbeat", "worker-offline")
 
 
+#: seconds events may wait for company before they are written (the monitor doesn't mind)
+FLUSH_DELAY = 0.1
+#: events that are written at once, whatever their age
+FLUSH_MAX = 2000
+
+
 class EventBuffer:
     """Collects events between flushes; ``enabled=False`` makes every call free.
 
     Called on the supervisor's loop only (not thread-safe): an event costs a tuple here
-    and its share of one msgpack call and one XADD at the flush."""
+    and its share of one msgpack call and one XADD. ``flush`` writes only once the oldest
+    pending event is FLUSH_DELAY old or FLUSH_MAX are pending, so a busy worker adds one
+    XADD per FLUSH_DELAY rather than one per result write; ``flush(force=True)`` at exit."""
 
     def __init__(self, stream: str, worker: str, *, enabled: bool = True,
                  maxlen: int = 10000) -> None:
@@ -32,24 +40,32 @@ class EventBuffer:
         self.enabled = enabled
         self.maxlen = maxlen
         self._pending: list[tuple] = []
+        self._since = 0.0     # monotonic time of the oldest pending event
 
     def task(self, kind: str, job_id: str, task: str, **fields: Any) -> None:
         if self.enabled:
+            if not self._pending:
+                self._since = time.monotonic()
             self._pending.append((kind, time.time(), job_id, task, fields or None))
 
     def worker_event(self, kind: str, **fields: Any) -> None:
         if self.enabled:
+            if not self._pending:
+                self._since = time.monotonic()
             self._pending.append((kind, time.time(), None, None, fields or None))
 
-    def flush(self, pipe) -> int:
-        """Add one XADD for everything pending to ``pipe``; returns how many events."""
-        if not self._pending:
+    def flush(self, pipe, *, force: bool = False) -> int:
+        """Add one XADD for everything pending to ``pipe`` when due (or ``force``);
+        returns how many events."""
+        pending = self._pending
+        if not pending or not (force or len(pending) >= FLUSH_MAX
+                               or time.monotonic() - self._since >= FLUSH_DELAY):
             return 0
-        batch, self._pending = self._pending, []
-        pipe.xadd(self.stream, {"b": msgpack.packb({"w": self.worker, "e": batch},
+        self._pending = []
+        pipe.xadd(self.stream, {"b": msgpack.packb({"w": self.worker, "e": pending},
                                                    use_bin_type=True, default=str)},
                   maxlen=self.maxlen, approximate=True)
-        return len(batch)
+        return len(pending)
 
 
 def unpack(fields: dict) -> list[dict[str, Any]]:

@@ -544,6 +544,8 @@ class Supervisor:
         pipe = client.pipeline(transaction=False)
         key = self.keys.worker(self.name)
         if offline:
+            # the loop is over: events still held for batching go out before 'offline'
+            self.events.flush(pipe, force=True)
             pipe.delete(key)
             pipe.zrem(self.keys.workers, self.name)
         else:
