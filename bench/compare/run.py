@@ -280,7 +280,9 @@ def print_tables(summary, matrix, workloads, out=sys.stdout):
             peer = engine_peer(c, configs) if c["system"] != "engine" else None
             r = ratio(w, rows.get(peer["label"]) if peer else None, s) if peer else None
             rt = f"{r:.2f}" if r else "-"
-            if peer and r:
+            if peer and r and c["system"] == "redis-py":
+                rt = f"{r:.2f} share"   # the engine's no-op rate as a share of the ceiling
+            elif peer and r:
                 rt += f" ({peer['pool'][:3]} {peer['c']})"
             if s.get("ok", 0) == 0:
                 print(f"{c['label']:28} FAILED: {(s.get('errors') or ['?'])[0][:100]}", file=out)
