@@ -72,6 +72,8 @@ class Lane:
         self.queues = list(spec.queues)
         self.streams = [broker_keys.queue(q) for q in self.queues]
         self.capacity = max(spec.concurrency * max(spec.prefetch, 1), spec.concurrency)
+        self.low_water = max(self.capacity // 2, 1)
+        self.returned = 0    #: credit to give back at the end of the loop turn
         self.buffer: deque[Delivery] = deque()
         self.fetching = True
         self.processed = 0
@@ -84,11 +86,19 @@ class Lane:
     def give(self, n: int = 1) -> None:
         with self._room:
             self._held -= n
-            self._room.notify()
+            if self.capacity - self._held >= self.low_water:
+                self._room.notify()
+
+    def return_credit(self) -> None:
+        """Give back what finished this loop turn, in one go (one lock, one notify)."""
+        if self.returned:
+            n, self.returned = self.returned, 0
+            self.give(n)
 
     def _wait_for_room(self, timeout: float) -> int:
+        # fetch in batches: wait until half the budget is free (or nothing is held at all)
         with self._room:
-            if self._held >= self.capacity:
+            if self.capacity - self._held < self.low_water and self._held > 0:
                 self._room.wait(timeout)
             return self.capacity - self._held
 

@@ -38,8 +38,13 @@ log = logging.getLogger("engine.worker")
 HOUSEKEEPING_INTERVAL = 0.25
 #: longest the loop sleeps with nothing to do (pools get ``maintain`` at least this often)
 MAX_IDLE = 0.1
-#: outcomes handled per loop turn before results are flushed
+#: items taken from the inbox per loop turn
 MAX_BATCH = 2000
+#: seconds a result or ack may wait for others to share its round trip (only while other
+#: tasks are still running: the last one is written at once)
+FLUSH_DELAY = 0.002
+#: writes that trigger a flush without waiting
+FLUSH_MAX = 1000
 
 _START, _SIGNAL, _CONTROL = "start", "signal", "control"
 _WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
@@ -84,6 +89,7 @@ class Supervisor:
         self._statuses: list[tuple[str, bytes]] = []
         self._extra: list[Any] = []             # callables(pipe) queued for the next flush
         self._snapshot: bytes = b""
+        self._flush_due: float | None = None
         self._next_housekeeping = 0.0
         self._housekeeping_rounds = 0
         self._threads: list[threading.Thread] = []
@@ -178,11 +184,14 @@ class Supervisor:
         self.inbox.put((_START, job_id))
 
     def tick(self) -> None:
-        """One loop turn: wait for work or the next deadline, handle it, flush, feed."""
+        """One loop turn: wait for work or the next deadline, handle it, feed, flush."""
+        now = limits.now()
         timeout = MAX_IDLE
         next_deadline = self.deadlines.next_deadline()
         if next_deadline is not None:
-            timeout = min(timeout, max(next_deadline - limits.now(), 0.0))
+            timeout = min(timeout, max(next_deadline - now, 0.0))
+        if self._flush_due is not None:
+            timeout = min(timeout, max(self._flush_due - now, 0.0))
         try:
             item = self.inbox.get(timeout=timeout)
         except queue.Empty:
@@ -201,13 +210,33 @@ class Supervisor:
                 item = inbox.get_nowait()
             except queue.Empty:
                 item = None
-        self._flush()
+        for lane in self.lanes:
+            lane.return_credit()
+        # feed before writing: the pools work while this thread talks to Redis
         self._feed()
+        self._maybe_flush()
         self._fire_limits()
         for lane in self.lanes:
             lane.pool.maintain()
         if limits.now() >= self._next_housekeeping:
             self._housekeeping()
+
+    def _maybe_flush(self) -> None:
+        """Write now when nothing else is running (latency) or enough has gathered or the
+        oldest write has waited FLUSH_DELAY (throughput: one round trip for many tasks)."""
+        pending = len(self._records) + len(self._statuses) + len(self._extra) + \
+            sum(len(ids) for ids in self._acks.values())
+        if not pending:
+            if self.events._pending and self._flush_due is None:
+                self._flush_due = limits.now() + FLUSH_DELAY
+            elif self.events._pending and limits.now() >= self._flush_due:
+                self._flush()
+            return
+        now = limits.now()
+        if self._flush_due is None:
+            self._flush_due = now + FLUSH_DELAY
+        if not self.inflight or pending >= FLUSH_MAX or now >= self._flush_due:
+            self._flush()
 
     def _dispatch(self, item: tuple) -> None:
         kind = item[0]
@@ -239,18 +268,18 @@ class Supervisor:
                 self._dead_letter(queue_name, b"", "entry has no 'm' field", stream, entry_id)
             else:
                 self._acks[stream].append(entry_id)
-            lane.give()
+            lane.returned += 1
             return
         try:
             body = message.decode_message(raw)
         except message.MessageError as exc:
             self._dead_letter(queue_name, raw, str(exc), stream, entry_id)
-            lane.give()
+            lane.returned += 1
             return
         task = self.app.tasks.get(body["task"])
         if task is None:
             self._dead_letter(queue_name, raw, f"unknown task {body['task']!r}", stream, entry_id)
-            lane.give()
+            lane.returned += 1
             return
         job = message.job_from_body(body, raw, queue_name)
         if count > self.max_deliveries:
@@ -259,20 +288,20 @@ class Supervisor:
             self._store(job.id, encode_record(
                 FAILURE, exc_type=_WORKER_LOST, exc_message="poison message: too many deliveries",
                 task=job.task, worker=self.name, retries=job.retries), job, task)
-            lane.give()
+            lane.returned += 1
             return
         delivery = Delivery(job, stream, entry_id, lane, task, deliveries=count)
         eta, expires = body.get("eta"), body.get("expires")
         if expires is not None and expires <= now:
             self._finish_revoked(delivery, "expired")
-            lane.give()
+            lane.returned += 1
             return
         if eta is not None and eta > now + 0.001:
             # a message that arrived early (hand-built, or raced the delay mover): park it
             self._extra.append(lambda pipe, q=queue_name, r=raw, e=eta:
                                self.app.broker._push(pipe, q, r, e))
             self._acks[stream].append(entry_id)
-            lane.give()
+            lane.returned += 1
             return
         soft, hard = limits.resolve_limits(
             (job.soft_limit, job.hard_limit), (task.soft_time_limit, task.time_limit),
@@ -298,7 +327,7 @@ class Supervisor:
                 job = delivery.job
                 if job.id in self.revoked:
                     self._finish_revoked(delivery, "revoked")
-                    lane.give()
+                    lane.returned += 1
                     continue
                 acks_late = delivery.task.acks_late
                 if acks_late is None:
@@ -333,7 +362,7 @@ class Supervisor:
             return   # a late outcome of a job already reported (a pool broke its promise)
         self.deadlines.cancel(outcome.job_id)
         lane = delivery.lane
-        lane.give()
+        lane.returned += 1
         job = delivery.job
         state = outcome.state
         if delivery.revoked:
@@ -446,6 +475,7 @@ class Supervisor:
         self._statuses.clear()
         self._extra.clear()
         self._acks.clear()
+        self._flush_due = None
 
     def _execute(self, pipe) -> None:
         """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
