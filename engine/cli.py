@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure a worker on this machine")
     bench.add_argument("--pool", default="prefork")
     bench.add_argument("-c", "--concurrency", type=_positive_int, default=None)
-    bench.add_argument("-n", "--tasks", type=_positive_int, default=20000)
+    bench.add_argument("-n", "--tasks", type=_positive_int, default=None,
+                       help="tasks to run (default: noop 20000, sleep 2000, cpu 200, payload 5000)")
     bench.add_argument("--kind", default="noop", choices=["noop", "sleep", "cpu", "payload"])
     bench.add_argument("--payload-bytes", type=_positive_int, default=10240)
     bench.add_argument("--broker", help="Redis URL (default: the embedded Redis)")

@@ -27,6 +27,7 @@ from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError, NotSupported, WorkerLostError
 from engine.lanes import Delivery, Lane, LaneSpec
+from engine.monitor import cpu_seconds
 from engine.results import REVOKED, RETRY, encode_record
 from engine.runner import TaskRunner
 from pools import resolve
@@ -736,6 +737,7 @@ class Supervisor:
             "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started_at, "active": len(self.inflight),
             "load": os.getloadavg()[0], "rss": _rss_kib(),
+            "cpu": cpu_seconds(), "at": time.time(),
             "lanes": [{"name": lane.name, "queues": lane.queues, "pool": lane.spec.pool,
                        "concurrency": lane.spec.concurrency, "buffered": len(lane.buffer),
                        "processed": lane.processed, "failed": lane.failed,

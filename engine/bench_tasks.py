@@ -1,0 +1,59 @@
+"""The tasks ``engine bench`` runs: shipped in the package so that a user needs no tasks
+module of their own. The worker is started as ``engine run -A engine.bench_tasks``; broker and
+key prefix come from the environment the benchmark gives it (``ENGINE_BROKER_URL``,
+``ENGINE_KEY_PREFIX``), so a run never touches a user's queues.
+"""
+
+from __future__ import annotations
+
+import time
+
+from engine.app import Engine
+
+app = Engine("engine.bench_tasks")
+
+
+@app.task(ignore_result=True)
+def noop() -> None:
+    pass
+
+
+@app.task(ignore_result=True)
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@app.task(ignore_result=True)
+def cpu(iters: int) -> int:
+    return burn(iters)
+
+
+@app.task(ignore_result=True)
+def payload(data: str) -> int:
+    return len(data)
+
+
+@app.task
+def echo(x):
+    """Result stored: for round trips (``delay().get()``)."""
+    return x
+
+
+def burn(iters: int) -> int:
+    """Pure-Python CPU work (holds the GIL): ``calibrate`` picks ``iters`` for a duration."""
+    x = 0
+    for i in range(iters):
+        x = (x * 31 + i) & 0xFFFFFFFF
+    return x
+
+
+def calibrate(target_ms: float = 20.0) -> int:
+    """Iterations of ``burn`` taking about ``target_ms`` here (best of a few tries)."""
+    iters = 20000
+    best = None
+    for _ in range(5):
+        t = time.perf_counter()
+        burn(iters)
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    return max(1000, int(iters * (target_ms / 1000.0) / best))

@@ -1,0 +1,525 @@
+"""``engine bench``: measure a worker on this machine in one command.
+
+A run, on the embedded Redis unless ``--broker`` is given, under a key prefix of its own
+(``bench-<hex>``, handed to every process through ``ENGINE_KEY_PREFIX``) so that it never sees
+or touches a user's queues; every key under that prefix is deleted at the end.
+
+1. Enqueue ``n`` tasks of ``engine.bench_tasks`` with no worker running, so the producer is
+   timed alone: the first ``min(2000, n/2)`` with one ``delay()`` per call (``enqueue_per_s``),
+   the rest with ``delay_many`` in chunks of 1,000 (``enqueue_bulk_per_s``).
+2. Start ``engine run -A engine.bench_tasks`` as a subprocess (its own session) and let it
+   drain that backlog. Completions are read from the worker's own event stream (the
+   ``task-succeeded`` events it publishes anyway, in batches, each with the time it
+   happened), so measuring adds nothing to the worker's work. ``tasks_per_s`` is
+   n / (last completion - first completion); ``tasks_per_s_from_start`` counts from the
+   worker's spawn. A progress bar (rich, on stderr, only on a terminal) follows the events.
+3. Latency: with the worker warm and idle, send up to 500 more tasks one ``delay()`` at a
+   time, paced at about half the measured throughput (at most 1,000/s), and take p50/p90/p99
+   of completion time minus send time (same machine, same clock).
+
+Worker CPU (user+system seconds of the process tree from its ``worker-online`` event to the
+last completion, so start-up is left out; as a share of one core and per task) and peak
+RSS (sum over the tree) come from psutil, sampled every 0.1 s. Redis CPU over the same span
+comes from INFO when the server is local.
+
+The pieces (``Worker``, ``TreeSampler``, ``EventCollector``, ``cleanup``) are reused by the
+scripts under ``bench/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import redis
+
+DEFAULT_N = {"noop": 20000, "sleep": 2000, "cpu": 200, "payload": 5000}
+SLEEP_S = 0.05
+CPU_MS = 20.0
+SINGLE = 2000          # delay() calls timed before switching to delay_many
+CHUNK = 1000           # delay_many chunk
+LATENCY_SAMPLES = 500
+START_TIMEOUT = 60.0
+STALL_TIMEOUT = 120.0  # seconds without a completion before the run is abandoned
+
+_PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- worker process ---------------------------------------------------------------------
+class Worker:
+    """One ``engine run -A engine.bench_tasks`` subprocess in its own session."""
+
+    def __init__(self, url: str, prefix: str, pool: str, concurrency: int | None, *,
+                 extra: list[str] | None = None, app: str = "engine.bench_tasks:app",
+                 env: dict[str, str] | None = None) -> None:
+        self.argv = [sys.executable, "-m", "engine", "run", "-A", app, "--pool", pool,
+                     "-l", "warning", "-n", f"{prefix}-{os.getpid()}@%h"]
+        if concurrency:
+            self.argv += ["-c", str(concurrency)]
+        self.argv += list(extra or [])
+        self.env = dict(os.environ)
+        for var in ("ENGINE_APP", "ENGINE_RESULT_BACKEND"):
+            self.env.pop(var, None)
+        self.env.update({"ENGINE_BROKER_URL": url, "ENGINE_RESULT_BACKEND": url,
+                         "ENGINE_KEY_PREFIX": prefix, "PYTHONUNBUFFERED": "1",
+                         "PYTHONPATH": os.pathsep.join(
+                             p for p in (_PKG_ROOT, os.environ.get("PYTHONPATH")) if p)})
+        self.env.update(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="engine-bench-", suffix=".log", delete=False)
+        self.started_at = 0.0
+
+    def start(self) -> "Worker":
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, nbytes: int = 3000) -> str:
+        try:
+            with open(self.log.name, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - nbytes))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM (warm shutdown), then SIGKILL of its process group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # stragglers of its session
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait(5)
+        self.log.close()
+
+    def remove_log(self) -> None:
+        try:
+            os.unlink(self.log.name)
+        except OSError:
+            pass
+
+
+class TreeSampler(threading.Thread):
+    """Peak and current RSS (sum over a process tree) and its CPU seconds, every ``interval``."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True, name="bench-sampler")
+        self.root = pid
+        self.interval = interval
+        self.peak = 0
+        self.rss = 0
+        self.nprocs = 0
+        self._cpu: dict[int, float] = {}
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.root)
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return
+        total = seen = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    total += proc.memory_info().rss
+                    times = proc.cpu_times()
+                with self._lock:
+                    self._cpu[proc.pid] = times.user + times.system
+                seen += 1
+            except psutil.Error:
+                pass
+        self.rss = total
+        self.peak = max(self.peak, total)
+        self.nprocs = max(self.nprocs, seen)
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the tree so far (samples now)."""
+        self.sample()
+        with self._lock:
+            return sum(self._cpu.values())
+
+    def reset_peak(self) -> None:
+        self.peak = self.rss
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+class EventCollector(threading.Thread):
+    """Reads the private prefix's event stream from its start: completion time of each task
+    id (``task-succeeded`` / ``task-failed``) and whether a worker is online."""
+
+    def __init__(self, client: redis.Redis, stream: str) -> None:
+        super().__init__(daemon=True, name="bench-events")
+        self.client = client
+        self.stream = stream
+        self.done: dict[str, float] = {}
+        self.failed = 0
+        self.online = threading.Event()
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from engine.events import unpack
+        last = "0-0"
+        try:
+            while not self._halt.is_set():
+                response = self.client.xread({self.stream: last}, count=1000, block=100)
+                for _, entries in response or ():
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        for event in unpack(fields):
+                            kind = event.get("type")
+                            if kind == "task-succeeded":
+                                self.done[event["id"]] = event["ts"]
+                            elif kind == "task-failed":
+                                self.done[event["id"]] = event["ts"]
+                                self.failed += 1
+                            elif kind == "worker-online":
+                                self.online.set()
+        except BaseException as exc:   # reported by the main thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+def cleanup(client: redis.Redis, prefix: str) -> int:
+    """Delete every key under ``prefix:`` (SCAN + UNLINK); returns how many."""
+    removed = 0
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            removed += client.unlink(*batch)
+            batch = []
+    if batch:
+        removed += client.unlink(*batch)
+    return removed
+
+
+def new_prefix() -> str:
+    return f"bench-{uuid.uuid4().hex[:10]}"
+
+
+def resolve_broker(url: str | None) -> tuple[str, bool]:
+    """The URL to use and whether it is the embedded Redis."""
+    url = url or os.environ.get("ENGINE_BROKER_URL")
+    if url:
+        return url, False
+    from engine import embedded
+    return embedded.ensure_running(), True
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, int(round(p / 100.0 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "load_avg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _redis_cpu(client: redis.Redis) -> float | None:
+    try:
+        info = client.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    except Exception:
+        return None
+
+
+# -- the run ----------------------------------------------------------------------------
+def task_args(kind: str, payload_bytes: int, cpu_iters: int | None) -> tuple:
+    if kind == "noop":
+        return ()
+    if kind == "sleep":
+        return (SLEEP_S,)
+    if kind == "cpu":
+        return (cpu_iters,)
+    if kind == "payload":
+        return ("x" * payload_bytes,)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+class _Progress:
+    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> "_Progress":
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def add(self, description: str, total: int) -> Any:
+        return self.bar.add_task(description, total=total, rate="") if self.bar else None
+
+    def update(self, task: Any, completed: int, rate: str = "") -> None:
+        if self.bar and task is not None:
+            self.bar.update(task, completed=completed, rate=rate)
+
+
+def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None = None,
+        kind: str = "noop", payload_bytes: int = 10240, broker: str | None = None,
+        progress: bool = True, latency_samples: int = LATENCY_SAMPLES,
+        worker_extra: list[str] | None = None) -> dict[str, Any]:
+    """One benchmark run; returns the figures as a dict (what ``--json`` prints)."""
+    from engine import bench_tasks
+
+    n = n or DEFAULT_N[kind]
+    url, embedded = resolve_broker(broker)
+    prefix = new_prefix()
+    app = bench_tasks.app
+    app.close()
+    app.conf.from_cli(broker_url=url, result_backend=url, key_prefix=prefix)
+    cpu_iters = bench_tasks.calibrate(CPU_MS) if kind == "cpu" else None
+    args = task_args(kind, payload_bytes, cpu_iters)
+    fn = getattr(bench_tasks, kind)
+    client = redis.Redis.from_url(url)
+    queue = app.conf.task_default_queue
+    worker: Worker | None = None
+    sampler: TreeSampler | None = None
+    collector: EventCollector | None = None
+    out: dict[str, Any] = {
+        "pool": pool, "concurrency": concurrency or app.conf.worker_concurrency, "kind": kind,
+        "tasks": n, "broker": "embedded" if embedded else redact(url), "key_prefix": prefix}
+    if kind == "payload":
+        out["payload_bytes"] = payload_bytes
+    if kind == "sleep":
+        out["sleep_s"] = SLEEP_S
+    if kind == "cpu":
+        out["cpu_iters"] = cpu_iters
+        out["cpu_ms"] = CPU_MS
+    try:
+        app.broker.ensure_groups([queue])   # group at 0: the backlog is read from its start
+        # 1. enqueue, timed alone
+        single = min(SINGLE, max(1, n // 2)) if n > 1 else 1
+        delay = fn.delay
+        t0 = time.perf_counter()
+        for _ in range(single):
+            delay(*args)
+        t1 = time.perf_counter()
+        rest = n - single
+        done_ids: set[str] = set()
+        sent = 0
+        while sent < rest:
+            k = min(CHUNK, rest - sent)
+            fn.delay_many([args] * k)
+            sent += k
+        t2 = time.perf_counter()
+        out["enqueue_per_s"] = round(single / (t1 - t0), 1)
+        out["enqueue_bulk_per_s"] = round(rest / (t2 - t1), 1) if rest else None
+        out["enqueue_mode"] = f"delay x{single}" + (f" + delay_many x{rest}" if rest else "")
+
+        # 2. the worker drains the backlog
+        collector = EventCollector(redis.Redis.from_url(url), app.broker.keys.events)
+        collector.start()
+        worker = Worker(url, prefix, pool, concurrency, extra=worker_extra).start()
+        sampler = TreeSampler(worker.pid)
+        sampler.start()
+        redis_cpu0 = _redis_cpu(client)
+        with _Progress(progress) as bar:
+            task = bar.add(f"{kind} x{n} on {pool}", n)
+            last_count, last_change = 0, time.monotonic()
+            cpu_online, online_at = 0.0, None
+            while True:
+                if online_at is None and collector.online.is_set():
+                    cpu_online, online_at = sampler.cpu_s(), time.time()
+                count = len(collector.done)
+                if count >= n:
+                    break
+                now = time.monotonic()
+                if count != last_count:
+                    last_count, last_change = count, now
+                if collector.error is not None:
+                    raise RuntimeError(f"reading events failed: {collector.error}")
+                if not worker.alive():
+                    raise RuntimeError(f"the worker exited early (code {worker.proc.returncode}):\n"
+                                       + worker.tail())
+                if now - last_change > (STALL_TIMEOUT if collector.online.is_set()
+                                        else max(STALL_TIMEOUT, START_TIMEOUT)):
+                    raise RuntimeError(f"no task finished for {STALL_TIMEOUT:.0f} s "
+                                       f"({count}/{n} done); worker log:\n" + worker.tail())
+                elapsed = time.time() - worker.started_at
+                bar.update(task, count, f"{count / elapsed:,.0f}/s" if elapsed > 0 else "")
+                time.sleep(0.05)
+            bar.update(task, n)
+        drained_at = time.time()
+        cpu_run = sampler.cpu_s() - cpu_online   # the start-up (imports, forks) left out
+        run_from = online_at or worker.started_at
+        redis_cpu1 = _redis_cpu(client)
+        times = sorted(collector.done.values())
+        done_ids = set(collector.done)
+        first, last = times[0], times[-1]
+        out["tasks_per_s"] = round((n - 1) / (last - first), 1) if last > first else None
+        out["tasks_per_s_from_start"] = round(n / (last - worker.started_at), 1)
+        out["duration_s"] = round(last - first, 4)
+        out["failed"] = collector.failed
+        out["worker"] = {
+            "pid": worker.pid, "processes": sampler.nprocs,
+            "cpu_s": round(cpu_run, 3),
+            "cpu_percent": round(100.0 * cpu_run / max(drained_at - run_from, 1e-9), 1),
+            "cpu_us_per_task": round(1e6 * cpu_run / n, 1),
+            "rss_peak_mib": round(sampler.peak / 2**20, 1),
+        }
+        if redis_cpu0 is not None and redis_cpu1 is not None:
+            out["redis_cpu_us_per_task"] = round(1e6 * (redis_cpu1 - redis_cpu0) / n, 1)
+
+        # 3. latency: paced single sends on the idle, warm worker
+        rate = out["tasks_per_s"] or out["tasks_per_s_from_start"]
+        interval = max(0.001, 2.0 / rate)
+        samples = max(1, min(latency_samples, n, int(5.0 / interval)))
+        sent_at: dict[str, float] = {}
+        next_at = time.perf_counter()
+        for _ in range(samples):
+            now = time.perf_counter()
+            if next_at > now:
+                time.sleep(next_at - now)
+            next_at += interval
+            t = time.time()
+            sent_at[delay(*args).id] = t
+        deadline = time.monotonic() + STALL_TIMEOUT
+        while not all(i in collector.done for i in sent_at):
+            if time.monotonic() > deadline or not worker.alive():
+                raise RuntimeError("latency tasks did not finish; worker log:\n" + worker.tail())
+            time.sleep(0.02)
+        lat = sorted(1000.0 * (collector.done[i] - t) for i, t in sent_at.items())
+        out["latency_ms"] = {"p50": round(percentile(lat, 50), 3), "p90": round(percentile(lat, 90), 3),
+                             "p99": round(percentile(lat, 99), 3), "max": round(lat[-1], 3),
+                             "samples": len(lat), "send_interval_ms": round(1000 * interval, 3)}
+        out["worker"]["rss_end_mib"] = round(sampler.rss / 2**20, 1)
+        out["worker"]["rss_peak_mib"] = round(max(sampler.peak, sampler.rss) / 2**20, 1)
+        out["machine"] = machine()
+        return out
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if worker is not None:
+            worker.stop()
+        if collector is not None:
+            collector.stop()
+            collector.join(2)
+        try:
+            cleanup(client, prefix)
+        finally:
+            client.close()
+            app.close()
+        if worker is not None:
+            worker.remove_log()
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def report(r: dict[str, Any]) -> str:
+    w = r["worker"]
+    lat = r["latency_ms"]
+    lines = [
+        f"engine bench: {r['kind']} x{r['tasks']:,} on --pool {r['pool']} -c {r['concurrency']} "
+        f"({r['broker']})",
+        f"  throughput    {_fmt(r['tasks_per_s'])} tasks/s (first to last completion; "
+        f"{_fmt(r['tasks_per_s_from_start'])}/s from worker start)",
+        f"  enqueue       {_fmt(r['enqueue_per_s'])}/s with delay(), "
+        f"{_fmt(r['enqueue_bulk_per_s'])}/s with delay_many",
+        f"  latency       p50 {_fmt(lat['p50'], ' ms', 2)}  p90 {_fmt(lat['p90'], ' ms', 2)}  "
+        f"p99 {_fmt(lat['p99'], ' ms', 2)}  (enqueue to completion, {lat['samples']} tasks sent "
+        f"every {lat['send_interval_ms']:.1f} ms)",
+        f"  worker        CPU {_fmt(w['cpu_percent'], '%')} ({_fmt(w['cpu_us_per_task'], ' µs')}/task), "
+        f"RSS peak {_fmt(w['rss_peak_mib'], ' MiB', 1)} over {w['processes']} process(es)",
+    ]
+    if r.get("redis_cpu_us_per_task") is not None:
+        lines.append(f"  redis         CPU {_fmt(r['redis_cpu_us_per_task'], ' µs')}/task")
+    if r.get("failed"):
+        lines.append(f"  failed        {r['failed']} task(s)")
+    return "\n".join(lines)
+
+
+def command(args) -> int:
+    """Entry point of ``engine bench`` (see engine.cli)."""
+    try:
+        result = run(pool=args.pool, concurrency=args.concurrency, n=args.tasks, kind=args.kind,
+                     payload_bytes=args.payload_bytes, broker=args.broker,
+                     progress=not args.json)
+    except RuntimeError as exc:
+        print(f"engine bench: error: {exc}", file=sys.stderr)
+        return 1
+    except redis.ConnectionError as exc:
+        print(f"engine bench: error: cannot reach Redis: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(report(result))
+    return 0

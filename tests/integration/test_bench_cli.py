@@ -1,0 +1,46 @@
+"""``engine bench``: a real run against the test Redis; fields checked, timings never asserted."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_bench_json_reports_every_figure_and_leaves_no_keys(env, redis_server):
+    client = redis_server.client()
+    before = {k for k in client.scan_iter(match="bench-*")}
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "-n", "500", "--pool", "threads", "-c", "4",
+         "--json", "--broker", redis_server.url],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stdout           # one JSON object, nothing else on stdout
+    out = json.loads(lines[0])
+
+    assert out["pool"] == "threads" and out["concurrency"] == 4
+    assert out["kind"] == "noop" and out["tasks"] == 500 and out["failed"] == 0
+    for key in ("tasks_per_s", "tasks_per_s_from_start", "enqueue_per_s", "enqueue_bulk_per_s"):
+        assert isinstance(out[key], (int, float)) and out[key] > 0, key
+    lat = out["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert 1 <= lat["samples"] <= 500
+    worker = out["worker"]
+    assert worker["rss_peak_mib"] > 0 and worker["cpu_s"] >= 0 and worker["processes"] >= 1
+    assert out["key_prefix"].startswith("bench-")
+    assert out["machine"]["cpus"] >= 1
+
+    # its private prefix is gone, and no other bench prefix was left behind
+    assert not list(client.scan_iter(match=f"{out['key_prefix']}:*"))
+    assert {k for k in client.scan_iter(match="bench-*")} == before
+
+
+def test_bench_human_output(env, redis_server):
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "-n", "200", "--pool", "solo",
+         "--kind", "payload", "--payload-bytes", "256", "--broker", redis_server.url],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    for word in ("tasks/s", "delay_many", "p50", "p99", "RSS"):
+        assert word in result.stdout
