@@ -39,6 +39,39 @@ end
 return #due
 """
 
+#: claims the pending entries of one dead consumer for a live one, atomically: nothing
+#: happens while the dead one's heartbeat key exists (a worker restarted under the same
+#: name, or one that was only slow), and entries are read from the dead consumer's own PEL
+#: inside the script, so two live workers racing for them cannot both get one. A consumer
+#: left with nothing pending is deleted (inside the script too: deleting a consumer drops
+#: its PEL, so it must not race a restart that just fetched under that name).
+#: Returns ``{{id, fields, deliveries}, ...}``.
+#: KEYS: stream, heartbeat key. ARGV: group, dead consumer, claimer, count.
+_CLAIM_DEAD = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4], ARGV[2])
+local out = {}
+if #pending > 0 then
+  local ids, counts = {}, {}
+  for i, p in ipairs(pending) do ids[i] = p[1]; counts[p[1]] = p[4] end
+  local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, unpack(ids))
+  for _, entry in ipairs(claimed) do
+    if type(entry) == 'table' then
+      out[#out + 1] = {entry[1], entry[2] or {}, counts[entry[1]] + 1}
+      counts[entry[1]] = nil
+    end
+  end
+  -- entries deleted while pending are claimed but not returned (Redis 6): ack them, or
+  -- they would stay pending on the claimer for ever
+  for entry_id, _ in pairs(counts) do redis.call('XACK', KEYS[1], ARGV[1], entry_id) end
+end
+if #pending < tonumber(ARGV[4]) then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return out
+"""
+
+
 class Keys:
     """Key names for one prefix."""
 
@@ -77,6 +110,7 @@ class Broker:
         self.client = client
         self.keys = Keys(prefix)
         self._move_due = client.register_script(_MOVE_DUE)
+        self._claim_dead = client.register_script(_CLAIM_DEAD)
         self._known_queues: set[str] = set()
 
     # -- producing ---------------------------------------------------------------------
@@ -169,11 +203,12 @@ class Broker:
 
     def claim_from_dead(self, consumer: str, queues: Sequence[str], *, alive: set[str],
                         count: int = 200) -> list[tuple[str, list, dict[str, int]]]:
-        """Claim the pending entries of consumers that are not ``alive``.
+        """Claim the pending entries of consumers whose heartbeat key has expired.
 
         Returns ``[(stream, entries, deliveries_by_id)]`` where deliveries include this one.
-        The claim uses XCLAIM with a minimum idle time of 0: liveness is decided by the
-        heartbeat keys, never by how long a task has run.
+        Liveness is decided by the heartbeat keys, never by how long a task has run: a
+        message is never taken from a live worker. ``alive`` only spares round trips; the
+        decisive check runs inside the claim script (see ``_CLAIM_DEAD``).
         """
         claimed = []
         for queue in queues:
@@ -183,21 +218,17 @@ class Broker:
             except redis.ResponseError:
                 continue
             for info in consumers:
-                name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-                if name == consumer or name in alive or not info.get("pending"):
+                name = _s(info["name"])
+                if name == consumer or name in alive:
                     continue
-                pending = self.client.xpending_range(stream, GROUP, min="-", max="+",
-                                                     count=count, consumername=name)
-                if not pending:
+                # a dead consumer with nothing pending is deleted too (XINFO stays short)
+                rows = self._claim_dead(keys=[stream, self.keys.worker(name)],
+                                        args=[GROUP, name, consumer, count])
+                if not rows:
                     continue
-                ids = [p["message_id"] for p in pending]
-                deliveries = {_s(p["message_id"]): int(p["times_delivered"]) + 1 for p in pending}
-                entries = self.client.xclaim(stream, GROUP, consumer, 0, ids)
-                if entries:
-                    claimed.append((stream, entries, deliveries))
-                if len(pending) < count:
-                    # nothing more pending for that consumer: forget it so XINFO stays short
-                    self.client.xgroup_delconsumer(stream, GROUP, name)
+                entries = [(entry_id, _pairs(fields) or None) for entry_id, fields, _ in rows]
+                deliveries = {_s(entry_id): int(n) for entry_id, _, n in rows}
+                claimed.append((stream, entries, deliveries))
         return claimed
 
     def alive_workers(self) -> set[str]:
@@ -243,6 +274,11 @@ class Broker:
         pipe.delete(self.keys.delayed(queue))
         pipe.execute()
         return counts["waiting"] + counts["delayed"]
+
+
+def _pairs(flat: list) -> dict:
+    """A flat ``[field, value, ...]`` reply (as a script returns it) -> dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _s(value: str | bytes) -> str:

@@ -46,6 +46,13 @@ MAX_BATCH = 2000
 FLUSH_DELAY = 0.002
 #: writes that trigger a flush without waiting
 FLUSH_MAX = 1000
+#: share of ``worker_lost_after`` a heartbeat key lives; the rest is left for the survivors
+#: to notice (they look every RECLAIM_SHARE of it), so a dead worker's messages run again
+#: within ``worker_lost_after`` of its last heartbeat
+HEARTBEAT_TTL_SHARE = 0.75
+RECLAIM_SHARE = 0.1
+#: heartbeats per key lifetime at least: a live worker's key must never lapse
+HEARTBEATS_PER_TTL = 3
 
 _START, _SIGNAL, _CONTROL = "start", "signal", "control"
 _WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
@@ -348,6 +355,9 @@ class Supervisor:
         if delivery is None or delivery.started is not None:
             return
         delivery.started = limits.now()
+        if delivery.revoked:   # revoke(terminate=True) came before it started
+            self._terminate(delivery)
+            return
         if delivery.soft is not None or delivery.hard is not None:
             self.deadlines.add(job_id, soft=delivery.soft, hard=delivery.hard,
                                start=delivery.started)
@@ -378,6 +388,13 @@ class Supervisor:
             lane._take(1)
             lane.buffer.appendleft(delivery)
             return
+        if state == FAILURE and outcome.exc_type == _WORKER_LOST and not delivery.acked:
+            # a poison message: it killed its process every time it ran; file it with the
+            # reason (the FAILURE record below tells the caller)
+            self._extra.append(lambda pipe, q=job.queue, r=job.body, n=delivery.deliveries:
+                               self.app.broker.dead_letter(
+                                   pipe, q, r, f"its process died in each of {n} deliveries "
+                                   f"(task_max_deliveries={self.max_deliveries})"))
         lane.processed += 1
         if state == SUCCESS:
             self._store(job.id, encode_record(SUCCESS, outcome.result, retries=job.retries,
@@ -416,8 +433,10 @@ class Supervisor:
         job = delivery.job
         retries = job.retries + 1
         body = message.reencode(job.body, retries=retries, eta=outcome.retry_at)
-        self._extra.append(lambda pipe, q=job.queue, b=body, e=outcome.retry_at:
-                           self.app.broker._push(pipe, q, b, e))
+        # always through the delayed zset, even with no countdown (the mover runs every
+        # HOUSEKEEPING_INTERVAL): a ZADD sent twice over a flaky connection is one retry
+        self._extra.append(lambda pipe, k=self.keys.delayed(job.queue), b=body,
+                           e=outcome.retry_at: pipe.zadd(k, {b: e}))
         if not job.ignore_result:
             self._statuses.append((job.id, encode_record(
                 RETRY, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
@@ -480,7 +499,12 @@ class Supervisor:
 
     def _execute(self, pipe) -> None:
         """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
-        through or a cold shutdown is asked for (results and acks are idempotent)."""
+        through or a cold shutdown is asked for. Every write in it may be sent twice (a
+        reply lost with the connection): results replace, acks and deletes are idempotent,
+        retries wait as zset members; only events, dead letters and Reject(requeue=True)
+        copies may repeat."""
+        # redis-py empties the pipeline whatever the outcome: keep the commands to resend
+        commands = list(pipe.command_stack)
         delay = 0.05
         while True:
             try:
@@ -491,7 +515,14 @@ class Supervisor:
                     log.error("dropping a write batch during cold shutdown: %s", exc)
                     return
                 log.warning("Redis unavailable (%s); retrying the write batch in %.2f s", exc, delay)
-                time.sleep(delay)
+                pipe.command_stack = list(commands)
+                # a shutdown signal while Redis is away is cold: nothing can be written
+                # until it is back, and the unacked messages are redelivered anyway
+                blocking, self._blocking_stop = self._blocking_stop, True
+                try:
+                    time.sleep(delay)
+                finally:
+                    self._blocking_stop = blocking
                 delay = min(delay * 2, 2.0)
 
     # -- limits ------------------------------------------------------------------------
@@ -526,7 +557,8 @@ class Supervisor:
             rounds = self._housekeeping_rounds
             if rounds % 8 == 0:
                 self._snapshot = msgpack.packb(self.info(), use_bin_type=True)
-            if rounds % max(int(self.lost_after / HOUSEKEEPING_INTERVAL / 6), 1) == 0:
+            if rounds % max(int(self.lost_after * RECLAIM_SHARE / HOUSEKEEPING_INTERVAL),
+                            1) == 0:
                 self._reclaim()
             if rounds % 40 == 0:
                 self.revoked = control.revoked_ids(self.app) | {
@@ -582,7 +614,8 @@ class Supervisor:
         else:
             if not self._snapshot:
                 self._snapshot = msgpack.packb(self.info(), use_bin_type=True)
-            pipe.set(key, self._snapshot, ex=max(int(self.lost_after), 1))
+            pipe.set(key, self._snapshot,
+                     px=max(int(self.lost_after * HEARTBEAT_TTL_SHARE * 1000), 100))
             pipe.zadd(self.keys.workers, {self.name: time.time()})
         if self.events.enabled:
             kind = "worker-online" if online else "worker-offline" if offline else "worker-heartbeat"
@@ -593,7 +626,9 @@ class Supervisor:
         pipe.execute()
 
     def _heartbeat_loop(self) -> None:
-        interval = float(self.conf.worker_heartbeat)
+        # beat often enough that a late beat or two never lets a live worker's key lapse
+        interval = min(float(self.conf.worker_heartbeat),
+                       self.lost_after * HEARTBEAT_TTL_SHARE / HEARTBEATS_PER_TTL)
         while not self._stopping.wait(interval):
             try:
                 self._heartbeat()
@@ -628,13 +663,10 @@ class Supervisor:
             task_id = command.get("id")
             self.revoked.add(task_id)
             delivery = self.inflight.get(task_id)
-            if delivery is not None and command.get("terminate") and delivery.started is not None:
-                delivery.revoked = True
-                try:
-                    with signals.masked():
-                        delivery.lane.pool.kill(task_id)
-                except NotSupported as exc:
-                    log.warning("cannot terminate %s: %s", task_id, exc)
+            if delivery is not None and command.get("terminate"):
+                # submitted but maybe not started (or its start notice not read yet): kill
+                # now when the pool can end a job that waits, and again when it starts
+                delivery.revoked = self._terminate(delivery)
             control.reply(self, command, {"ok": f"revoked {task_id}"})
         elif cmd == "shutdown":
             control.reply(self, command, {"ok": "shutting down"})
@@ -643,6 +675,16 @@ class Supervisor:
             handler = getattr(control, "handle", None)
             if handler is not None:
                 handler(self, command)
+
+    def _terminate(self, delivery: Delivery) -> bool:
+        """End a revoked job where it runs; False when its pool cannot (solo)."""
+        try:
+            with signals.masked():
+                delivery.lane.pool.kill(delivery.job.id)
+        except NotSupported as exc:
+            log.warning("cannot terminate %s: %s", delivery.job.id, exc)
+            return False
+        return True
 
     def _on_signal(self, intent: str) -> None:
         if intent == signals.SHUTDOWN:
