@@ -1,7 +1,8 @@
 """What an operator sees in the terminal: the worker banner and ``engine events``.
 
 ``engine events`` is a live full-screen view (rich) of the fleet: workers from their
-heartbeat snapshots (pool, concurrency, load, RSS measured by the worker itself), queue
+heartbeat snapshots (pool, concurrency, load, CPU and RSS measured by the worker itself
+with ``cpu_seconds`` and psutil), queue
 depths from the broker, throughput and the latest failures from the event stream
 (``engine.events``). ``--dump`` prints the events as JSON lines instead. rich is imported
 only by the live view, so workers importing ``banner`` stay light.
@@ -85,6 +86,27 @@ def _pool_name(lane: Any) -> str:
     return f"{asked} ({actual}: {type(lane.pool).__module__}.{type(lane.pool).__qualname__})"
 
 
+# -- figures a worker measures about itself --------------------------------------------
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and its children, live or
+    reaped; the monitor turns two readings into a percentage."""
+    import psutil
+    try:
+        me = psutil.Process()
+        times = me.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        children = me.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for child in children:
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass   # ended between the listing and the read
+    return round(total, 3)
+
+
 # -- fleet state -----------------------------------------------------------------------
 class FleetState:
     """What the monitor knows, fed by events (``on_event``) and polls (``poll``)."""
@@ -98,6 +120,8 @@ class FleetState:
         self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES_SHOWN)
         self.last_event: float | None = None
         self.error: str | None = None
+        self._cpu_seen: dict[str, tuple[float, float]] = {}   # worker -> (cpu s, at)
+        self._cpu_last: dict[str, float] = {}
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "?")
@@ -120,6 +144,19 @@ class FleetState:
             self.finished.popleft()
         return sum(1 for ts in self.finished if ts <= now) / RATE_WINDOW
 
+    def _cpu_percent(self, name: str, info: dict[str, Any]) -> None:
+        """Sets ``info["cpu_percent"]`` from this and the previous snapshot of the worker."""
+        cpu, at = info.get("cpu"), info.get("at")
+        previous = self._cpu_seen.get(name)
+        if cpu is None or at is None:
+            return
+        if previous and at > previous[1]:
+            self._cpu_last[name] = max(cpu - previous[0], 0.0) / (at - previous[1]) * 100
+        if not previous or at > previous[1]:
+            self._cpu_seen[name] = (cpu, at)
+        if name in self._cpu_last:
+            info["cpu_percent"] = self._cpu_last[name]
+
     def poll(self, app: "Engine") -> None:
         broker = app.broker
         client = app.client
@@ -134,8 +171,10 @@ class FleetState:
                     workers[name] = msgpack.unpackb(raw, raw=False)
                 except Exception:
                     continue
-        self.workers = workers
         now = time.time()
+        for name, info in workers.items():
+            self._cpu_percent(name, info)
+        self.workers = workers
         self.offline = {n: ts for n, ts in self.offline.items()
                         if n not in workers and now - ts < OFFLINE_SHOWN}
         self.queues = {queue: broker.depth(queue) for queue in broker.known_queues()}
@@ -156,8 +195,8 @@ def render(state: FleetState, title: str) -> Any:
         header.append(f"   {state.error}", style="bold red")
 
     workers = Table(title="Workers", title_justify="left", expand=True, show_edge=False)
-    for column in ("worker", "pool", "concurrency", "active", "load", "rss", "processed",
-                   "failed", "up", "status"):
+    for column in ("worker", "pool", "concurrency", "active", "load", "cpu", "rss",
+                   "processed", "failed", "up", "status"):
         workers.add_column(column, justify="left" if column in ("worker", "pool", "status")
                            else "right", no_wrap=True)
     for name, info in sorted(state.workers.items()):
@@ -166,14 +205,15 @@ def render(state: FleetState, title: str) -> Any:
             Text(name), Text(", ".join(f"{lane.get('name')}={lane.get('pool')}" for lane in lanes)),
             str(sum(int(lane.get("concurrency") or 0) for lane in lanes)),
             str(info.get("active", 0)), f"{float(info.get('load') or 0):.2f}",
+            f"{info['cpu_percent']:.0f}%" if "cpu_percent" in info else "…",
             _mib(info.get("rss")), str(sum(int(lane.get("processed") or 0) for lane in lanes)),
             str(sum(int(lane.get("failed") or 0) for lane in lanes)),
             _duration(now - float(info.get("started") or now)),
             Text("online", style="green"))
     for name in sorted(state.offline):
-        workers.add_row(Text(name), "", "", "", "", "", "", "", "", Text("offline", style="red"))
+        workers.add_row(Text(name), *[""] * 9, Text("offline", style="red"))
     if not state.workers and not state.offline:
-        workers.add_row(Text("no live workers", style="dim"), *[""] * 9)
+        workers.add_row(Text("no live workers", style="dim"), *[""] * 10)
 
     queues = Table(title="Queues", title_justify="left", expand=True, show_edge=False)
     for column in ("queue", "waiting", "unacked", "delayed", "dead"):

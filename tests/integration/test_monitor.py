@@ -102,7 +102,7 @@ def test_monitor_shows_workers_queues_throughput_and_failures(app, run_worker, t
         app.send_task("tests.apps.basic.add", (i, i), queue="idle")
     screen = terminal()
     # Then it shows the worker with its pool, concurrency and the RSS the worker measured
-    frame = wait_screen(screen, r"mon1\W+default=threads\W+3\W+\d+\W+[\d.]+\W+[\d.]+ MiB",
+    frame = wait_screen(screen, r"mon1\W+default=threads\W+3\W+\d+\W+[\d.]+\W+(\d+%|…)\W+[\d.]+ MiB",
                         r"online", message="the worker row")
     # And the queues with their depth
     assert re.search(r"idle\W+4\W+0\W+0\W+0", frame), frame
@@ -115,6 +115,9 @@ def test_monitor_shows_workers_queues_throughput_and_failures(app, run_worker, t
                         r"succeeded 20\b", r"failed 1\b", r"[\d.]+ tasks/s",
                         message="the failure and the counters")
     assert "tests.apps.basic.fail" in frame
+    # And, from two snapshots of the worker, its CPU use
+    wait_screen(screen, r"mon1\W+default=threads\W+3\W+\d+\W+[\d.]+\W+\d+%\W+[\d.]+ MiB",
+                message="a CPU percentage")
     # When the worker stops, the monitor says so
     assert worker.stop() == 0
     wait_screen(screen, r"mon1\W+offline", message="the worker offline")
