@@ -1,0 +1,80 @@
+"""Batch fetch from the private Redis by batch size: XREADGROUP COUNT b, then the acks the
+worker sends for a batch (XACK + XDEL, pipelined), through the engine's own ``Broker``.
+
+``pytest bench/test_fetch.py -s``: each round drains a fresh backlog of 10,000 engine-shaped
+messages enqueued in ``setup``; prints messages/s per batch size.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from engine import message
+from engine.broker import Broker
+
+N = 10_000
+BODY = message.encode_message(str(uuid.uuid4()), "engine.bench_tasks.noop", (), {},
+                              ignore_result=True)
+
+
+@pytest.mark.parametrize("batch", [1, 10, 100, 1000])
+def test_fetch_and_ack(benchmark, client, prefix, batch):
+    benchmark.group = "fetch: 10,000 messages, by batch size"
+    broker = Broker(client, prefix=prefix)
+    queue = f"fetch{batch}"
+    stream = broker.keys.queue(queue)
+    timings = []
+
+    def setup():
+        client.delete(stream)
+        broker.ensure_groups([queue])
+        broker.enqueue_many([(queue, BODY, None)] * N)
+
+    def drain():
+        t = time.perf_counter()
+        got = 0
+        while got < N:
+            response = broker.fetch("bench", {stream: ">"}, count=batch, block_ms=None)
+            ids = [entry_id for _, entries in response for entry_id, _ in entries]
+            for _, entries in response:
+                for _, fields in entries:
+                    message.decode_message(fields[b"m"])
+            broker.ack({stream: ids})
+            got += len(ids)
+        timings.append(time.perf_counter() - t)
+
+    benchmark.pedantic(drain, setup=setup, rounds=3, iterations=1)
+    best = min(timings)
+    print(f"\nbatch {batch:>4}: {N / best:,.0f} messages/s fetched, decoded and acked "
+          f"({best / N * 1e6:.1f} µs each, best of {len(timings)})")
+    benchmark.extra_info["messages_per_s"] = round(N / best)
+
+
+@pytest.mark.parametrize("batch", [1, 10, 100, 1000])
+def test_fetch_only(benchmark, client, prefix, batch):
+    """XREADGROUP alone (no ack): what the read costs at each batch size."""
+    benchmark.group = "fetch only: 10,000 messages, by batch size"
+    broker = Broker(client, prefix=prefix)
+    queue = f"fetchonly{batch}"
+    stream = broker.keys.queue(queue)
+    timings = []
+
+    def setup():
+        client.delete(stream)
+        broker.ensure_groups([queue])
+        broker.enqueue_many([(queue, BODY, None)] * N)
+
+    def drain():
+        t = time.perf_counter()
+        got = 0
+        while got < N:
+            response = broker.fetch("bench", {stream: ">"}, count=batch, block_ms=None)
+            got += sum(len(entries) for _, entries in response)
+        timings.append(time.perf_counter() - t)
+
+    benchmark.pedantic(drain, setup=setup, rounds=3, iterations=1)
+    best = min(timings)
+    print(f"\nbatch {batch:>4}: {N / best:,.0f} messages/s read ({best / N * 1e6:.1f} µs each)")
