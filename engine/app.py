@@ -6,6 +6,7 @@ app can be defined at import time without any Redis running.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import logging
@@ -16,11 +17,13 @@ import uuid
 from typing import Any, Callable, Iterable
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from engine import message
 from engine.broker import Broker
 from engine.config import Config
-from engine.exceptions import ConfigurationError
+from engine.exceptions import BrokerUnavailable, ConfigurationError
 from engine.registry import SHARED, TaskRegistry
 from engine.results import AsyncResult, ResultBackend, ResultSet
 from engine.task import Task
@@ -113,12 +116,12 @@ class Engine:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = connect(self.broker_url)
+                    self._client = connect(self.broker_url, conf=self.conf)
         return self._client
 
     def new_client(self) -> redis.Redis:
         """A client with a connection pool of its own (for blocking reads)."""
-        return connect(self.broker_url)
+        return connect(self.broker_url, conf=self.conf)
 
     @property
     def broker(self) -> Broker:
@@ -131,7 +134,7 @@ class Engine:
         if self._backend is None:
             url = self.conf.result_backend
             if url and url != self.broker_url:
-                client = self._backend_client = connect(url)
+                client = self._backend_client = connect(url, conf=self.conf)
             else:
                 client = self.client
             self._backend = ResultBackend(client, prefix=self.conf.key_prefix,
@@ -173,7 +176,8 @@ class Engine:
              **options: Any) -> AsyncResult:
         queue = queue or task.queue or self.conf.task_default_queue
         task_id, body, when = self._body(task.name, args, kwargs, task=task, **options)
-        self.broker.enqueue(queue, body, eta=when)
+        with self._sending():
+            self.broker.enqueue(queue, body, eta=when)
         return AsyncResult(task_id, self, task_name=task.name)
 
     def send_task(self, name: str, args: Any = (), kwargs: dict | None = None, *,
@@ -182,7 +186,8 @@ class Engine:
         task = self.tasks.get(name)
         queue = queue or (task.queue if task else None) or self.conf.task_default_queue
         task_id, body, when = self._body(name, args, kwargs or {}, task=task, **options)
-        self.broker.enqueue(queue, body, eta=when)
+        with self._sending():
+            self.broker.enqueue(queue, body, eta=when)
         return AsyncResult(task_id, self, task_name=name)
 
     def send_many(self, task: Task, calls: Iterable[Any], *,
@@ -207,8 +212,19 @@ class Engine:
             items.append((queue, body, None))
             results.append(AsyncResult(task_id, self, task_name=name))
         # everything is encoded before the first byte is sent: a bad argument sends nothing
-        self.broker.enqueue_many(items)
+        with self._sending():
+            self.broker.enqueue_many(items)
         return results
+
+    @contextlib.contextmanager
+    def _sending(self):
+        """Turn Redis being away (after the client's retry budget) into one clear error."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {self.conf.broker_url}: gave up after "
+                f"{self.conf.broker_connection_retries} retries ({exc})") from exc
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,
                propagate: bool = True) -> list[Any]:
@@ -223,9 +239,16 @@ class Engine:
         control.revoke(self, task_id, terminate=terminate)
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, *, conf: Config | None = None) -> redis.Redis:
+    """A client that rides out short outages: a command that meets a dropped connection
+    or a restarting Redis is retried with doubling waits, then raises ConnectionError.
+    No socket timeout: blocking reads (BLMOVE in ``get``, XREADGROUP) wait longer."""
+    conf = conf or Config()
+    retry = Retry(ExponentialBackoff(cap=float(conf.broker_connection_backoff_max), base=0.1),
+                  int(conf.broker_connection_retries))
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=5)
+        return redis.Redis.from_url(url, socket_connect_timeout=5, retry=retry,
+                                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from None
 

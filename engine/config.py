@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "timezone": "UTC",
     "events_maxlen": 10000,
     "revoke_expires": 3600,          # seconds a revocation is remembered
+    "broker_connection_retries": 6,  # retries of a command while Redis is unreachable
+    "broker_connection_backoff_max": 2.0,   # seconds, cap of the doubling wait between them
 }
 
 #: environment variable -> setting (ENGINE_APP and ENGINE_CUSTOM_POOL are read by the CLI

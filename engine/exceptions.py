@@ -15,6 +15,12 @@ class ConfigurationError(EngineError):
     """A setting, an ``-A`` target or a pool name that cannot be used; the message says why."""
 
 
+class BrokerUnavailable(EngineError, ConnectionError):
+    """Redis could not be reached within the client's retry budget
+    (``broker_connection_retries``, backing off up to ``broker_connection_backoff_max``).
+    A built-in ``ConnectionError``: sending fails with it rather than hanging."""
+
+
 class NotSupported(EngineError):
     """A pool was asked for something it cannot do (see ``Pool.capabilities``)."""
 

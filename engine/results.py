@@ -6,6 +6,9 @@ Keys (``P`` is ``key_prefix``):
                   of them can wait on one id without polling, and it expires after
                   ``result_expires``
   P:status:<id>   interim state (STARTED, RETRY) while no final record exists
+  P:done:<id>     the encoded return value of an ``idempotent=True`` task that ran to the
+                  end, written by the process that ran it (SET NX, ``result_expires``); a
+                  redelivered copy returns it instead of running again
 
 A record is a msgpack array ``[state, value, exc_type, exc_message, traceback, date_done,
 retries, task, worker, runtime]``; ``value`` is spliced in already encoded by the process
@@ -68,6 +71,20 @@ class ResultBackend:
         pipe.delete(key)   # a re-run (redelivery) replaces, never appends
         pipe.rpush(key, record)
         pipe.expire(key, self.expires)
+
+    def done(self, task_id: str) -> bytes | None:
+        """The stored value of an idempotent task that already ran to the end."""
+        return self.client.get(f"{self.prefix}:done:{task_id}")
+
+    def mark_done(self, task_id: str, value: bytes) -> bytes | None:
+        """Record that an idempotent task ran to the end; returns the value recorded
+        earlier by another run, if one was first (None when this run is the first)."""
+        key = f"{self.prefix}:done:{task_id}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(key, value, nx=True, ex=self.expires)
+        pipe.get(key)
+        first, stored = pipe.execute()
+        return None if first else stored
 
     def store_status(self, pipe, task_id: str, record: bytes) -> None:
         pipe.set(self.status_key(task_id), record, ex=self.expires)

@@ -39,8 +39,18 @@ class TaskRunner:
                              retries=job.retries, hostname=self.hostname, queue=job.queue,
                              called_directly=False))
         try:
+            if task.idempotent:
+                done = self.app.backend.done(job.id)
+                if done is not None:
+                    # it ran to the end before (then its worker died before the ack, or
+                    # the message was delivered twice): do not run it again
+                    return Outcome(job.id, SUCCESS, done, runtime=time.perf_counter() - start)
             value = task.run(*job.args, **job.kwargs)
             encoded = b"" if (job.ignore_result or task.ignore_result) else message.dumps(value)
+            if task.idempotent:
+                stored = self.app.backend.mark_done(job.id, message.dumps(value))
+                if stored is not None:   # a copy running elsewhere finished first
+                    encoded = stored
             return Outcome(job.id, SUCCESS, encoded, runtime=time.perf_counter() - start)
         except Retry as retry:
             return self._retry(job, retry, start)

@@ -1,0 +1,85 @@
+"""The app of the reliability, retry, revoke and chaos tests.
+
+Broker and prefix come from the environment as in ``basic``; ``TEST_LOST_AFTER`` and
+``TEST_MAX_DELIVERIES`` set ``worker_lost_after`` and ``task_max_deliveries``, small so
+that a lost worker is noticed within seconds.
+"""
+
+import os
+import socket
+import time
+
+from engine import Engine
+
+app = Engine("reliable")
+app.conf.update(worker_lost_after=float(os.environ.get("TEST_LOST_AFTER", "3")),
+                task_max_deliveries=int(os.environ.get("TEST_MAX_DELIVERIES", "10")))
+
+
+def _runs_key(key):
+    return f"{app.conf.key_prefix}:runs:{key}"
+
+
+@app.task(bind=True)
+def logged_sleep(self, key, seconds):
+    """Appends ``[pid, hostname, time]`` to a list when it starts, then sleeps."""
+    app.client.rpush(_runs_key(key), f"{os.getpid()} {self.request.hostname} {time.time()}")
+    time.sleep(seconds)
+    return key
+
+
+@app.task
+def poison():
+    """Ends the process that runs it, every time."""
+    os._exit(3)
+
+
+@app.task(bind=True, max_retries=2)
+def always_retry(self, key):
+    app.client.incr(_runs_key(key))
+    raise self.retry(countdown=0.2, exc=ValueError(f"attempt {self.request.retries}"))
+
+
+@app.task(bind=True)
+def retry_limit_override(self, key):
+    app.client.incr(_runs_key(key))
+    raise self.retry(countdown=0.1, max_retries=1)
+
+
+@app.task(bind=True, max_retries=5)
+def succeed_on_third(self, key):
+    n = app.client.incr(_runs_key(key))
+    if n < 3:
+        raise self.retry(countdown=0.1)
+    return {"runs": n, "retries": self.request.retries}
+
+
+@app.task(autoretry_for=(KeyError,), retry_backoff=0.05, retry_backoff_max=0.2, max_retries=3)
+def autoretried(key):
+    app.client.incr(_runs_key(key))
+    raise KeyError(key)
+
+
+@app.task(bind=True, max_retries=10, expires=1.0)
+def retry_past_expiry(self, key):
+    app.client.incr(_runs_key(key))
+    raise self.retry(countdown=1.5)
+
+
+@app.task(idempotent=True)
+def charge(key):
+    """An effect that must happen once per task id: counts how often the body ran."""
+    return app.client.incr(_runs_key(key))
+
+
+@app.task
+def bump(field):
+    """The chaos test's task: one counter per task index."""
+    app.client.hincrby(f"{app.conf.key_prefix}:chaos", field, 1)
+    time.sleep(0.002)
+    return field
+
+
+@app.task
+def host():
+    return socket.gethostname()

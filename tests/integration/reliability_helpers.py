@@ -1,0 +1,66 @@
+"""Fixtures and helpers shared by the reliability tests (liveness, poison, delays, outages,
+retries, revoke, chaos)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import RedisServer
+
+APP = "tests.apps.reliable"
+
+
+@pytest.fixture
+def rapp(env):
+    from tests.apps.reliable import app
+    app.close()   # connections are remade with this test's environment
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def own_redis(env, rapp):
+    """A Redis of this test's own (outages and restarts must not hit the shared one); the
+    app here and every worker started with ``own_redis.env`` use it."""
+    # a short directory: unix socket paths are limited to about 100 characters
+    directory = Path(tempfile.mkdtemp(prefix="engine-own-"))
+    server = RedisServer(directory)
+    server.start()
+    saved = os.environ["ENGINE_BROKER_URL"]
+    os.environ["ENGINE_BROKER_URL"] = server.url
+    server.env = {"ENGINE_BROKER_URL": server.url}
+    rapp.close()
+    try:
+        yield server
+    finally:
+        rapp.close()
+        os.environ["ENGINE_BROKER_URL"] = saved
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def runs(app, key) -> list[str]:
+    """What ``logged_sleep`` recorded: one ``"pid host time"`` line per run."""
+    return [r.decode() for r in app.client.lrange(f"{app.conf.key_prefix}:runs:{key}", 0, -1)]
+
+
+def count(app, key) -> int:
+    return int(app.client.get(f"{app.conf.key_prefix}:runs:{key}") or 0)
+
+
+def kill_hard(worker) -> None:
+    """SIGKILL a worker and its children (its pool) at once, as a machine crash would."""
+    procs = worker.children()
+    worker.proc.kill()
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    worker.proc.wait()
