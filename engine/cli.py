@@ -71,9 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--concurrency", type=_positive_int,
                      help="execution slots (default: worker_concurrency, the CPU count)")
     run.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
-    run.add_argument("--lane", action="append", default=[], metavar="QUEUES=POOL:N",
+    run.add_argument("--lane", action="append", default=[], metavar="QUEUES=POOL:N[,KEY=VALUE]",
                      help="a lane: these queues on their own pool, e.g. cpu=prefork:4 or "
-                     "io,mail=gevent:500 (repeatable; replaces --pool/-c/-Q)")
+                     "io,mail=gevent:500 (repeatable; replaces --pool/-c/-Q). Options after "
+                     "the pool: prefetch=N soft=S hard=S max-tasks=N max-memory=KIB name=NAME "
+                     "isolate=yes|no, e.g. cpu=prefork:4,prefetch=2,soft=5,hard=10. A gevent "
+                     "lane, or one with max-memory on a pool that cannot recycle (threads), "
+                     "runs in a child process of its own")
+    # internal: this worker is an isolated lane of the supervisor PID:NAME (engine.isolation)
+    run.add_argument("--lane-of", help=argparse.SUPPRESS)
     run.add_argument("--prefetch", type=_positive_int, help="messages held per slot (default 4)")
     run.add_argument("--soft-time-limit", type=_seconds, help="seconds before SoftTimeLimitExceeded")
     run.add_argument("--time-limit", type=_seconds, help="seconds before the task is ended")
@@ -156,6 +162,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.lanes import LaneSpec, parse_lane
     from pools import describe, resolve
     from pools.base import PoolOptions
+    parent = None
+    if args.lane_of:
+        from engine import signals
+        parent_pid, _, parent = args.lane_of.partition(":")
+        signals.lane_child_setup(int(parent_pid))
     app = load(args)
     conf = app.conf
     conf.from_cli(worker_pool=args.pool, worker_concurrency=args.concurrency,
@@ -175,11 +186,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         queues = [q for q in (args.queues or conf.task_default_queue).split(",") if q]
         lanes = [LaneSpec(queues=queues, pool=conf.worker_pool,
                           concurrency=int(conf.worker_concurrency),
-                          prefetch=int(conf.worker_prefetch), options=options)]
+                          prefetch=int(conf.worker_prefetch), options=options,
+                          isolate=False)]   # the one-lane worker is its pool's own process
     for lane in lanes:
         describe(lane.pool)
         resolve(lane.pool)   # a bad pool or class path fails here, before any connection
     supervisor = worker.Supervisor(app, lanes, name=args.hostname, beat=args.beat)
+    supervisor.parent = parent
     code = supervisor.run()
     # Threads abandoned by a hard limit or a cold shutdown must not hold the exit: everything
     # the worker owed Redis is written by now, so leave without waiting for them.

@@ -90,6 +90,16 @@ def child_setup(parent_pid: int) -> None:
         os._exit(EXIT_ERROR)
 
 
+def lane_child_setup(parent_pid: int) -> None:
+    """First thing in an isolated lane's ``engine run`` (``engine.isolation``): take the
+    signals the supervisor may have had blocked when it started us (the mask survives exec)
+    and die with it (SIGKILL: its messages come back to the next process of that name)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, list(INTENTS))
+    set_parent_death_signal()
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_ERROR)
+
+
 def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
     if not sys.platform.startswith("linux"):
         return False

@@ -26,6 +26,7 @@ from engine import control, limits, message, signals
 from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError, NotSupported, WorkerLostError
+from engine.isolation import IsolatedLane, control_channel, wants_isolation
 from engine.lanes import Delivery, Lane, LaneSpec
 from engine.monitor import cpu_seconds
 from engine.results import REVOKED, RETRY, encode_record
@@ -103,6 +104,8 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._pubsub = None
         self._beat = None                       # engine.beat.Beat, with -B
+        #: the supervisor's name when this worker is one of its isolated lanes (--lane-of)
+        self.parent: str | None = None
 
     # -- life cycle --------------------------------------------------------------------
     def run(self) -> int:
@@ -125,6 +128,9 @@ class Supervisor:
         for spec in self.specs:
             broker.ensure_groups(spec.queues)
             pool_cls = resolve(spec.pool)
+            if wants_isolation(spec, pool_cls):
+                self.lanes.append(IsolatedLane(spec, pool_cls, self))   # engine.isolation
+                continue
             pool = pool_cls(spec.concurrency, self.inbox.put, runner=self.runner,
                             on_start=self._on_start, options=spec.options)
             self.lanes.append(Lane(spec, pool, self.keys))
@@ -640,7 +646,9 @@ class Supervisor:
             try:
                 client = self.app.new_client()
                 pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.keys.control)
+                # an isolated lane hears only what its supervisor forwards to it
+                pubsub.subscribe(self.keys.control if self.parent is None
+                                 else control_channel(self.keys, self.name))
                 while not self._stopping.is_set():
                     msg = pubsub.get_message(timeout=0.5)
                     if msg and msg.get("type") == "message":
@@ -667,6 +675,9 @@ class Supervisor:
                 # submitted but maybe not started (or its start notice not read yet): kill
                 # now when the pool can end a job that waits, and again when it starts
                 delivery.revoked = self._terminate(delivery)
+            for lane in self.lanes:
+                if isinstance(lane, IsolatedLane):
+                    lane.pool.forward(command)
             control.reply(self, command, {"ok": f"revoked {task_id}"})
         elif cmd == "shutdown":
             control.reply(self, command, {"ok": "shutting down"})
@@ -779,8 +790,9 @@ class Supervisor:
             "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started_at, "active": len(self.inflight),
             "load": os.getloadavg()[0], "rss": _rss_kib(),
-            "cpu": cpu_seconds(), "at": time.time(),
-            "lanes": [{"name": lane.name, "queues": lane.queues, "pool": lane.spec.pool,
+            "cpu": cpu_seconds(), "at": time.time(), "parent": self.parent,
+            "lanes": [lane.info() if isinstance(lane, IsolatedLane) else
+                      {"name": lane.name, "queues": lane.queues, "pool": lane.spec.pool,
                        "concurrency": lane.spec.concurrency, "buffered": len(lane.buffer),
                        "processed": lane.processed, "failed": lane.failed,
                        "pool_info": lane.pool.info()} for lane in self.lanes],
