@@ -482,12 +482,31 @@ def charts(summary, runs, matrix, workloads, outdir):
 # --------------------------------------------------------------------------- main
 
 
+def wanted(c, patterns):
+    """Does configuration ``c`` match one of ``SYSTEM[:POOL[:C]]`` (None: everything)?"""
+    if not patterns:
+        return True
+    for pattern in patterns.split(","):
+        parts = pattern.strip().split(":")
+        if parts[0] != c["system"]:
+            continue
+        if len(parts) > 1 and parts[1] and parts[1] != c["pool"]:
+            continue
+        if len(parts) > 2 and parts[2] and int(parts[2]) != c["c"]:
+            continue
+        return True
+    return False
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small n, 1 repeat: a smoke run")
     p.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     p.add_argument("--workloads", default=",".join(MATRIX))
     p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--configs", default=None,
+                   help="keep only these configurations: comma-separated SYSTEM[:POOL[:C]], "
+                        "e.g. engine:prefork:2,celery:prefork:2,dramatiq,huey,redis-py")
     p.add_argument("--n", type=int, default=None, help="override n for every workload")
     p.add_argument("--redis", default=None,
                    help="use this Redis (its db is FLUSHed before each run!) instead of a "
@@ -510,7 +529,8 @@ def main(argv=None):
             notes.append(f"engine skipped: not importable with {a.engine_python}: {why}")
             print(notes[-1])
             systems.remove("engine")
-    matrix = {w: [c for c in MATRIX[w] if c["system"] in systems] for w in workloads}
+    matrix = {w: [c for c in MATRIX[w] if c["system"] in systems and wanted(c, a.configs)]
+              for w in workloads}
     cpu_iters = common.calibrate_cpu()
 
     redis_srv = None
