@@ -83,3 +83,12 @@ def bump(field):
 @app.task
 def host():
     return socket.gethostname()
+
+
+@app.task(bind=True)
+def retry_once_later(self, key):
+    """The first run asks to run again in an hour; the retry returns."""
+    app.client.incr(_runs_key(key))
+    if self.request.retries == 0:
+        raise self.retry(countdown=3600)
+    return "again"

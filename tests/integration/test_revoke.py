@@ -1,0 +1,79 @@
+"""revoke() and revoke(terminate=True), shared through Redis so every worker knows, even
+one started later. Solo cannot terminate a running task (it runs on the supervisor's own
+thread): the revocation is logged and the task finishes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine import message
+
+from tests.apps.reliable import logged_sleep, retry_once_later
+from tests.conftest import wait_for
+from tests.integration.reliability_helpers import APP, count, rapp, runs  # noqa: F401
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "gevent"])
+def test_terminate_ends_a_running_task(rapp, run_worker, pool):
+    # Given a worker running a long task
+    worker = run_worker("--pool", pool, "-c", "2", app=APP)
+    r = logged_sleep.delay("victim", 120)
+    wait_for(lambda: runs(rapp, "victim"), message="the task to start")
+    # When it is revoked with terminate=True
+    r.revoke(terminate=True)
+    # Then it ends as REVOKED, acked, without running again, and the worker goes on
+    wait_for(lambda: r.state == "REVOKED", message="the task to be revoked")
+    assert logged_sleep.delay("next", 0).get(timeout=60) == "next"
+    wait_for(lambda: rapp.broker.depth("default")["unacked"] == 0, message="all acked")
+    assert len(runs(rapp, "victim")) == 1
+    assert worker.proc.poll() is None
+
+
+def test_terminate_in_solo_is_refused_and_the_task_finishes(rapp, run_worker):
+    worker = run_worker("--pool", "solo", app=APP)
+    r = logged_sleep.delay("solo", 2)
+    wait_for(lambda: runs(rapp, "solo"), message="the task to start")
+    r.revoke(terminate=True)
+    assert r.get(timeout=60) == "solo"
+    wait_for(lambda: "cannot terminate" in worker.log, message="the refusal in the log")
+
+
+def test_a_worker_started_after_the_revoke_skips_the_task(rapp, run_worker):
+    # Given a task revoked while no worker runs
+    r = logged_sleep.delay("late", 0)
+    r.revoke()
+    # When a worker starts later
+    run_worker("--pool", "threads", app=APP)
+    # Then it never runs the task
+    wait_for(lambda: r.state == "REVOKED", message="the task to be revoked")
+    assert runs(rapp, "late") == []
+
+
+def test_every_worker_knows(rapp, run_worker):
+    # Given two workers, and tasks revoked before they come up
+    run_worker("--pool", "threads", "-c", "2", "-n", "one", app=APP)
+    run_worker("--pool", "threads", "-c", "2", "-n", "two", app=APP)
+    doomed = [logged_sleep.apply_async(args=(f"r{i}", 0), countdown=1) for i in range(10)]
+    for r in doomed:
+        r.revoke()
+    kept = logged_sleep.apply_async(args=("kept", 0), countdown=1)
+    # Then whichever worker takes them, none runs
+    assert kept.get(timeout=60) == "kept"
+    wait_for(lambda: all(r.state == "REVOKED" for r in doomed), message="all revoked")
+    assert all(runs(rapp, f"r{i}") == [] for i in range(10))
+
+
+def test_revoking_a_task_waiting_to_retry(rapp, run_worker):
+    run_worker("--pool", "threads", app=APP)
+    r = retry_once_later.delay("waiting")
+    wait_for(lambda: r.state == "RETRY", message="the task to wait for its retry")
+    r.revoke()
+    # bring the retry forward (as if the hour had passed)
+    delayed = rapp.broker.keys.delayed("default")
+    for body in rapp.client.zrange(delayed, 0, -1):
+        rapp.client.zrem(delayed, body)
+        rapp.client.zadd(delayed, {message.reencode(body, eta=time.time()): 0})
+    wait_for(lambda: r.state == "REVOKED", message="the retry to be revoked")
+    assert count(rapp, "waiting") == 1
