@@ -10,6 +10,7 @@ import contextlib
 import datetime as _dt
 import importlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -198,13 +199,14 @@ class Engine:
         expires = _absolute(task.expires) if task.expires is not None else None
         encode = message.encode_message
         name = task.name
+        ids = _uuid4_strings()
         for index, call in enumerate(calls):
             if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
                     and isinstance(call[0], (list, tuple))):
                 args, kwargs = call
             else:
                 args, kwargs = call, {}
-            task_id = str(uuid.uuid4())
+            task_id = next(ids)
             try:
                 body = encode(task_id, name, args, kwargs, expires=expires, ignore_result=ignore)
             except TypeError as exc:
@@ -237,6 +239,21 @@ class Engine:
     def revoke(self, task_id: str, *, terminate: bool = False) -> None:
         from engine import control
         control.revoke(self, task_id, terminate=terminate)
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def _uuid4_strings(block: int = 256):
+    """Endless random (version 4) UUID strings, as ``str(uuid.uuid4())`` spells them, from
+    one ``os.urandom`` call per ``block`` ids: a third of the cost of ``uuid4()`` each, which
+    was a sixth of ``send_many``'s time."""
+    urandom, variant = os.urandom, _VARIANT
+    while True:
+        raw = urandom(16 * block).hex()
+        for i in range(0, 32 * block, 32):
+            h = raw[i:i + 32]
+            yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def connect(url: str, *, conf: Config | None = None) -> redis.Redis:

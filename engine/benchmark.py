@@ -12,7 +12,8 @@ or touches a user's queues; every key under that prefix is deleted at the end.
    ``task-succeeded`` events it publishes anyway, in batches, each with the time it
    happened), so measuring adds nothing to the worker's work. ``tasks_per_s`` is
    n / (last completion - first message taken, its ``task-received`` event);
-   ``tasks_per_s_from_start`` counts from the worker's spawn. A progress bar (rich, on stderr, only on a terminal) follows the events.
+   ``tasks_per_s_from_start`` counts from the worker's spawn. A progress bar (rich, on
+   stderr, only on a terminal) follows the events.
 3. Latency: with the worker warm and idle, send up to 500 more tasks one ``delay()`` at a
    time, paced at about half the measured throughput (at most 1,000/s), and take p50/p90/p99
    of completion time minus send time (same machine, same clock).
