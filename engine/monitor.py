@@ -168,9 +168,11 @@ class FleetState:
         for name, raw in zip(names, pipe.execute()):
             if raw:
                 try:
-                    workers[name] = msgpack.unpackb(raw, raw=False)
+                    info = msgpack.unpackb(raw, raw=False)
                 except Exception:
                     continue
+                if not info.get("parent"):   # a lane process shows in its supervisor's row
+                    workers[name] = info
         now = time.time()
         for name, info in workers.items():
             self._cpu_percent(name, info)
@@ -210,6 +212,16 @@ def render(state: FleetState, title: str) -> Any:
             str(sum(int(lane.get("failed") or 0) for lane in lanes)),
             _duration(now - float(info.get("started") or now)),
             Text("online", style="green"))
+        for lane in lanes if len(lanes) > 1 else ():
+            pool_info = lane.get("pool_info") or {}
+            where = f" (own process {pool_info.get('pid')}, {pool_info.get('state')})" \
+                if pool_info.get("isolated") else ""
+            workers.add_row(
+                Text(f"  lane {lane.get('name')}", style="dim"),
+                Text(f"{lane.get('pool')}{where}", style="dim"), str(lane.get("concurrency", "")),
+                str(pool_info.get("active", pool_info.get("running", pool_info.get("busy", "")))),
+                "", "", _mib(pool_info.get("rss")) if pool_info.get("isolated") else "",
+                str(lane.get("processed", 0)), str(lane.get("failed", 0)), "", "")
     for name in sorted(state.offline):
         workers.add_row(Text(name), *[""] * 9, Text("offline", style="red"))
     if not state.workers and not state.offline:

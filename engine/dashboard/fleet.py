@@ -77,6 +77,8 @@ def workers(app: "Engine") -> list[dict[str, Any]]:
                 info = msgpack.unpackb(raw, raw=False)
             except Exception:   # a snapshot from another version: show the name only
                 info = {}
+        if info.get("parent"):   # an isolated lane's process: shown in its supervisor's lanes
+            continue
         lanes = []
         for lane in info.get("lanes") or []:
             pool_info = lane.get("pool_info") or {}

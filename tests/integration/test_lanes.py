@@ -203,3 +203,19 @@ def test_killing_the_supervisor_leaves_no_lane_process_behind(lanes_app, run_wor
 
     # Then its children die with it (parent-death signal), the lane process included
     wait_for(lambda: _gone(children), message="the children to die with the supervisor")
+
+
+def test_a_threads_lane_with_max_memory_runs_in_a_process_of_its_own(lanes_app, run_worker):
+    # Given a threads lane with max-memory (threads cannot recycle one slot at a time)
+    from tests.apps.lanes import where
+    name = _name()
+    worker = run_worker("--lane", "cpu=prefork:1", "--lane", "th=threads:4,max-memory=500000",
+                        "-n", name, app="tests.apps.lanes")
+
+    # When a task goes to its queue
+    ran = where.apply_async(queue="th").get(timeout=DEADLINE)
+
+    # Then it ran on a thread of a child process that the supervisor can recycle whole
+    assert ran["hostname"] == f"{name}.th" and ran["ppid"] == worker.pid
+    assert ran["thread"] != "MainThread" and not ran["gevent"]
+    assert _lane_process(lanes_app, name, "th")["max_memory"] == 500000

@@ -1,0 +1,56 @@
+"""``--lane`` parsing and the choice of which lanes run in a process of their own."""
+
+import pytest
+
+from engine.exceptions import ConfigurationError
+from engine.isolation import child_name, wants_isolation
+from engine.lanes import parse_lane
+from pools.base import PoolOptions
+from pools.prefork import PreforkPool
+from pools.solo import SoloPool
+from pools.threads import ThreadsPool
+
+
+def test_queues_pool_and_concurrency():
+    spec = parse_lane("io,mail=gevent:500", prefetch=3)
+    assert (spec.queues, spec.pool, spec.concurrency, spec.prefetch, spec.name) == \
+        (["io", "mail"], "gevent", 500, 3, "io,mail")
+
+
+def test_per_lane_options_override_the_worker_flags():
+    spec = parse_lane("cpu=prefork:4,prefetch=2,soft=5,hard=10,max-tasks=100,max-memory=2000,"
+                      "name=crunch,isolate=yes", prefetch=8,
+                      options=PoolOptions(max_memory_per_child=9999, app_path="tasks"))
+    assert (spec.prefetch, spec.soft_time_limit, spec.time_limit, spec.name, spec.isolate) == \
+        (2, 5.0, 10.0, "crunch", True)
+    assert spec.options.max_tasks_per_child == 100
+    assert spec.options.max_memory_per_child == 2000
+    assert spec.options.app_path == "tasks"
+
+
+def test_a_class_path_pool_keeps_its_colon():
+    spec = parse_lane("x=pkg.mod:Class:3")
+    assert (spec.pool, spec.concurrency) == ("pkg.mod:Class", 3)
+
+
+@pytest.mark.parametrize("text", ["cpu", "=prefork:2", "cpu=prefork:0", "cpu=prefork:x",
+                                  "cpu=prefork:2,bogus=1", "cpu=prefork:2,soft=-1",
+                                  "cpu=prefork:2,isolate=maybe", "cpu=prefork:2,prefetch"])
+def test_a_bad_lane_is_one_clear_error(text):
+    with pytest.raises(ConfigurationError, match="bad lane"):
+        parse_lane(text)
+
+
+def test_which_lanes_get_a_process_of_their_own():
+    from pools.gevent import GeventPool
+    assert wants_isolation(parse_lane("io=gevent:100"), GeventPool)
+    assert not wants_isolation(parse_lane("cpu=prefork:2"), PreforkPool)
+    assert not wants_isolation(parse_lane("cpu=prefork:2,max-memory=100000"), PreforkPool)
+    assert wants_isolation(parse_lane("t=threads:8,max-memory=100000"), ThreadsPool)
+    assert not wants_isolation(parse_lane("t=threads:8"), ThreadsPool)
+    assert wants_isolation(parse_lane("s=solo:1,isolate=yes"), SoloPool)
+    assert not wants_isolation(parse_lane("io=gevent:10,isolate=no"), GeventPool)
+
+
+def test_a_lane_process_name_is_safe_in_a_destination_list():
+    assert child_name("w@host", "io,mail") == "w@host.io+mail"
