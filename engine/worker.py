@@ -339,6 +339,12 @@ class Supervisor:
             while buffer and free > 0:
                 delivery = buffer.popleft()
                 job = delivery.job
+                if job.id in self.inflight:
+                    # a second message with the id of a running task (a redelivery or a
+                    # resend): it waits until that one ends, or the pool and the inflight
+                    # table would mix up their outcomes and leave one unacked for ever
+                    buffer.appendleft(delivery)
+                    break
                 if job.id in self.revoked:
                     self._finish_revoked(delivery, "revoked")
                     lane.returned += 1

@@ -151,3 +151,25 @@ def test_poison_that_kills_whole_workers_goes_to_dead_letters(rapp, run_worker):
     assert b"delivered 4 times" in letters[0][1][b"reason"]
     assert "dead letter" in last.log
     assert rapp.broker.depth("default")["unacked"] == 0
+
+
+def test_idempotent_task_runs_once_per_id(rapp, run_worker):
+    from tests.apps.reliable import charge
+    from tests.integration.reliability_helpers import count
+    run_worker("--pool", "prefork", "-c", "2", app=APP)
+    # Given an idempotent task that ran to the end
+    first = charge.apply_async(args=("order",), task_id="order-1")
+    assert first.get(timeout=60) == 1
+    # When the same message comes again (a redelivery after a lost ack), twice
+    stream = rapp.broker.keys.queue("default")
+    body = rapp._body(charge.name, ("order",), {}, task=charge, task_id="order-1")[1]
+    rapp.client.xadd(stream, {"m": body})
+    rapp.client.xadd(stream, {"m": body})
+    # Then its body does not run again, and the stored value is its result
+    wait_for(lambda: rapp.broker.depth("default") == {"waiting": 0, "unacked": 0,
+                                                      "delayed": 0, "dead": 0},
+             10, message=f"the copies handled: {rapp.broker.depth('default')} {count(rapp, 'order')}")
+    assert count(rapp, "order") == 1
+    assert rapp.AsyncResult("order-1").get(timeout=10) == 1
+    # And another id runs as usual
+    assert charge.apply_async(args=("order",), task_id="order-2").get(timeout=60) == 2
