@@ -54,18 +54,24 @@ class EventBuffer:
                 self._since = time.monotonic()
             self._pending.append((kind, time.time(), None, None, fields or None))
 
-    def flush(self, pipe, *, force: bool = False) -> int:
-        """Add one XADD for everything pending to ``pipe`` when due (or ``force``);
-        returns how many events."""
+    def take(self, *, force: bool = False) -> bytes | None:
+        """The packed batch of everything pending when due (or ``force``), else None."""
         pending = self._pending
         if not pending or not (force or len(pending) >= FLUSH_MAX
                                or time.monotonic() - self._since >= FLUSH_DELAY):
-            return 0
+            return None
         self._pending = []
-        pipe.xadd(self.stream, {"b": msgpack.packb({"w": self.worker, "e": pending},
-                                                   use_bin_type=True, default=str)},
-                  maxlen=self.maxlen, approximate=True)
-        return len(pending)
+        return msgpack.packb({"w": self.worker, "e": pending}, use_bin_type=True, default=str)
+
+    def flush(self, pipe, *, force: bool = False) -> int:
+        """Add one XADD for everything pending to ``pipe`` when due (or ``force``);
+        returns how many events."""
+        count = len(self._pending)
+        payload = self.take(force=force)
+        if payload is None:
+            return 0
+        pipe.xadd(self.stream, {"b": payload}, maxlen=self.maxlen, approximate=True)
+        return count
 
 
 def unpack(fields: dict) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ or write the heartbeat snapshot the loop prepared.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -31,6 +32,7 @@ from engine.lanes import Delivery, Lane, LaneSpec
 from engine.monitor import cpu_seconds
 from engine.results import REVOKED, RETRY, encode_record
 from engine.runner import TaskRunner
+from engine.writer import WriteBatch, Writer
 from pools import resolve
 from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
 
@@ -47,6 +49,8 @@ MAX_BATCH = 2000
 FLUSH_DELAY = 0.002
 #: writes that trigger a flush without waiting
 FLUSH_MAX = 1000
+#: seconds between ``Pool.maintain`` calls (a SIGCHLD brings the next one forward)
+MAINTAIN_INTERVAL = 0.02
 #: share of ``worker_lost_after`` a heartbeat key lives; the rest is left for the survivors
 #: to notice (they look every RECLAIM_SHARE of it), so a dead worker's messages run again
 #: within ``worker_lost_after`` of its last heartbeat
@@ -88,6 +92,12 @@ class Supervisor:
                                   enabled=bool(self.conf.worker_send_events),
                                   maxlen=int(self.conf.events_maxlen))
         self.max_deliveries = int(self.conf.task_max_deliveries)
+        # read once: settings are fixed for a worker's life, and Config lookups are layered
+        self._acks_late = bool(self.conf.task_acks_late)
+        self._default_limits = (self.conf.task_soft_time_limit, self.conf.task_time_limit)
+        self._track_started = bool(self.conf.task_track_started)
+        self._next_maintain = 0.0
+        self._child_exited = False
         self.lost_after = float(self.conf.worker_lost_after)
         self.started_at = time.time()
         self._stopping = threading.Event()     # fetch and helper threads end
@@ -98,6 +108,9 @@ class Supervisor:
         self._statuses: list[tuple[str, bytes]] = []
         self._extra: list[Any] = []             # callables(pipe) queued for the next flush
         self._snapshot: bytes = b""
+        self._writer = Writer(app, events_stream=self.keys.events,
+                              events_maxlen=int(self.conf.events_maxlen),
+                              cancelled=lambda: self._shutdown == "cold", sleep=self._retry_sleep)
         self._flush_due: float | None = None
         self._next_housekeeping = 0.0
         self._housekeeping_rounds = 0
@@ -131,8 +144,10 @@ class Supervisor:
             if wants_isolation(spec, pool_cls):
                 self.lanes.append(IsolatedLane(spec, pool_cls, self))   # engine.isolation
                 continue
+            # a pool that queues locally (prefork's shared ring) holds the lane's prefetch
+            options = dataclasses.replace(spec.options, prefetch=spec.prefetch)
             pool = pool_cls(spec.concurrency, self.inbox.put, runner=self.runner,
-                            on_start=self._on_start, options=spec.options)
+                            on_start=self._on_start, options=options)
             self.lanes.append(Lane(spec, pool, self.keys))
         signals.install(self._wake)
         with signals.masked():   # threads started here never take the supervisor's signals
@@ -142,12 +157,14 @@ class Supervisor:
             self._take_back_own_pending()
             for lane in self.lanes:
                 lane.start_fetching(self._make_broker, self.name, self._deliver, self._stopping)
+            self._writer.start()
             self._spawn(self._heartbeat_loop, "heartbeat")
             self._spawn(self._control_loop, "control")
         if self.beat:
             from engine.beat import Beat
             self._beat = Beat(self.app)
-            self._beat.start_thread()
+            with signals.masked():
+                self._beat.start_thread()
         from engine.monitor import banner
         log.info("%s", banner(self))
         log.info("worker %s ready: %s", self.name, "; ".join(
@@ -230,10 +247,22 @@ class Supervisor:
         self._feed()
         self._maybe_flush()
         self._fire_limits()
-        for lane in self.lanes:
-            lane.pool.maintain()
+        self._maintain()
         if limits.now() >= self._next_housekeeping:
             self._housekeeping()
+
+    def _maintain(self) -> None:
+        """Pools get ``maintain`` every MAINTAIN_INTERVAL, at once after a SIGCHLD, and every
+        turn when they run jobs inside it (solo): reaping costs system calls per child."""
+        now = limits.now()
+        due = now >= self._next_maintain or self._child_exited
+        for lane in self.lanes:
+            pool = lane.pool
+            if due or pool.runs_jobs_in_maintain:
+                pool.maintain()
+        if due:
+            self._child_exited = False
+            self._next_maintain = now + MAINTAIN_INTERVAL
 
     def _maybe_flush(self) -> None:
         """Write now when nothing else is running (latency) or enough has gathered or the
@@ -241,10 +270,8 @@ class Supervisor:
         pending = len(self._records) + len(self._statuses) + len(self._extra) + \
             sum(len(ids) for ids in self._acks.values())
         if not pending:
-            if self.events._pending and self._flush_due is None:
-                self._flush_due = limits.now() + FLUSH_DELAY
-            elif self.events._pending and limits.now() >= self._flush_due:
-                self._flush()
+            if self.events._pending:
+                self._flush()   # only when the events are due (EventBuffer.take decides)
             return
         now = limits.now()
         if self._flush_due is None:
@@ -317,12 +344,17 @@ class Supervisor:
             self._acks[stream].append(entry_id)
             lane.returned += 1
             return
-        soft, hard = limits.resolve_limits(
-            (job.soft_limit, job.hard_limit), (task.soft_time_limit, task.time_limit),
-            (lane.spec.soft_time_limit, lane.spec.time_limit),
-            (self.conf.task_soft_time_limit, self.conf.task_time_limit))
-        delivery.soft, delivery.hard = soft, hard
-        job.soft_limit, job.hard_limit = soft, hard
+        spec = lane.spec
+        if (job.soft_limit is None and job.hard_limit is None and task.soft_time_limit is None
+                and task.time_limit is None and spec.soft_time_limit is None
+                and spec.time_limit is None and self._default_limits == (None, None)):
+            pass   # the common case, kept cheap: no limit anywhere
+        else:
+            soft, hard = limits.resolve_limits(
+                (job.soft_limit, job.hard_limit), (task.soft_time_limit, task.time_limit),
+                (spec.soft_time_limit, spec.time_limit), self._default_limits)
+            delivery.soft, delivery.hard = soft, hard
+            job.soft_limit, job.hard_limit = soft, hard
         self.events.task("task-received", job.id, job.task, queue=queue_name,
                          retries=job.retries)
         lane.buffer.append(delivery)
@@ -351,7 +383,7 @@ class Supervisor:
                     continue
                 acks_late = delivery.task.acks_late
                 if acks_late is None:
-                    acks_late = self.conf.task_acks_late
+                    acks_late = self._acks_late
                 if not acks_late:
                     self._acks[delivery.stream].append(delivery.entry_id)
                     delivery.acked = True
@@ -374,7 +406,7 @@ class Supervisor:
             self.deadlines.add(job_id, soft=delivery.soft, hard=delivery.hard,
                                start=delivery.started)
         self.events.task("task-started", job_id, delivery.job.task)
-        if self.conf.task_track_started and not delivery.job.ignore_result:
+        if self._track_started and not delivery.job.ignore_result:
             self._statuses.append((job_id, encode_record(
                 "STARTED", task=delivery.job.task, worker=self.name,
                 retries=delivery.job.retries)))
@@ -479,63 +511,34 @@ class Supervisor:
         self._acks[stream].append(entry_id)
 
     # -- writing -----------------------------------------------------------------------
-    def _flush(self) -> None:
+    def _flush(self, *, sync: bool = False, force_events: bool = False) -> None:
+        """Hand what was gathered to the writer; write it here and now when nothing else
+        runs (a thread hop less for the lone task's latency) or when ``sync``."""
+        events = self.events.take(force=force_events)
         if not (self._records or self._acks or self._extra or self._statuses
-                or self.events._pending):
+                or events is not None):
             return
-        backend = self.app.backend
-        same_redis = backend.client is self.app.client
-        pipe = self.app.client.pipeline(transaction=False)
-        result_pipe = pipe if same_redis else backend.client.pipeline(transaction=False)
-        # results before acks: a crash between them re-runs a task, never loses a result
-        for task_id, record in self._statuses:
-            backend.store_status(result_pipe, task_id, record)
-        for task_id, record in self._records:
-            backend.store(result_pipe, task_id, record)
-        if result_pipe is not pipe:
-            self._execute(result_pipe)
-        for extra in self._extra:
-            extra(pipe)
-        for stream, ids in self._acks.items():
-            # acked entries are deleted: the stream holds only what is waiting or running,
-            # so its memory stays bounded and XLEN - pending is the backlog
-            pipe.xack(stream, "engine", *ids)
-            pipe.xdel(stream, *ids)
-        self.events.flush(pipe)
-        self._execute(pipe)
-        self._records.clear()
-        self._statuses.clear()
-        self._extra.clear()
-        self._acks.clear()
+        batch = WriteBatch(self._statuses, self._records, self._extra, self._acks, events)
+        self._statuses, self._records, self._extra = [], [], []
+        self._acks = defaultdict(list)
         self._flush_due = None
+        if sync or (not self.inflight and not self._writer.busy):
+            self._writer.write(batch)
+        else:
+            self._writer.submit(batch)
 
-    def _execute(self, pipe) -> None:
-        """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
-        through or a cold shutdown is asked for. Every write in it may be sent twice (a
-        reply lost with the connection): results replace, acks and deletes are idempotent,
-        retries wait as zset members; only events, dead letters and Reject(requeue=True)
-        copies may repeat."""
-        # redis-py empties the pipeline whatever the outcome: keep the commands to resend
-        commands = list(pipe.command_stack)
-        delay = 0.05
-        while True:
-            try:
-                pipe.execute()
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if self._shutdown == "cold":
-                    log.error("dropping a write batch during cold shutdown: %s", exc)
-                    return
-                log.warning("Redis unavailable (%s); retrying the write batch in %.2f s", exc, delay)
-                pipe.command_stack = list(commands)
-                # a shutdown signal while Redis is away is cold: nothing can be written
-                # until it is back, and the unacked messages are redelivered anyway
-                blocking, self._blocking_stop = self._blocking_stop, True
-                try:
-                    time.sleep(delay)
-                finally:
-                    self._blocking_stop = blocking
-                delay = min(delay * 2, 2.0)
+    def _retry_sleep(self, delay: float) -> None:
+        """Between write retries while Redis is away: on the loop's thread, a shutdown
+        signal now is cold (nothing can be written until Redis is back, and unacked
+        messages are delivered again anyway)."""
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(delay)
+            return
+        blocking, self._blocking_stop = self._blocking_stop, True
+        try:
+            time.sleep(delay)
+        finally:
+            self._blocking_stop = blocking
 
     # -- limits ------------------------------------------------------------------------
     def _fire_limits(self) -> None:
@@ -711,6 +714,8 @@ class Supervisor:
             else:
                 self._shutdown = "cold"
                 raise ColdShutdown()
+        elif intent == signals.CHILD:
+            self._child_exited = True
         elif intent == signals.INFO:
             log.info("stats: %s", self.info())
 
@@ -743,7 +748,10 @@ class Supervisor:
             self._give_back(lane, returned)
         self._blocking_stop = False
         self._drain_inbox()
-        self._flush()
+        self._flush(sync=True)
+        self._blocking_stop = True     # a signal while the writer drains: cold
+        self._writer.drain()
+        self._blocking_stop = False
 
     def _drain_inbox(self) -> None:
         while True:
@@ -776,13 +784,16 @@ class Supervisor:
                 for lane in self.lanes:
                     self._give_back(lane, list(lane.buffer))
                     lane.buffer.clear()
-                self._flush()
+                self._flush(sync=True)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.error("could not give back messages (%s): they are redelivered after "
                           "worker_lost_after", exc)
             if self.inflight:
                 log.warning("cold shutdown: %d running task(s) will be delivered again",
                             len(self.inflight))
+        if not cold:
+            self._writer.drain()
+        self._writer.stop()
         try:
             self._heartbeat(offline=True)
         except (redis.ConnectionError, redis.TimeoutError):

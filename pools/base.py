@@ -87,6 +87,7 @@ class PoolOptions:
     max_memory_per_child: int | None = None   #: KiB of resident memory
     import_in_child: bool = False            #: import task modules in children, not before fork
     app_path: str | None = None              #: the ``-A`` target, for import_in_child
+    prefetch: int = 2                        #: jobs per slot a pool may hold queued locally
 
 
 class Pool:
@@ -115,6 +116,9 @@ class Pool:
     capabilities: frozenset[str] = frozenset()   # of "interrupt", "kill", "grow", "shrink", "recycle"
     #: True when the pool needs a process of its own (gevent's monkey-patching)
     needs_own_process = False
+    #: True when jobs run inside ``maintain`` (solo): the supervisor then calls it every
+    #: loop turn instead of every MAINTAIN_INTERVAL
+    runs_jobs_in_maintain = False
 
     def __init__(self, concurrency: int, on_outcome: OnOutcome, *, runner: Runner,
                  on_start: OnStart | None = None, options: PoolOptions = PoolOptions()):

@@ -65,11 +65,11 @@ class PreforkPool(Pool):
 
     def __init__(self, concurrency: int, on_outcome: OnOutcome, *, runner: Runner,
                  on_start: OnStart | None = None, options: PoolOptions = PoolOptions(),
-                 prefetch: int = PREFETCH,
+                 prefetch: int | None = None,
                  load_app: Callable[[str], object] | None = None) -> None:
         super().__init__(concurrency, on_outcome, runner=runner, on_start=on_start,
                          options=options)
-        self.prefetch = max(1, prefetch)
+        self.prefetch = max(1, prefetch if prefetch is not None else options.prefetch)
         self.load_app = load_app
         self._table: shm.WorkTable | None = None
         self._done = None

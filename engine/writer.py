@@ -1,0 +1,157 @@
+"""Write-behind for the supervisor: results, acks, retries and events go to Redis from here.
+
+The loop hands over a ``WriteBatch`` (plain lists, no Redis objects) and goes on feeding the
+pools while this thread builds and sends the pipeline, so Redis round trips overlap with
+work. Within a batch, results are written before acks (a crash between them re-runs a task,
+never loses a result); batches are independent of one another. When nothing else is
+running, the loop writes the batch itself (``write``) to save a thread hop of latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import redis
+
+log = logging.getLogger("engine.worker")
+
+#: batches waiting for the writer thread before the loop blocks until one is written
+MAX_BACKLOG = 32
+#: seconds between retries of a write batch while Redis is away (doubled up to the max)
+RETRY_DELAY, RETRY_DELAY_MAX = 0.05, 2.0
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    statuses: list[tuple[str, bytes]] = field(default_factory=list)
+    records: list[tuple[str, bytes]] = field(default_factory=list)
+    extras: list[Callable[[Any], None]] = field(default_factory=list)
+    acks: dict[str, list[bytes]] = field(default_factory=dict)
+    events: bytes | None = None
+
+    def __len__(self) -> int:
+        return (len(self.statuses) + len(self.records) + len(self.extras)
+                + sum(len(ids) for ids in self.acks.values()) + (self.events is not None))
+
+
+class Writer:
+    def __init__(self, app, *, events_stream: str, events_maxlen: int,
+                 cancelled: Callable[[], bool],
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.app = app
+        self.events_stream = events_stream
+        self.events_maxlen = events_maxlen
+        self.cancelled = cancelled          #: True once a cold shutdown gives up on Redis
+        self.sleep = sleep                  #: waits between retries (the supervisor's lets a
+                                            #: signal end a wait on its own thread)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._outstanding = 0
+        self._idle = threading.Condition()
+        self._io = threading.Lock()         # one pipeline on the wire at a time
+        self._thread: threading.Thread | None = None
+        self.written = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._outstanding > 0
+
+    def submit(self, batch: WriteBatch) -> None:
+        """Queue a batch for the writer thread (blocks only past MAX_BACKLOG)."""
+        with self._idle:
+            while self._outstanding >= MAX_BACKLOG:
+                self._idle.wait(0.1)
+            self._outstanding += 1
+        self._queue.put(batch)
+
+    def write(self, batch: WriteBatch) -> None:
+        """Write a batch on the calling thread, now."""
+        with self._io:
+            self._send(batch)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted batch is written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._outstanding:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(0.1 if left is None else min(left, 0.1))
+        return True
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            try:
+                with self._io:
+                    self._send(batch)
+            except Exception:
+                log.exception("a write batch failed and was dropped (its messages will be "
+                              "delivered again)")
+            with self._idle:
+                self._outstanding -= 1
+                self._idle.notify_all()
+
+    def _send(self, batch: WriteBatch) -> None:
+        app = self.app
+        backend = app.backend
+        client = app.client
+        pipe = client.pipeline(transaction=False)
+        result_pipe = pipe if backend.client is client else backend.client.pipeline(transaction=False)
+        for task_id, record in batch.statuses:
+            backend.store_status(result_pipe, task_id, record)
+        for task_id, record in batch.records:
+            backend.store(result_pipe, task_id, record)
+        if result_pipe is not pipe:
+            self._execute(result_pipe)
+        for extra in batch.extras:
+            extra(pipe)
+        for stream, ids in batch.acks.items():
+            # acked entries are deleted: the stream holds only what is waiting or running,
+            # so its memory stays bounded and XLEN - pending is the backlog
+            pipe.xack(stream, "engine", *ids)
+            pipe.xdel(stream, *ids)
+        if batch.events is not None:
+            pipe.xadd(self.events_stream, {"b": batch.events}, maxlen=self.events_maxlen,
+                      approximate=True)
+        self._execute(pipe)
+        self.written += 1
+
+    def _execute(self, pipe) -> None:
+        """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
+        through or a cold shutdown gives up. Every write in it may be sent twice (a reply
+        lost with the connection): results replace, acks and deletes are idempotent, retries
+        wait as zset members; only events, dead letters and Reject(requeue=True) copies may
+        repeat."""
+        # redis-py empties the pipeline whatever the outcome: keep the commands to resend
+        commands = list(pipe.command_stack)
+        delay = RETRY_DELAY
+        while True:
+            try:
+                pipe.execute()
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self.cancelled():
+                    log.error("dropping a write batch during cold shutdown: %s", exc)
+                    return
+                log.warning("Redis unavailable (%s); retrying the write batch in %.2f s",
+                            exc, delay)
+                pipe.command_stack = list(commands)
+                self.sleep(delay)
+                delay = min(delay * 2, RETRY_DELAY_MAX)
