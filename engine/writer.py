@@ -116,8 +116,7 @@ class Writer:
         result_pipe = pipe if backend.client is client else backend.client.pipeline(transaction=False)
         for task_id, record in batch.statuses:
             backend.store_status(result_pipe, task_id, record)
-        for task_id, record in batch.records:
-            backend.store(result_pipe, task_id, record)
+        backend.store_many(result_pipe, batch.records)
         if result_pipe is not pipe:
             self._execute(result_pipe)
         for extra in batch.extras:
