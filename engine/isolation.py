@@ -69,8 +69,10 @@ def control_channel(keys: Any, worker_name: str) -> str:
     return f"{keys.control}:{worker_name}"
 
 
-class LaneProcess:
-    """The supervisor's handle on one lane process, with the Pool methods it calls.
+class LaneProcess(Pool):
+    """The supervisor's handle on one lane process, with the Pool methods it calls (a Pool
+    subclass for the defaults of whatever the supervisor reads; ``Pool.__init__`` is not
+    called: there is no runner nor outcome here).
 
     It takes no jobs (``free_slots`` is 0): the child fetches its own. ``start`` returns
     once the child sent its first heartbeat; ``maintain`` restarts a dead child and
