@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # the working tree's engine is what is measured
 OUT = ROOT / "bench" / "results" / "cost_curve.json"
 IMG = ROOT / "docs" / "img"
+STALL_S = 15.0   # no progress for this long with messages left: they are reported as stuck
 
 
 def private_redis(tmp: Path):
@@ -86,11 +87,17 @@ def one_point(url: str, *, backlog: int, pool: str, concurrency: int, window: fl
         t0, len0 = time.time(), client.xlen(stream)
         end = t0 + window
         t_drained = None
-        rss_at = []   # (seconds since t0, rss bytes)
+        stuck = 0
+        last_len, last_change = len0, time.time()
         while True:
             now = time.time()
             length = client.xlen(stream)
-            rss_at.append((round(now - t0, 2), sampler.rss))
+            if length != last_len:
+                last_len, last_change = length, now
+            elif length and now - last_change > STALL_S:
+                # messages the worker holds but never finishes: report them, do not hang
+                stuck, t_drained = length, last_change
+                break
             if length == 0 and t_drained is None:
                 t_drained = now
             if (now >= end and not drain) or (drain and length == 0):
@@ -99,13 +106,13 @@ def one_point(url: str, *, backlog: int, pool: str, concurrency: int, window: fl
                 raise RuntimeError("worker died:\n" + worker.tail())
             time.sleep(0.1)
         t1 = t_drained or time.time()
-        done = len0 - (0 if t_drained else client.xlen(stream))
+        done = len0 - (stuck if t_drained else client.xlen(stream))
         sampler.sample()
         return {"backlog": backlog, "pool": pool, "concurrency": concurrency,
                 "enqueue_bulk_per_s": round(backlog / enqueue_s),
                 "tasks_per_s": round(done / max(t1 - t0, 1e-6)),
                 "measured_tasks": done, "measured_s": round(t1 - t0, 3),
-                "drained": t_drained is not None,
+                "drained": t_drained is not None and not stuck, "stuck": stuck,
                 "rss_peak_mib": round(sampler.peak / 2**20, 1),
                 "rss_end_mib": round(sampler.rss / 2**20, 1),
                 "processes": sampler.nprocs,
@@ -145,8 +152,9 @@ def measure(a) -> dict:
                                   window=0, drain=True)
                     doc["concurrency"].append(r)
                     print(f"{pool:>8} -c {c:<3} {r['tasks_per_s']:>8,} tasks/s  RSS peak "
-                          f"{r['rss_peak_mib']:6.1f} MiB over {r['processes']} process(es)",
-                          flush=True)
+                          f"{r['rss_peak_mib']:6.1f} MiB over {r['processes']} process(es)"
+                          + (f"  STUCK: {r['stuck']} message(s) never finished" if r["stuck"]
+                             else ""), flush=True)
         finally:
             proc.terminate()
             proc.wait(15)
