@@ -138,8 +138,10 @@ class Writer:
         lost with the connection): results replace, acks and deletes are idempotent, retries
         wait as zset members; only events, dead letters and Reject(requeue=True) copies may
         repeat."""
-        # redis-py empties the pipeline whatever the outcome: keep the commands to resend
-        commands = list(pipe.command_stack)
+        # redis-py empties the pipeline whatever the outcome: keep the commands to resend,
+        # and the scripts they call (a restarted Redis may have lost its script cache, and
+        # the pipeline loads only the scripts it knows of)
+        commands, scripts = list(pipe.command_stack), set(pipe.scripts)
         delay = RETRY_DELAY
         while True:
             try:
@@ -151,6 +153,6 @@ class Writer:
                     return
                 log.warning("Redis unavailable (%s); retrying the write batch in %.2f s",
                             exc, delay)
-                pipe.command_stack = list(commands)
+                pipe.command_stack, pipe.scripts = list(commands), set(scripts)
                 self.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY_MAX)
