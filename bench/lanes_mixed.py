@@ -31,7 +31,6 @@ CONFIGS = {
     "prefork -c 3 (cpu,io)": ["--pool", "prefork", "-c", "3", "-Q", "cpu,io"],
     "threads -c 50 (cpu,io)": ["--pool", "threads", "-c", "50", "-Q", "cpu,io"],
     "gevent -c 200 (cpu,io)": ["--pool", "gevent", "-c", "200", "-Q", "cpu,io"],
-    "prefork -c 2 (cpu) [reference]": ["--pool", "prefork", "-c", "2", "-Q", "cpu"],
 }
 
 
