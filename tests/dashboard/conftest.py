@@ -120,6 +120,8 @@ def dashboard(start_dashboard) -> DashboardServer:
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must install chromium (.ci/run does): {NO_CHROMIUM}")
         pytest.skip(NO_CHROMIUM)
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     playwright = sync_api.sync_playwright().start()
