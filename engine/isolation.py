@@ -184,7 +184,7 @@ class LaneProcess(Pool):
         self._next_watch = now + WATCH_INTERVAL
         self._read_snapshot()
         if self.max_memory and self.state == "running":
-            self.rss = _tree_rss_kib(self.proc.pid)
+            self.rss = tree_rss_kib(self.proc.pid)
             if self.rss > self.max_memory:
                 log.warning("lane %s: process %d uses %d KiB (max-memory %d KiB): recycling "
                             "it (it finishes its tasks, then a fresh one starts)",
@@ -367,7 +367,7 @@ class IsolatedLane:
                 "pool_info": self.pool.info()}
 
 
-def _tree_rss_kib(pid: int) -> int:
+def tree_rss_kib(pid: int) -> int:
     """Resident memory of a process and its descendants, in KiB."""
     try:
         proc = psutil.Process(pid)

@@ -20,14 +20,13 @@ from collections import defaultdict
 from typing import Any
 
 import msgpack
-import psutil
 import redis
 
 from engine import control, limits, message, signals
 from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError, NotSupported, WorkerLostError
-from engine.isolation import IsolatedLane, control_channel, wants_isolation
+from engine.isolation import IsolatedLane, control_channel, tree_rss_kib, wants_isolation
 from engine.lanes import Delivery, Lane, LaneSpec
 from engine.monitor import cpu_seconds
 from engine.results import REVOKED, RETRY, encode_record
@@ -826,15 +825,4 @@ def _s(value: Any) -> str:
 
 def _rss_kib() -> int:
     """Resident memory of this process and its children, in KiB (for the dashboard)."""
-    try:
-        me = psutil.Process()
-        procs = [me, *me.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass   # a child that ended between the listing and the read
-    return total // 1024
+    return tree_rss_kib(os.getpid())
