@@ -42,7 +42,9 @@ HOUSEKEEPING_INTERVAL = 0.25
 #: longest the loop sleeps with nothing to do (pools get ``maintain`` at least this often)
 MAX_IDLE = 0.1
 #: items taken from the inbox per loop turn
-MAX_BATCH = 2000
+MAX_BATCH = 500
+#: jobs submitted in a row before the loop yields the processor once
+YIELD_EVERY = 200
 #: seconds a result or ack may wait for others to share its round trip (only while other
 #: tasks are still running: the last one is written at once)
 FLUSH_DELAY = 0.002
@@ -367,6 +369,7 @@ class Supervisor:
                 continue
             pool = lane.pool
             free = pool.free_slots()
+            submitted = 0
             while buffer and free > 0:
                 delivery = buffer.popleft()
                 job = delivery.job
@@ -389,6 +392,11 @@ class Supervisor:
                 self.inflight[job.id] = delivery
                 pool.submit(job)
                 free -= 1
+                submitted += 1
+                if not submitted % YIELD_EVERY:
+                    # let others run: other threads, or, in a gevent process (where sleep is
+                    # cooperative), the jobs just spawned and the hub's I/O
+                    time.sleep(0)
                 if free <= 0:
                     free = pool.free_slots()
 

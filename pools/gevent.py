@@ -9,6 +9,7 @@ before anything else is imported is the CLI's job; ``start`` refuses an unpatche
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 
@@ -20,6 +21,9 @@ import gevent.pool
 from engine.exceptions import (ConfigurationError, NotSupported, SoftTimeLimitExceeded,
                                TimeLimitExceeded)
 from pools.base import Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runner
+
+#: seconds the hub may be held before a task is reported as blocking it (GEVENT_MAX_BLOCKING_TIME)
+BLOCKING_REPORT_AFTER = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,12 @@ class GeventPool(Pool):
         self._watch_hub()
 
     def _watch_hub(self) -> None:
+        if "GEVENT_MAX_BLOCKING_TIME" not in os.environ:
+            # gevent's default (0.1 s) flags the supervisor's own batches of a thousand
+            # spawns, and each report walks every greenlet: only real blocks are worth it
+            gevent.config.max_blocking_time = BLOCKING_REPORT_AFTER
+        if "GEVENT_PRINT_BLOCKING_REPORTS" not in os.environ:
+            gevent.config.print_blocking_reports = False   # our one log line says it
         gevent.config.monitor_thread = True
         self._hub.start_periodic_monitoring_thread()
         if self._on_hub_event not in gevent.events.subscribers:
