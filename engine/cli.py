@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 PROG = "engine"
 

@@ -30,6 +30,7 @@ from engine.isolation import IsolatedLane, control_channel, tree_rss_kib, wants_
 from engine.lanes import Delivery, Lane, LaneSpec
 from engine.monitor import cpu_seconds
 from engine.results import REVOKED, RETRY, encode_record
+from engine.presence import RECLAIM_SHARE, Presence
 from engine.runner import TaskRunner
 from engine.writer import WriteBatch, Writer
 from pools import resolve
@@ -52,14 +53,6 @@ FLUSH_DELAY = 0.002
 FLUSH_MAX = 1000
 #: seconds between ``Pool.maintain`` calls (a SIGCHLD brings the next one forward)
 MAINTAIN_INTERVAL = 0.02
-#: share of ``worker_lost_after`` a heartbeat key lives; the rest is left for the survivors
-#: to notice (they look every RECLAIM_SHARE of it), so a dead worker's messages run again
-#: within ``worker_lost_after`` of its last heartbeat
-HEARTBEAT_TTL_SHARE = 0.75
-RECLAIM_SHARE = 0.1
-#: heartbeats per key lifetime at least: a live worker's key must never lapse
-HEARTBEATS_PER_TTL = 3
-
 _START, _SIGNAL, _CONTROL = "start", "signal", "control"
 _WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
 
@@ -116,7 +109,6 @@ class Supervisor:
         self._next_housekeeping = 0.0
         self._housekeeping_rounds = 0
         self._threads: list[threading.Thread] = []
-        self._pubsub = None
         self._beat = None                       # engine.beat.Beat, with -B
         #: the supervisor's name when this worker is one of its isolated lanes (--lane-of)
         self.parent: str | None = None
@@ -138,6 +130,15 @@ class Supervisor:
     def start(self) -> None:
         broker = self.app.broker
         self._check_name()
+        self.presence = Presence(
+            self.app, self.name, lost_after=self.lost_after,
+            interval=float(self.conf.worker_heartbeat), events=self.events,
+            snapshot=self._heartbeat_snapshot, active=lambda: len(self.inflight),
+            # a lane process hears only what its supervisor forwards to it
+            channel=(self.keys.control if self.parent is None
+                     else control_channel(self.keys, self.name)),
+            deliver=lambda command: self.inbox.put((_CONTROL, command)),
+            stopping=self._stopping)
         self.revoked = control.revoked_ids(self.app)
         for spec in self.specs:
             broker.ensure_groups(spec.queues)
@@ -154,13 +155,12 @@ class Supervisor:
         with signals.masked():   # threads started here never take the supervisor's signals
             for lane in self.lanes:
                 lane.pool.start()
-            self._heartbeat(online=True)
+            self.presence.beat(online=True)
             self._take_back_own_pending()
             for lane in self.lanes:
                 lane.start_fetching(self._make_broker, self.name, self._deliver, self._stopping)
             self._writer.start()
-            self._spawn(self._heartbeat_loop, "heartbeat")
-            self._spawn(self._control_loop, "control")
+            self.presence.start(self._spawn)
         if self.beat:
             from engine.beat import Beat
             self._beat = Beat(self.app)
@@ -623,59 +623,12 @@ class Supervisor:
                     lane._take(len(entries))
                     self._on_batch(lane, [(stream, entries)], counts)
 
-    # -- heartbeat and control threads -------------------------------------------------
-    def _heartbeat(self, *, online: bool = False, offline: bool = False) -> None:
-        client = self.app.client
-        pipe = client.pipeline(transaction=False)
-        key = self.keys.worker(self.name)
-        if offline:
-            # the loop is over: events still held for batching go out before 'offline'
-            self.events.flush(pipe, force=True)
-            pipe.delete(key)
-            pipe.zrem(self.keys.workers, self.name)
-        else:
-            if not self._snapshot:
-                self._snapshot = msgpack.packb(self.info(), use_bin_type=True)
-            pipe.set(key, self._snapshot,
-                     px=max(int(self.lost_after * HEARTBEAT_TTL_SHARE * 1000), 100))
-            pipe.zadd(self.keys.workers, {self.name: time.time()})
-        if self.events.enabled:
-            kind = "worker-online" if online else "worker-offline" if offline else "worker-heartbeat"
-            pipe.xadd(self.keys.events, {"b": msgpack.packb([{
-                "type": kind, "ts": time.time(), "worker": self.name, "pid": os.getpid(),
-                "active": len(self.inflight)}], use_bin_type=True)},
-                maxlen=self.events.maxlen, approximate=True)
-        pipe.execute()
-
-    def _heartbeat_loop(self) -> None:
-        # beat often enough that a late beat or two never lets a live worker's key lapse
-        interval = min(float(self.conf.worker_heartbeat),
-                       self.lost_after * HEARTBEAT_TTL_SHARE / HEARTBEATS_PER_TTL)
-        while not self._stopping.wait(interval):
-            try:
-                self._heartbeat()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("heartbeat failed: %s", exc)
-
-    def _control_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                client = self.app.new_client()
-                pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-                # an isolated lane hears only what its supervisor forwards to it
-                pubsub.subscribe(self.keys.control if self.parent is None
-                                 else control_channel(self.keys, self.name))
-                while not self._stopping.is_set():
-                    msg = pubsub.get_message(timeout=0.5)
-                    if msg and msg.get("type") == "message":
-                        try:
-                            self.inbox.put((_CONTROL, control.decode(msg["data"])))
-                        except Exception as exc:
-                            log.warning("ignored a bad control message: %s", exc)
-                pubsub.close()
-                client.close()
-            except (redis.ConnectionError, redis.TimeoutError):
-                self._stopping.wait(1.0)
+    # -- control commands ------------------------------------------------------------
+    def _heartbeat_snapshot(self) -> bytes:
+        # the loop refreshes it (pools are only ever called from the loop's thread)
+        if not self._snapshot:
+            self._snapshot = msgpack.packb(self.info(), use_bin_type=True)
+        return self._snapshot
 
     def on_control(self, command: dict) -> None:
         """A broadcast command, on the loop. Commands addressed elsewhere are ignored."""
@@ -802,7 +755,7 @@ class Supervisor:
             self._writer.drain()
         self._writer.stop()
         try:
-            self._heartbeat(offline=True)
+            self.presence.beat(offline=True)
         except (redis.ConnectionError, redis.TimeoutError):
             pass
         signals.restore_defaults()

@@ -1,0 +1,100 @@
+"""A worker's presence in Redis: its heartbeat key and its control-channel listener.
+
+Both run on threads of their own so that a long task on the supervisor's thread (solo) never
+lets a live worker look dead. The heartbeat publishes the snapshot the loop prepared (it never
+calls a pool); the listener only hands commands to the loop's inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable
+
+import msgpack
+import redis
+
+from engine import control
+
+log = logging.getLogger("engine.worker")
+
+#: share of ``worker_lost_after`` a heartbeat key lives; the rest is left for the survivors
+#: to notice (they look every RECLAIM_SHARE of it), so a dead worker's messages run again
+#: within ``worker_lost_after`` of its last heartbeat
+HEARTBEAT_TTL_SHARE = 0.75
+RECLAIM_SHARE = 0.1
+#: heartbeats per key lifetime at least: a live worker's key must never lapse
+HEARTBEATS_PER_TTL = 3
+#: seconds the listener waits for a message before it checks whether to stop
+LISTEN_POLL = 0.5
+
+
+class Presence:
+    def __init__(self, app, name: str, *, lost_after: float, interval: float, events,
+                 snapshot: Callable[[], bytes], active: Callable[[], int],
+                 channel: str, deliver: Callable[[dict], None],
+                 stopping: threading.Event) -> None:
+        self.app = app
+        self.keys = app.broker.keys
+        self.name = name
+        self.lost_after = lost_after
+        # beat often enough that a late beat or two never lets a live worker's key lapse
+        self.interval = min(interval, lost_after * HEARTBEAT_TTL_SHARE / HEARTBEATS_PER_TTL)
+        self.events = events
+        self.snapshot = snapshot
+        self.active = active
+        self.channel = channel
+        self.deliver = deliver
+        self.stopping = stopping
+
+    def beat(self, *, online: bool = False, offline: bool = False) -> None:
+        """Write the heartbeat key (or delete it, ``offline``) with a worker event."""
+        pipe = self.app.client.pipeline(transaction=False)
+        key = self.keys.worker(self.name)
+        if offline:
+            # the loop is over: events still held for batching go out before 'offline'
+            self.events.flush(pipe, force=True)
+            pipe.delete(key)
+            pipe.zrem(self.keys.workers, self.name)
+        else:
+            pipe.set(key, self.snapshot(),
+                     px=max(int(self.lost_after * HEARTBEAT_TTL_SHARE * 1000), 100))
+            pipe.zadd(self.keys.workers, {self.name: time.time()})
+        if self.events.enabled:
+            kind = "worker-online" if online else "worker-offline" if offline else "worker-heartbeat"
+            pipe.xadd(self.keys.events, {"b": msgpack.packb([{
+                "type": kind, "ts": time.time(), "worker": self.name, "pid": os.getpid(),
+                "active": self.active()}], use_bin_type=True)},
+                maxlen=self.events.maxlen, approximate=True)
+        pipe.execute()
+
+    def start(self, spawn: Callable[[Callable[[], None], str], Any]) -> None:
+        spawn(self._beat_loop, "heartbeat")
+        spawn(self._listen_loop, "control")
+
+    def _beat_loop(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.beat()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def _listen_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client = self.app.new_client()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                while not self.stopping.is_set():
+                    msg = pubsub.get_message(timeout=LISTEN_POLL)
+                    if msg and msg.get("type") == "message":
+                        try:
+                            self.deliver(control.decode(msg["data"]))
+                        except Exception as exc:
+                            log.warning("ignored a bad control message: %s", exc)
+                pubsub.close()
+                client.close()
+            except (redis.ConnectionError, redis.TimeoutError):
+                self.stopping.wait(1.0)
