@@ -132,6 +132,15 @@ def decode_message(raw: bytes) -> dict:
         raise MessageError(f"undecodable message: {type(exc).__name__}: {exc}") from None
     if not isinstance(body, dict):
         raise MessageError(f"message is a {type(body).__name__}, not a map")
+    # the common case in one expression (exact types, no optional numbers); anything else
+    # takes the slow path below, which names what is wrong
+    get = body.get
+    if (get("v") == PROTOCOL_VERSION and type(get("v")) is int and type(get("id")) is str
+            and type(get("task")) is str and type(get("args")) is list
+            and type(get("kwargs")) is dict and type(get("retries")) is int
+            and get("eta") is None and get("expires") is None and get("soft") is None
+            and get("hard") is None):
+        return body
     for key, kind in REQUIRED.items():
         if key not in body:
             raise MessageError(f"missing required key {key!r}")
