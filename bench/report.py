@@ -73,10 +73,11 @@ def cost_tables(doc: dict) -> str:
     if doc.get("rss_ratio"):
         out.append(f"\nRSS peak at the largest backlog / at the smallest: **{doc['rss_ratio']:.3f}**")
     out += ["\n**Concurrency** (20,000 no-op tasks per point)\n",
-            "| pool | -c | tasks/s | worker RSS peak MiB | processes |", "|---|---:|---:|---:|---:|"]
+            "| pool | -c | tasks/s | worker RSS peak MiB | processes | never finished |",
+            "|---|---:|---:|---:|---:|---:|"]
     for r in doc["concurrency"]:
         out.append(f"| {r['pool']} | {r['concurrency']} | {_f(r['tasks_per_s'])} | "
-                   f"{r['rss_peak_mib']} | {r['processes']} |")
+                   f"{r['rss_peak_mib']} | {r['processes']} | {r.get('stuck', 0)} |")
     return "\n".join(out)
 
 
