@@ -31,6 +31,31 @@ HEARTBEATS_PER_TTL = 3
 LISTEN_POLL = 0.5
 
 
+def process_figures() -> dict[str, float]:
+    """Load average, and resident KiB and CPU seconds of this process and its descendants
+    (reaped ones included in the CPU), from one listing of the process tree."""
+    import psutil
+    figures = {"load": os.getloadavg()[0], "rss": 0, "cpu": 0.0}
+    try:
+        me = psutil.Process()
+        times = me.cpu_times()
+        cpu = times.user + times.system + times.children_user + times.children_system
+        rss = me.memory_info().rss
+        children = me.children(recursive=True)
+    except psutil.Error:
+        return figures
+    for child in children:
+        try:
+            with child.oneshot():
+                times = child.cpu_times()
+                cpu += times.user + times.system
+                rss += child.memory_info().rss
+        except psutil.Error:
+            pass   # ended between the listing and the read
+    figures.update(rss=rss // 1024, cpu=round(cpu, 3))
+    return figures
+
+
 class Presence:
     def __init__(self, app, name: str, *, lost_after: float, interval: float, events,
                  snapshot: Callable[[], bytes], active: Callable[[], int],
@@ -48,6 +73,8 @@ class Presence:
         self.channel = channel
         self.deliver = deliver
         self.stopping = stopping
+        #: the latest process figures, measured here (a /proc walk) rather than on the loop
+        self.figures: dict[str, float] = {"load": 0.0, "rss": 0, "cpu": 0.0}
 
     def beat(self, *, online: bool = False, offline: bool = False) -> None:
         """Write the heartbeat key (or delete it, ``offline``) with a worker event."""
@@ -77,6 +104,7 @@ class Presence:
     def _beat_loop(self) -> None:
         while not self.stopping.wait(self.interval):
             try:
+                self.figures = process_figures()
                 self.beat()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("heartbeat failed: %s", exc)

@@ -26,11 +26,10 @@ from engine import control, limits, message, signals
 from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError, NotSupported, WorkerLostError
-from engine.isolation import IsolatedLane, control_channel, tree_rss_kib, wants_isolation
+from engine.isolation import IsolatedLane, control_channel, wants_isolation
 from engine.lanes import Delivery, Lane, LaneSpec
-from engine.monitor import cpu_seconds
 from engine.results import REVOKED, RETRY, encode_record
-from engine.presence import RECLAIM_SHARE, Presence
+from engine.presence import RECLAIM_SHARE, Presence, process_figures
 from engine.runner import TaskRunner
 from engine.writer import WriteBatch, Writer
 from pools import resolve
@@ -102,6 +101,7 @@ class Supervisor:
         self._statuses: list[tuple[str, bytes]] = []
         self._extra: list[Any] = []             # callables(pipe) queued for the next flush
         self._snapshot: bytes = b""
+        self.presence: Presence | None = None
         self._writer = Writer(app, events_stream=self.keys.events,
                               events_maxlen=int(self.conf.events_maxlen),
                               cancelled=lambda: self._shutdown == "cold", sleep=self._retry_sleep)
@@ -139,6 +139,7 @@ class Supervisor:
                      else control_channel(self.keys, self.name)),
             deliver=lambda command: self.inbox.put((_CONTROL, command)),
             stopping=self._stopping)
+        self.presence.figures = process_figures()
         self.revoked = control.revoked_ids(self.app)
         for spec in self.specs:
             broker.ensure_groups(spec.queues)
@@ -448,9 +449,10 @@ class Supervisor:
                                    f"(task_max_deliveries={self.max_deliveries})"))
         lane.processed += 1
         if state == SUCCESS:
-            self._store(job.id, encode_record(SUCCESS, outcome.result, retries=job.retries,
-                                              task=job.task, worker=self.name,
-                                              runtime=outcome.runtime), job, delivery.task)
+            if not (job.ignore_result or delivery.task.ignore_result):   # the common no-op
+                self._records.append((job.id, encode_record(
+                    SUCCESS, outcome.result, retries=job.retries, task=job.task,
+                    worker=self.name, runtime=outcome.runtime)))
             self.events.task("task-succeeded", job.id, job.task, runtime=outcome.runtime)
         elif state == RETRY:
             self._retry(delivery, outcome)
@@ -766,8 +768,8 @@ class Supervisor:
         return {
             "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started_at, "active": len(self.inflight),
-            "load": os.getloadavg()[0], "rss": _rss_kib(),
-            "cpu": cpu_seconds(), "at": time.time(), "parent": self.parent,
+            **(self.presence.figures if self.presence else {}),
+            "at": time.time(), "parent": self.parent,
             "lanes": [lane.info() if isinstance(lane, IsolatedLane) else
                       {"name": lane.name, "queues": lane.queues, "pool": lane.spec.pool,
                        "concurrency": lane.spec.concurrency, "buffered": len(lane.buffer),
@@ -782,8 +784,3 @@ FETCH_JOIN_TIMEOUT = 2.0
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _rss_kib() -> int:
-    """Resident memory of this process and its children, in KiB (for the dashboard)."""
-    return tree_rss_kib(os.getpid())

@@ -97,7 +97,11 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
         if not items.acquire(True, IDLE_CHECK):
             if os.getppid() != parent_pid:
                 _exit(outbox, STOPPED)
-            continue
+            if not table.has_offer():
+                continue
+            # An offer with no token for it: a token went missing (taken by a child that
+            # died before it claimed, say). Claim without one rather than leave the job
+            # stranded; the surplus token this may leave only costs one spurious wake-up.
         reason = _should_exit(table, outbox)
         if reason:
             items.release()          # the token is owed to another child

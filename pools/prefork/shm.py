@@ -209,6 +209,10 @@ class WorkTable:
             elif passes > 3:
                 os.sched_yield()
 
+    def has_offer(self) -> bool:
+        """Is any slot on offer now (a scan of the state bytes, no lock)?"""
+        return self.mm.find(b"\x01", 0, self.nslots) >= 0
+
     def read(self, slot: int) -> tuple[int, bytes]:
         w = (self._hdr >> 3) + 2 * slot
         seq, size = self.words[w], self.words[w + 1]
