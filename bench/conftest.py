@@ -8,77 +8,31 @@ The benchmarks print their rates (``-s`` shows them) and never assert anything a
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))   # the working tree's engine/ and pools/ are what is measured
 
-from engine import embedded  # noqa: E402
-
-
-class PrivateRedis:
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.socket = directory / "redis.sock"
-        self.url = f"unix://{self.socket}?db=0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "PrivateRedis":
-        args = embedded.server_args(self.dir, socket=self.socket, daemonize=False, aof=False)
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not embedded.ping(self.dir):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"private redis-server did not start (see {self.dir})")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+# the tests' private server and ENGINE_HOME guard, so that a benchmark never starts or uses
+# the user's embedded Redis under ~/.engine
+from tests.conftest import RedisServer, _engine_home  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     with tempfile.TemporaryDirectory(prefix="engine-bench-redis-") as tmp:
-        server = PrivateRedis(Path(tmp)).start()
+        server = RedisServer(Path(tmp), aof=False)   # no persistence: nothing to keep
+        server.start()
         try:
             yield server
         finally:
             server.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _engine_home(tmp_path_factory):
-    # a benchmark never starts or uses the user's embedded Redis under ~/.engine
-    home = tmp_path_factory.mktemp("engine-home")
-    old = os.environ.get("ENGINE_HOME")
-    os.environ["ENGINE_HOME"] = str(home)
-    yield home
-    embedded.stop(home)
-    if old is None:
-        os.environ.pop("ENGINE_HOME", None)
-    else:
-        os.environ["ENGINE_HOME"] = old
 
 
 @pytest.fixture

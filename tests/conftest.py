@@ -41,14 +41,17 @@ def wait_for(condition, timeout: float = DEADLINE, interval: float = 0.02, messa
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    """A private redis-server on a unix socket in ``directory`` (AOF on unless ``aof``)."""
+
+    def __init__(self, directory: Path, *, aof: bool = True) -> None:
         self.dir = directory
+        self.aof = aof
         self.socket = directory / "redis.sock"
         self.url = f"unix://{self.socket}?db=0"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        args = embedded.server_args(self.dir, socket=self.socket, daemonize=False, aof=True)
+        args = embedded.server_args(self.dir, socket=self.socket, daemonize=False, aof=self.aof)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_for(lambda: embedded.ping(self.dir), 30, message="redis-server to answer")
@@ -164,7 +167,8 @@ class Worker:
             self.signal(signal.SIGTERM)
         return self.wait(timeout)
 
-    def kill_all(self) -> None:
+    def kill_all(self, *, close_log: bool = True) -> None:
+        """SIGKILL the worker and every process under it, by pid."""
         procs = self.children()
         if self.proc.poll() is None:
             self.proc.kill()
@@ -174,7 +178,8 @@ class Worker:
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
-        self.log_file.close()
+        if close_log:
+            self.log_file.close()
 
 
 @pytest.fixture

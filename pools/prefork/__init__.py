@@ -188,13 +188,7 @@ class PreforkPool(Pool):
                 self._reap(kid, wait=0)
             if self._children:
                 time.sleep(0.005)
-        for kid in list(self._children.values()):   # overran the timeout: cold for these
-            kid.killed = True
-            _signal(kid.pid, signal.SIGKILL)
-        for kid in list(self._children.values()):
-            _waitpid(kid.pid, block=True)
-            self._forget(kid)
-        self._stop_reader()
+        self._kill_all()   # overran the timeout: cold for these
         with self._lock:
             self._drain_locked()
             never_started = [entry[0] for entry in self._jobs.values() if entry[2] < 0]
@@ -209,6 +203,14 @@ class PreforkPool(Pool):
             return
         self._silent = True
         self._state = "stopping"
+        self._kill_all()
+        self._jobs.clear()
+        self._by_id.clear()
+        self._close()
+
+
+    def _kill_all(self) -> None:
+        """SIGKILL every child, reap them all, stop the reader thread."""
         for kid in list(self._children.values()):
             kid.killed = True
             _signal(kid.pid, signal.SIGKILL)
@@ -216,10 +218,6 @@ class PreforkPool(Pool):
             _waitpid(kid.pid, block=True)
             self._forget(kid)
         self._stop_reader()
-        self._jobs.clear()
-        self._by_id.clear()
-        self._close()
-
     def grow(self, n: int) -> None:
         if n < 0:
             raise ValueError("grow takes a positive count")

@@ -8,7 +8,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import RedisServer
@@ -56,11 +55,4 @@ def count(app, key) -> int:
 
 def kill_hard(worker) -> None:
     """SIGKILL a worker and its children (its pool) at once, as a machine crash would."""
-    procs = worker.children()
-    worker.proc.kill()
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    worker.proc.wait()
+    worker.kill_all(close_log=False)
