@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "runs in a child process of its own")
     # internal: this worker is an isolated lane of the supervisor PID:NAME (engine.isolation)
     run.add_argument("--lane-of", help=argparse.SUPPRESS)
-    run.add_argument("--prefetch", type=_positive_int, help="messages held per slot (default 16; use 1 for long tasks)")
+    run.add_argument("--prefetch", type=_positive_int,
+                     help="messages held per slot at most (default 64; the worker keeps about "
+                     "50 ms of work per slot, at least 2)")
     run.add_argument("--soft-time-limit", type=_seconds, help="seconds before SoftTimeLimitExceeded")
     run.add_argument("--time-limit", type=_seconds, help="seconds before the task is ended")
     run.add_argument("--max-tasks-per-child", type=_positive_int, help="recycle a child after N tasks")

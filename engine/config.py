@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "task_track_started": False,
     "worker_pool": "prefork",
     "worker_concurrency": os.cpu_count() or 1,
-    "worker_prefetch": 16,           # messages held per execution slot (1 for long tasks)
+    "worker_prefetch": 64,           # messages held per slot at most (fewer for long tasks)
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,   # KiB
     "worker_lost_after": 30.0,       # seconds without heartbeat before a worker counts as dead

@@ -177,7 +177,7 @@ def _resize(grow: bool) -> Callable[["Supervisor", dict], dict]:
         (pool.grow if grow else pool.shrink)(n)
         # the lane's prefetch budget follows its pool, so new slots get messages
         lane.spec.concurrency = pool.concurrency
-        lane.capacity = max(pool.concurrency * max(lane.spec.prefetch, 1), pool.concurrency)
+        lane.resize()
         log.info("lane %s: pool %s by %d to %d", lane.name, "grown" if grow else "shrunk",
                  n, pool.concurrency)
         return {"ok": f"{'grew' if grow else 'shrank'} by {n}", "lane": lane.name,

@@ -344,6 +344,12 @@ class IsolatedLane:
     def give(self, n: int = 1) -> None:
         pass
 
+    def resize(self) -> None:
+        pass   # the lane process sizes its own prefetch
+
+    def note_runtime(self, runtime: float) -> None:
+        pass
+
     def return_credit(self) -> None:
         pass
 

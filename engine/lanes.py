@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engine.worker")
 
+#: seconds of queued work per execution slot a lane aims to hold (see ``Lane.resize``)
+QUEUED_WORK_TARGET = 0.05
+#: messages per slot a lane holds at least (one running, one waiting), prefetch allowing
+MIN_PER_SLOT = 2
 #: milliseconds one XREADGROUP may block; bounds how long a warm shutdown waits for fetchers
 FETCH_BLOCK_MS = 500
 #: seconds between reconnect attempts of a fetch thread, doubled up to the maximum
@@ -77,6 +81,7 @@ class Lane:
         self.capacity = max(spec.concurrency * max(spec.prefetch, 1), spec.concurrency)
         self.low_water = max(self.capacity // 2, 1)
         self.returned = 0    #: credit to give back at the end of the loop turn
+        self.runtime: float | None = None   #: moving average of task run time, seconds
         self.buffer: deque[Delivery] = deque()
         self.fetching = True
         self.processed = 0
@@ -97,6 +102,27 @@ class Lane:
         if self.returned:
             n, self.returned = self.returned, 0
             self.give(n)
+
+    def note_runtime(self, runtime: float) -> None:
+        """On the loop, for every outcome: feeds the moving average ``resize`` reads."""
+        average = self.runtime
+        self.runtime = runtime if average is None else average + (runtime - average) * 0.05
+
+    def resize(self) -> None:
+        """Hold about QUEUED_WORK_TARGET seconds of work per slot, within the prefetch limit:
+        deep for short tasks (throughput), shallow for long ones, so that a worker never sits
+        on messages another worker could be running."""
+        limit = max(self.spec.prefetch, 1)
+        per_slot = limit
+        if self.runtime is not None:
+            wanted = int(QUEUED_WORK_TARGET / max(self.runtime, 1e-6))
+            per_slot = max(min(wanted, limit), min(MIN_PER_SLOT, limit))
+        capacity = max(self.spec.concurrency * per_slot, self.spec.concurrency)
+        if capacity != self.capacity:
+            with self._room:
+                self.capacity = capacity
+                self.low_water = max(capacity // 2, 1)
+                self._room.notify()
 
     def _wait_for_room(self, timeout: float) -> int:
         # fetch in batches: wait until half the budget is free (or nothing is held at all)

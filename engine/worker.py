@@ -426,6 +426,7 @@ class Supervisor:
         self.deadlines.cancel(outcome.job_id)
         lane = delivery.lane
         lane.returned += 1
+        lane.note_runtime(outcome.runtime)
         job = delivery.job
         state = outcome.state
         if delivery.revoked:
@@ -578,6 +579,8 @@ class Supervisor:
         queues = [q for lane in self.lanes for q in lane.queues]
         try:
             self.app.broker.move_due(queues)
+            for lane in self.lanes:
+                lane.resize()
             rounds = self._housekeeping_rounds
             if rounds % 8 == 0:
                 self._snapshot = msgpack.packb(self.info(), use_bin_type=True)

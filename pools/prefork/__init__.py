@@ -31,6 +31,9 @@ PREFETCH = 2
 #: starting capacity, so that ``grow`` can add children that all get full prefetch
 SLOT_HEADROOM = 4
 MIN_SLOTS = 64
+#: at most this many slots (SLOT_SIZE each, virtual until touched): a deep prefetch on many
+#: children is capped here, and free_slots() follows the cap
+MAX_SLOTS = 2048
 #: seconds ``kill`` waits for the killed child to be reaped before leaving it to ``maintain``
 KILL_REAP_WAIT = 1.0
 #: seconds the reader sleeps when nothing wakes it (only matters for shutdown)
@@ -95,7 +98,7 @@ class PreforkPool(Pool):
             raise RuntimeError("a PreforkPool starts once")
         if self.options.import_in_child and not self.options.app_path:
             raise NotSupported("import_in_child needs options.app_path")
-        nslots = max(MIN_SLOTS, SLOT_HEADROOM * self.concurrency * self.prefetch)
+        nslots = min(max(MIN_SLOTS, SLOT_HEADROOM * self.concurrency * self.prefetch), MAX_SLOTS)
         self._table = shm.WorkTable(nslots)
         self._free.extend(range(nslots))
         self._done = shm._ctx.Semaphore(0)

@@ -54,3 +54,44 @@ def test_which_lanes_get_a_process_of_their_own():
 
 def test_a_lane_process_name_is_safe_in_a_destination_list():
     assert child_name("w@host", "io,mail") == "w@host.io+mail"
+
+
+def _lane(concurrency: int, prefetch: int):
+    from engine.broker import Keys
+    from engine.lanes import Lane, LaneSpec
+    return Lane(LaneSpec(queues=["q"], pool="threads", concurrency=concurrency,
+                         prefetch=prefetch), pool=None, broker_keys=Keys("t"))
+
+
+def test_lane_holds_its_whole_prefetch_until_it_knows_task_times():
+    lane = _lane(2, 64)
+    lane.resize()
+    assert lane.capacity == 128 and lane.low_water == 64
+
+
+def test_short_tasks_get_deep_batches_long_ones_are_not_hoarded():
+    # Given a lane of 2 slots, prefetch at most 64
+    lane = _lane(2, 64)
+    # When its tasks take 1 ms: about 50 ms of work per slot
+    for _ in range(200):
+        lane.note_runtime(0.001)
+    lane.resize()
+    assert lane.capacity == 2 * 50
+    # When they take a second: one running and one waiting per slot
+    for _ in range(400):
+        lane.note_runtime(1.0)
+    lane.resize()
+    assert lane.capacity == 2 * 2
+    # And no-ops go back to the full limit
+    for _ in range(400):
+        lane.note_runtime(0.00001)
+    lane.resize()
+    assert lane.capacity == 128
+
+
+def test_prefetch_one_holds_only_what_runs():
+    lane = _lane(3, 1)
+    for _ in range(10):
+        lane.note_runtime(5.0)
+    lane.resize()
+    assert lane.capacity == 3
