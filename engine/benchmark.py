@@ -374,7 +374,6 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
             delay(*args)
         t1 = time.perf_counter()
         rest = n - single
-        done_ids: set[str] = set()
         sent = 0
         while sent < rest:
             k = min(CHUNK, rest - sent)
@@ -423,7 +422,6 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         run_from = online_at or worker.started_at
         redis_cpu1 = _redis_cpu(client)
         times = sorted(collector.done.values())
-        done_ids = set(collector.done)
         # from the first message the worker took: with slots that finish together (a CPU-bound
         # task on greenlets) first-to-last completion would flatter the pool
         first, last = collector.first_received or times[0], times[-1]

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.apps.basic import add, sleep
-from tests.conftest import ROOT, wait_for
+from tests.apps.basic import add
+from tests.conftest import ROOT
 
 
 def engine(*args, env=None, timeout=60, input=None):

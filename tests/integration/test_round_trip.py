@@ -2,8 +2,6 @@
 
 import datetime as dt
 import decimal
-import subprocess
-import sys
 import uuid
 
 import msgpack
@@ -12,7 +10,7 @@ import pytest
 from engine import AsyncResult
 from engine.exceptions import TaskError
 from tests.apps.basic import CustomError, add, echo, fail, noop, whoami
-from tests.conftest import ROOT, wait_for
+from tests.conftest import wait_for
 
 POOLS = ["solo", "threads"]
 
