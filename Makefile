@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test bench compare clean
+.PHONY: venv demo test bench compare clean chromium
 
 $(BIN)/engine: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ venv: $(BIN)/engine
 demo: venv
 	$(BIN)/python examples/demo/run_demo.py
 
-test: venv
+# the dashboard tests drive Debian's chromium (never a browser download)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: venv chromium
 	$(BIN)/python -m pytest tests
 
 bench: venv

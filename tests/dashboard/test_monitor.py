@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
-
-pytest.importorskip("starlette", reason="pip install 'engine-tasks[dashboard]'")
-
-from types import SimpleNamespace  # noqa: E402
 
 from engine.broker import Keys  # noqa: E402
 from engine.dashboard.monitor import Monitor  # noqa: E402
