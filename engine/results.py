@@ -71,7 +71,6 @@ class ResultBackend:
         self.client = client
         self.prefix = prefix
         self.expires = int(expires)
-        self._store_many = client.register_script(_STORE_MANY)
 
     def result_key(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
@@ -104,14 +103,17 @@ class ResultBackend:
         """``store`` for a whole batch as one script call (one command, not three each).
 
         The keys are built inside the script from the prefix; fine on one Redis, and on a
-        cluster results would need per-key calls (``store``)."""
+        cluster results would need per-key calls (``store``). Sent as EVAL with the script's
+        text, not EVALSHA: a pipeline holding a registered script asks SCRIPT EXISTS first,
+        a round trip more on every write, and EVALSHA after a Redis restart fails with
+        NOSCRIPT between commands that must go together (a result and its ack)."""
         if not records:
             return
         args: list = [self.expires * 1000]
         for task_id, record in records:
             args.append(task_id)
             args.append(record)
-        self._store_many(keys=[f"{self.prefix}:result:"], args=args, client=pipe)
+        pipe.execute_command("EVAL", _STORE_MANY, 1, f"{self.prefix}:result:", *args)
 
     def store_status(self, pipe, task_id: str, record: bytes) -> None:
         pipe.set(self.status_key(task_id), record, ex=self.expires)
