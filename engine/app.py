@@ -143,6 +143,9 @@ class Engine:
         return self._backend
 
     def close(self) -> None:
+        for owner in (self._broker, self._backend):
+            if owner is not None:
+                owner.close()
         for client in (self._client, self._backend_client):
             if client is not None:
                 client.close()

@@ -27,6 +27,8 @@ from typing import Iterable, Sequence
 
 import redis
 
+from engine.wire import Wire
+
 GROUP = "engine"
 
 #: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time
@@ -102,12 +104,14 @@ class Keys:
 
 
 class Broker:
-    """Queue operations on one Redis client. Safe to share between threads (redis-py pools
-    connections), but the worker gives its fetch threads their own client to keep blocking
-    reads off the connections used for acks."""
+    """Queue operations on one Redis client. Safe to share between threads (redis-py and
+    ``Wire`` pool connections), but the worker gives its fetch threads their own client to
+    keep blocking reads off the connections used for acks. The hot commands (XADD of one
+    message or many, XREADGROUP) go through ``self.wire``; the rest through redis-py."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = "engine") -> None:
         self.client = client
+        self.wire = Wire(client)
         self.keys = Keys(prefix)
         self._move_due = client.register_script(_MOVE_DUE)
         self._claim_dead = client.register_script(_CLAIM_DEAD)
@@ -124,21 +128,31 @@ class Broker:
             pipe = self.client.pipeline(transaction=False)
             self._push(pipe, queue, body, eta)
             pipe.execute()
-        elif eta is None:
-            self.client.xadd(self.keys.queue(queue), {"m": body})
+        else:
+            self.wire.call("XADD", self.keys.queue(queue), "*", "m", body)
 
     def enqueue_many(self, items: Iterable[tuple[str, bytes, float | None]], *,
                      chunk: int = 2000) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pending = 0
+        """Send in pipelines of ``chunk`` commands (XADD, or ZADD for a future eta)."""
+        commands: list[tuple] = []
+        streams: dict[str, str] = {}
+        now = time.time()
         for queue, body, eta in items:
-            self._push(pipe, queue, body, eta)
-            pending += 1
-            if pending >= chunk:
-                pipe.execute()
-                pending = 0
-        if pending:
-            pipe.execute()
+            if queue not in self._known_queues:
+                commands.append(("SADD", self.keys.queues, queue))
+                self._known_queues.add(queue)
+            if eta is not None and eta > now:
+                commands.append(("ZADD", self.keys.delayed(queue), eta, body))
+            else:
+                stream = streams.get(queue)
+                if stream is None:
+                    stream = streams[queue] = self.keys.queue(queue)
+                commands.append(("XADD", stream, "*", "m", body))
+            if len(commands) >= chunk:
+                self.wire.pipeline(commands)
+                commands = []
+        if commands:
+            self.wire.pipeline(commands)
 
     def _push(self, pipe, queue: str, body: bytes, eta: float | None) -> None:
         self._note_queue(pipe, queue)
@@ -161,8 +175,16 @@ class Broker:
               block_ms: int | None) -> list:
         """One XREADGROUP: ``streams`` maps stream key -> id (``>`` new, ``0`` own pending).
 
-        Returns ``[(stream_key, [(entry_id, fields | None), ...]), ...]``."""
-        return self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms) or []
+        Returns ``[[stream_key, [[entry_id, fields | None], ...]], ...]`` as Redis sends it:
+        ``fields`` a flat ``[name, value, ...]`` list (``wire.fields_get`` reads one), None for
+        an entry deleted while pending."""
+        args: list = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        args.append("STREAMS")
+        args.extend(streams)
+        args.extend(streams.values())
+        return self.wire.call(*args, block=None if block_ms is None else block_ms / 1000) or []
 
     def ack(self, by_stream: dict[str, list]) -> None:
         if not by_stream:
@@ -190,6 +212,9 @@ class Broker:
         pipe.xack(stream, GROUP, *ids)
         pipe.xdel(stream, *ids)
         pipe.execute()
+
+    def close(self) -> None:
+        self.wire.close()
 
     def move_due(self, queues: Sequence[str], *, now: float | None = None,
                  batch: int = 500) -> int:

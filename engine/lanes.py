@@ -180,6 +180,7 @@ class Lane:
             if batch:
                 self._take(sum(len(entries) for _, entries in batch))
                 deliver((self, batch))
+        broker.close()
         broker.client.close()
 
 

@@ -25,6 +25,7 @@ import msgpack
 import redis
 
 from engine import message
+from engine.wire import Wire
 from engine.exceptions import TaskError, TaskRevokedError
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class ResultBackend:
         self.client = client
         self.prefix = prefix
         self.expires = int(expires)
+        self.wire = Wire(client)
 
     def result_key(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
@@ -100,20 +102,31 @@ class ResultBackend:
         return None if first else stored
 
     def store_many(self, pipe, records: list[tuple[str, bytes]]) -> None:
-        """``store`` for a whole batch as one script call (one command, not three each).
+        """``store`` for a whole batch, added to a redis-py pipeline."""
+        command = self.store_many_command(records)
+        if command is not None:
+            pipe.execute_command(*command)
+
+    def store_many_command(self, records: list[tuple[str, bytes]]) -> tuple | None:
+        """The one command that stores a whole batch of final records (a script call, not
+        three commands each), or None for no records.
 
         The keys are built inside the script from the prefix; fine on one Redis, and on a
         cluster results would need per-key calls (``store``). Sent as EVAL with the script's
-        text, not EVALSHA: a pipeline holding a registered script asks SCRIPT EXISTS first,
-        a round trip more on every write, and EVALSHA after a Redis restart fails with
-        NOSCRIPT between commands that must go together (a result and its ack)."""
+        text, not EVALSHA: a redis-py pipeline holding a registered script asks SCRIPT
+        EXISTS first, a round trip more on every write, and EVALSHA after a Redis restart
+        fails with NOSCRIPT between commands that must go together (a result and its ack).
+        Redis caches the compiled script by its hash, so EVAL costs no more."""
         if not records:
-            return
-        args: list = [self.expires * 1000]
+            return None
+        args: list = ["EVAL", _STORE_MANY, 1, f"{self.prefix}:result:", self.expires * 1000]
         for task_id, record in records:
             args.append(task_id)
             args.append(record)
-        pipe.execute_command("EVAL", _STORE_MANY, 1, f"{self.prefix}:result:", *args)
+        return tuple(args)
+
+    def status_command(self, task_id: str, record: bytes) -> tuple:
+        return ("SET", self.status_key(task_id), record, "EX", self.expires)
 
     def store_status(self, pipe, task_id: str, record: bytes) -> None:
         pipe.set(self.status_key(task_id), record, ex=self.expires)
@@ -138,9 +151,15 @@ class ResultBackend:
         key = self.result_key(task_id)
         # BLMOVE of a one-element list onto itself hands the record over and leaves it in
         # place for other waiters; 0 means forever in Redis
-        raw = self.client.blmove(key, key, 0 if timeout is None else max(timeout, 0.001),
-                                 "LEFT", "RIGHT")
+        if timeout is None:
+            raw = self.wire.call("BLMOVE", key, key, "LEFT", "RIGHT", 0, forever=True)
+        else:
+            timeout = max(timeout, 0.001)
+            raw = self.wire.call("BLMOVE", key, key, "LEFT", "RIGHT", timeout, block=timeout)
         return decode_record(raw) if raw else None
+
+    def close(self) -> None:
+        self.wire.close()
 
     def forget(self, task_id: str) -> None:
         self.client.delete(self.result_key(task_id), self.status_key(task_id))

@@ -31,6 +31,7 @@ from engine.lanes import Delivery, Lane, LaneSpec
 from engine.results import REVOKED, RETRY, encode_record
 from engine.presence import RECLAIM_SHARE, Presence, process_figures
 from engine.runner import TaskRunner
+from engine.wire import fields_get
 from engine.writer import WriteBatch, Writer
 from pools import resolve
 from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
@@ -304,7 +305,10 @@ class Supervisor:
 
     def _accept(self, lane: Lane, stream: str, queue_name: str, entry_id: bytes,
                 fields: dict | None, count: int, now: float) -> None:
-        raw = (fields or {}).get(b"m")
+        if type(fields) is list and len(fields) == 2 and fields[0] == b"m":
+            raw = fields[1]     # the entry as producers write it, straight off the wire
+        else:
+            raw = fields_get(fields, b"m")
         if raw is None:
             # an entry trimmed or deleted while pending, or one without the m field
             if fields:

@@ -1,7 +1,7 @@
 """Write-behind for the supervisor: results, acks, retries and events go to Redis from here.
 
 The loop hands over a ``WriteBatch`` (plain lists, no Redis objects) and goes on feeding the
-pools while this thread builds and sends the pipeline, so Redis round trips overlap with
+pools while this thread builds and sends the pipeline (on the ``Wire``: see engine.wire), so Redis round trips overlap with
 work. Within a batch, results are written before acks (a crash between them re-runs a task,
 never loses a result); batches are independent of one another. When nothing else is
 running, the loop writes the batch itself (``write``) to save a thread hop of latency.
@@ -109,6 +109,53 @@ class Writer:
                 self._idle.notify_all()
 
     def _send(self, batch: WriteBatch) -> None:
+        if batch.extras:
+            self._send_pipeline(batch)   # retries, dead letters, requeues: rare, redis-py's
+        else:
+            self._send_raw(batch)
+        self.written += 1
+
+    def _send_raw(self, batch: WriteBatch) -> None:
+        """The common batch (results, statuses, acks, events) as one write on the wire."""
+        app = self.app
+        backend = app.backend
+        results: list[tuple] = [backend.status_command(task_id, record)
+                                for task_id, record in batch.statuses]
+        store = backend.store_many_command(batch.records)
+        if store is not None:
+            results.append(store)
+        commands: list[tuple] = []
+        if backend.client is app.client:
+            commands, results = results, []
+        elif results:
+            self._execute_raw(backend.wire, results)
+        for stream, ids in batch.acks.items():
+            # acked entries are deleted: the stream holds only what is waiting or running,
+            # so its memory stays bounded and XLEN - pending is the backlog
+            commands.append(("XACK", stream, "engine", *ids))
+            commands.append(("XDEL", stream, *ids))
+        if batch.events is not None:
+            commands.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
+                             "*", "b", batch.events))
+        self._execute_raw(app.broker.wire, commands)
+
+    def _execute_raw(self, wire, commands: list[tuple]) -> None:
+        """``_execute`` for a Wire: the same retries, the same idempotence."""
+        delay = RETRY_DELAY
+        while True:
+            try:
+                wire.pipeline(commands, retry=False)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self.cancelled():
+                    log.error("dropping a write batch during cold shutdown: %s", exc)
+                    return
+                log.warning("Redis unavailable (%s); retrying the write batch in %.2f s",
+                            exc, delay)
+                self.sleep(delay)
+                delay = min(delay * 2, RETRY_DELAY_MAX)
+
+    def _send_pipeline(self, batch: WriteBatch) -> None:
         app = self.app
         backend = app.backend
         client = app.client
@@ -122,15 +169,12 @@ class Writer:
         for extra in batch.extras:
             extra(pipe)
         for stream, ids in batch.acks.items():
-            # acked entries are deleted: the stream holds only what is waiting or running,
-            # so its memory stays bounded and XLEN - pending is the backlog
             pipe.xack(stream, "engine", *ids)
             pipe.xdel(stream, *ids)
         if batch.events is not None:
             pipe.xadd(self.events_stream, {"b": batch.events}, maxlen=self.events_maxlen,
                       approximate=True)
         self._execute(pipe)
-        self.written += 1
 
     def _execute(self, pipe) -> None:
         """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
@@ -139,8 +183,8 @@ class Writer:
         wait as zset members; only events, dead letters and Reject(requeue=True) copies may
         repeat."""
         # redis-py empties the pipeline whatever the outcome: keep the commands to resend,
-        # and the scripts they call (a restarted Redis may have lost its script cache, and
-        # the pipeline loads only the scripts it knows of)
+        # and any registered scripts they call (a restarted Redis may have lost its script
+        # cache, and the pipeline loads only the scripts it knows of)
         commands, scripts = list(pipe.command_stack), set(pipe.scripts)
         delay = RETRY_DELAY
         while True:
