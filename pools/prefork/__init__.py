@@ -38,6 +38,8 @@ MAX_SLOTS = 2048
 KILL_REAP_WAIT = 1.0
 #: seconds the reader sleeps when nothing wakes it (only matters for shutdown)
 READER_IDLE = 0.2
+#: seconds the reader lets completions gather before reading them, when busy
+COALESCE = 0.0005
 #: longest pause before replacing children that keep dying before their first task (a
 #: broken import_in_child app): doubles from 0.1 s, so a bad deploy cannot fork-bomb
 MAX_RESPAWN_BACKOFF = 5.0
@@ -385,9 +387,14 @@ class PreforkPool(Pool):
 
     # -- completions -----------------------------------------------------------------------
     def _read_loop(self) -> None:
-        acquire = self._done.acquire
+        acquire, jobs, sleep = self._done.acquire, self._jobs, time.sleep
         while self._state != "closed" and not self._reader_stop:
             acquire(True, READER_IDLE)
+            if len(jobs) > self.concurrency:
+                # busy (more jobs held than children): let completions gather for a moment,
+                # so that this thread and the supervisor's loop wake once for several; a
+                # lone job (latency) is read at once
+                sleep(COALESCE)
             with self._lock:
                 self._drain_locked()
 
