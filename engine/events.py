@@ -54,14 +54,19 @@ class EventBuffer:
                 self._since = time.monotonic()
             self._pending.append((kind, time.time(), None, None, fields or None))
 
-    def take(self, *, force: bool = False) -> bytes | None:
-        """The packed batch of everything pending when due (or ``force``), else None."""
+    def take(self, *, force: bool = False, packed: bool = True) -> bytes | list | None:
+        """The batch of everything pending when due (or ``force``), else None: packed, or
+        (``packed=False``) the list for ``pack`` to pack later on another thread (the
+        supervisor's writer does, off its loop)."""
         pending = self._pending
         if not pending or not (force or len(pending) >= FLUSH_MAX
                                or time.monotonic() - self._since >= FLUSH_DELAY):
             return None
         self._pending = []
-        return msgpack.packb({"w": self.worker, "e": pending}, use_bin_type=True, default=str)
+        return self.pack(pending) if packed else pending
+
+    def pack(self, events: list) -> bytes:
+        return msgpack.packb({"w": self.worker, "e": events}, use_bin_type=True, default=str)
 
     def flush(self, pipe, *, force: bool = False) -> int:
         """Add one XADD for everything pending to ``pipe`` when due (or ``force``);

@@ -105,7 +105,8 @@ class Supervisor:
         self.presence: Presence | None = None
         self._writer = Writer(app, events_stream=self.keys.events,
                               events_maxlen=int(self.conf.events_maxlen),
-                              cancelled=lambda: self._shutdown == "cold", sleep=self._retry_sleep)
+                              cancelled=lambda: self._shutdown == "cold",
+                              pack_events=self.events.pack, sleep=self._retry_sleep)
         self._flush_due: float | None = None
         self._next_housekeeping = 0.0
         self._housekeeping_rounds = 0
@@ -528,7 +529,7 @@ class Supervisor:
     def _flush(self, *, sync: bool = False, force_events: bool = False) -> None:
         """Hand what was gathered to the writer; write it here and now when nothing else
         runs (a thread hop less for the lone task's latency) or when ``sync``."""
-        events = self.events.take(force=force_events)
+        events = self.events.take(force=force_events, packed=False)
         if not (self._records or self._acks or self._extra or self._statuses
                 or events is not None):
             return

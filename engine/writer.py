@@ -32,7 +32,7 @@ class WriteBatch:
     records: list[tuple[str, bytes]] = field(default_factory=list)
     extras: list[Callable[[Any], None]] = field(default_factory=list)
     acks: dict[str, list[bytes]] = field(default_factory=dict)
-    events: bytes | None = None
+    events: list | None = None      #: EventBuffer.take(packed=False), packed here
 
     def __len__(self) -> int:
         return (len(self.statuses) + len(self.records) + len(self.extras)
@@ -41,17 +41,24 @@ class WriteBatch:
 
 class Writer:
     def __init__(self, app, *, events_stream: str, events_maxlen: int,
-                 cancelled: Callable[[], bool],
+                 cancelled: Callable[[], bool], pack_events: Callable[[list], bytes],
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.app = app
         self.events_stream = events_stream
         self.events_maxlen = events_maxlen
+        self.pack_events = pack_events
         self.cancelled = cancelled          #: True once a cold shutdown gives up on Redis
         self.sleep = sleep                  #: waits between retries (the supervisor's lets a
                                             #: signal end a wait on its own thread)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._outstanding = 0
-        self._idle = threading.Condition()
+        # batches submitted (only the submitting thread adds) and done (only the writer
+        # thread adds): each counter has one writer, so the common submit takes no lock
+        self._submitted = 0
+        self._done = 0
+        self._idle = threading.Condition()   # waited on only when full, or to drain
+        self._waiting = 0                    # threads in such a wait (each re-checks every
+                                             # 0.1 s, so a notify missed in a race is late,
+                                             # never lost)
         self._io = threading.Lock()         # one pipeline on the wire at a time
         self._thread: threading.Thread | None = None
         self.written = 0
@@ -61,15 +68,24 @@ class Writer:
         self._thread.start()
 
     @property
+    def _outstanding(self) -> int:
+        return self._submitted - self._done
+
+    @property
     def busy(self) -> bool:
-        return self._outstanding > 0
+        return self._submitted != self._done
 
     def submit(self, batch: WriteBatch) -> None:
         """Queue a batch for the writer thread (blocks only past MAX_BACKLOG)."""
-        with self._idle:
-            while self._outstanding >= MAX_BACKLOG:
-                self._idle.wait(0.1)
-            self._outstanding += 1
+        if self._submitted - self._done >= MAX_BACKLOG:
+            with self._idle:
+                self._waiting += 1
+                try:
+                    while self._submitted - self._done >= MAX_BACKLOG:
+                        self._idle.wait(0.1)
+                finally:
+                    self._waiting -= 1
+        self._submitted += 1
         self._queue.put(batch)
 
     def write(self, batch: WriteBatch) -> None:
@@ -81,11 +97,15 @@ class Writer:
         """Wait until every submitted batch is written; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            while self._outstanding:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._idle.wait(0.1 if left is None else min(left, 0.1))
+            self._waiting += 1
+            try:
+                while self._outstanding:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._idle.wait(0.1 if left is None else min(left, 0.1))
+            finally:
+                self._waiting -= 1
         return True
 
     def stop(self) -> None:
@@ -104,9 +124,10 @@ class Writer:
             except Exception:
                 log.exception("a write batch failed and was dropped (its messages will be "
                               "delivered again)")
-            with self._idle:
-                self._outstanding -= 1
-                self._idle.notify_all()
+            self._done += 1
+            if self._waiting:
+                with self._idle:
+                    self._idle.notify_all()
 
     def _send(self, batch: WriteBatch) -> None:
         if batch.extras:
@@ -136,7 +157,7 @@ class Writer:
             commands.append(("XDEL", stream, *ids))
         if batch.events is not None:
             commands.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
-                             "*", "b", batch.events))
+                             "*", "b", self.pack_events(batch.events)))
         self._execute_raw(app.broker.wire, commands)
 
     def _execute_raw(self, wire, commands: list[tuple]) -> None:
@@ -172,7 +193,8 @@ class Writer:
             pipe.xack(stream, "engine", *ids)
             pipe.xdel(stream, *ids)
         if batch.events is not None:
-            pipe.xadd(self.events_stream, {"b": batch.events}, maxlen=self.events_maxlen,
+            pipe.xadd(self.events_stream, {"b": self.pack_events(batch.events)},
+                      maxlen=self.events_maxlen,
                       approximate=True)
         self._execute(pipe)
 
