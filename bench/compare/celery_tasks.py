@@ -23,6 +23,13 @@ def noop():
     common.done()
 
 
+@app.task(ignore_result=False)
+def stored():
+    """The no-op with its result (None) stored by the worker."""
+    common.started()
+    common.done()
+
+
 @app.task(ignore_result=True)
 def sleep(s):
     common.started()

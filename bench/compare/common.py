@@ -24,8 +24,11 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-WORKLOADS = ("noop", "latency", "sleep", "cpu", "payload")
-DEFAULT_N = {"noop": 20000, "latency": 500, "sleep": 2000, "cpu": 200, "payload": 5000}
+#: ``stored`` is the no-op with its (None) result stored by the worker, as a caller that
+#: wants results would have it; every other throughput workload ignores results
+WORKLOADS = ("noop", "stored", "latency", "sleep", "cpu", "payload")
+DEFAULT_N = {"noop": 20000, "stored": 20000, "latency": 500, "sleep": 2000, "cpu": 200,
+             "payload": 5000}
 SLEEP_S = 0.05
 PAYLOAD_BYTES = 10 * 1024
 CPU_MS = 20.0

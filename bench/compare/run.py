@@ -53,6 +53,8 @@ MATRIX = {
              cfg("celery", "threads", 8), cfg("celery", "gevent", 100),
              cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
              cfg("redis-py", "pipeline", 1)],
+    "stored": [cfg("engine", "prefork", 2), cfg("engine", "prefork", 8),
+               cfg("celery", "prefork", 2), cfg("celery", "prefork", 8)],
     "latency": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2),
                 cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2)],
     "sleep": [cfg("engine", "gevent", 500), cfg("engine", "gevent", 1000),
@@ -64,7 +66,7 @@ MATRIX = {
     "payload": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2),
                 cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2)],
 }
-QUICK_N = {"noop": 2000, "latency": 100, "sleep": 500, "cpu": 50, "payload": 1000}
+QUICK_N = {"noop": 2000, "stored": 2000, "latency": 100, "sleep": 500, "cpu": 50, "payload": 1000}
 # which engine pool answers a rival's pool when no engine row has the same pool and -c
 POOL_EQUIV = {"greenlet": "gevent", "process": "prefork"}
 
@@ -324,6 +326,12 @@ def targets(summary):
         if e and r:
             bar = 10 if pool == "prefork" else 5
             add(f"noop {pool} -c {c}: engine / celery", e / r, f">= {bar}", e / r >= bar)
+    for c in (2, 8):
+        e = g("stored", f"engine prefork -c {c}", "tasks_per_s")
+        r = g("stored", f"celery prefork -c {c}", "tasks_per_s")
+        if e and r:
+            add(f"no-op, results stored, prefork -c {c}: engine / celery", e / r, ">= 5",
+                e / r >= 5)
     if e2 and ceil:
         add("noop: engine prefork -c 2 share of the redis-py ceiling", e2 / ceil, ">= 0.20",
             e2 / ceil >= 0.2)
@@ -375,6 +383,7 @@ def charts(summary, runs, matrix, workloads, outdir):
     written = []
     panels = [(w, m, t) for w, m, t in (
         ("noop", "tasks_per_s", "no-op tasks/s (results ignored)"),
+        ("stored", "tasks_per_s", "no-op tasks/s, results stored"),
         ("payload", "tasks_per_s", "10 KiB payload tasks/s"),
         ("cpu", "start_to_last_s", "200 x 20 ms CPU: first start to last end, s (lower is better)"),
         ("sleep", "first_to_last_s", "2,000 x 50 ms sleep: first to last, s (lower is better)"),
