@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -57,6 +58,52 @@ _START, _SIGNAL, _CONTROL = "start", "signal", "control"
 _WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
 
 
+class WakeInbox:
+    """The loop's inbox when pools may wake the loop from other processes: items from this
+    process's threads in a deque, and one process-shared semaphore that every producer posts
+    (threads after each ``put``, prefork children after each completion they publish). The
+    loop then reads the children's outboxes itself (``Pool.poll``), a thread hop less per
+    completion than a reader thread handing them over.
+
+    No wake-up is lost: producers publish, then post; ``wait`` takes every token, then the
+    loop reads every source. Surplus tokens cost a spurious turn, nothing else."""
+
+    def __init__(self) -> None:
+        import collections
+        import multiprocessing
+        self._items: collections.deque = collections.deque()
+        self.waker = multiprocessing.get_context("fork").Semaphore(0)
+        self._post = self.waker.release
+        self._take = self.waker.acquire
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        self._post()
+
+    def get_nowait(self) -> Any:
+        try:
+            return self._items.popleft()
+        except IndexError:
+            raise queue.Empty from None
+
+    def get(self, timeout: float) -> Any:
+        if not self._items:
+            self.wait(timeout)
+        return self.get_nowait()
+
+    def wait(self, timeout: float) -> None:
+        """Until something was posted or ``timeout``; then absorb every token."""
+        take = self._take
+        if not self._items and take(True, timeout):
+            while take(False):
+                pass
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
+
+
 class ColdShutdown(BaseException):
     """Raised by the signal wake-up while a warm shutdown blocks in ``Pool.stop``."""
 
@@ -76,7 +123,10 @@ class Supervisor:
         self.specs = lanes
         self.beat = beat
         self.keys = app.broker.keys
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        # a process-shared wake-up where it cannot stall a gevent hub (prefork lanes never
+        # share a process with gevent: engine.isolation puts them apart)
+        self.inbox: Any = queue.SimpleQueue() if _gevent_patched() else WakeInbox()
+        self._polled: list = []     # pools that publish to the inbox's waker (Pool.poll)
         self.inflight: dict[str, Delivery] = {}
         self.deadlines = limits.Deadlines()
         self.revoked: set[str] = set()
@@ -153,6 +203,10 @@ class Supervisor:
             options = dataclasses.replace(spec.options, prefetch=spec.prefetch)
             pool = pool_cls(spec.concurrency, self.inbox.put, runner=self.runner,
                             on_start=self._on_start, options=options)
+            attach = getattr(pool, "attach_waker", None)
+            if attach is not None and isinstance(self.inbox, WakeInbox):
+                attach(self.inbox.waker)
+                self._polled.append(pool)
             self.lanes.append(Lane(spec, pool, self.keys))
         signals.install(self._wake)
         with signals.masked():   # threads started here never take the supervisor's signals
@@ -227,12 +281,17 @@ class Supervisor:
             timeout = min(timeout, max(next_deadline - now, 0.0))
         if self._flush_due is not None:
             timeout = min(timeout, max(self._flush_due - now, 0.0))
+        inbox = self.inbox
+        if self._polled:
+            inbox.wait(timeout)
+            for pool in self._polled:
+                pool.poll()
+            timeout = 0
         try:
-            item = self.inbox.get(timeout=timeout)
+            item = inbox.get_nowait() if timeout == 0 else inbox.get(timeout=timeout)
         except queue.Empty:
             item = None
         handled = 0
-        inbox = self.inbox
         while item is not None:
             if type(item) is Outcome:
                 self._on_outcome(item)

@@ -155,6 +155,18 @@ class Pool:
     def maintain(self) -> None:
         """Called every supervisor tick: reap and replace dead slots, recycle children."""
 
+    #: Optional, for pools whose work happens in other processes: ``attach_waker(sem)``,
+    #: called before ``start`` (only where the supervisor's loop can block on it: never in
+    #: a gevent-patched process), hands over a process-shared ``multiprocessing.Semaphore``
+    #: the loop sleeps on. The pool then posts it whenever it has something to report
+    #: (after publishing it), reports nothing from threads of its own, and reports from
+    #: ``poll``, which the loop calls on its thread every turn. Leave it None to report
+    #: from your own threads (any thread may call ``on_outcome``).
+    attach_waker = None
+
+    def poll(self) -> None:
+        """With ``attach_waker``: report what was published since the last call."""
+
     def stop(self, timeout: float) -> list[str]:
         """Warm stop: start nothing new, let running jobs end (up to ``timeout`` seconds),
         then stop; what still runs after that is terminated.

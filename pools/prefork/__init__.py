@@ -87,6 +87,8 @@ class PreforkPool(Pool):
         self._seq = 0
         self._lock = threading.Lock()           # one consumer of the outboxes at a time
         self._reader: threading.Thread | None = None
+        self._polled = False                    # attach_waker: the caller polls, no reader
+        self._last_poll = 0.0
         self._state = "new"                     # new, running, stopping, closed
         self._silent = False                    # terminate: report nothing more
         self._parent_pid = 0
@@ -103,14 +105,40 @@ class PreforkPool(Pool):
         nslots = min(max(MIN_SLOTS, SLOT_HEADROOM * self.concurrency * self.prefetch), MAX_SLOTS)
         self._table = shm.WorkTable(nslots)
         self._free.extend(range(nslots))
-        self._done = shm._ctx.Semaphore(0)
+        if self._done is None:
+            self._done = shm._ctx.Semaphore(0)
         self._parent_pid = os.getpid()
         self._state = "running"
         for index in range(self.concurrency):
             self._spawn(index)
-        self._reader = threading.Thread(target=self._read_loop, name="prefork-reader",
-                                        daemon=True)
-        self._reader.start()
+        if not self._polled:
+            self._reader = threading.Thread(target=self._read_loop, name="prefork-reader",
+                                            daemon=True)
+            self._reader.start()
+
+    def attach_waker(self, waker) -> None:
+        """Optional hook (before ``start``): children post ``waker``, a process-shared
+        semaphore the caller waits on, instead of waking a reader thread of ours; the caller
+        then calls ``poll`` on its own thread, and outcomes are reported from there."""
+        if self._state != "new":
+            raise RuntimeError("attach_waker comes before start")
+        self._done = waker
+        self._polled = True
+
+    def poll(self) -> None:
+        """Report what the children published (with ``attach_waker``; a no-op otherwise).
+
+        When busy (more jobs held than children) reads are at least COALESCE apart: the
+        caller's thread then wakes once for several completions, as the reader does."""
+        if not self._polled or self._state == "closed":
+            return
+        if len(self._jobs) > self.concurrency:
+            wait = self._last_poll + COALESCE - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        with self._lock:
+            self._drain_locked()
+        self._last_poll = time.monotonic()
 
     def free_slots(self) -> int:
         if self._state != "running":
@@ -189,6 +217,7 @@ class PreforkPool(Pool):
         self._table.wake(len(self._children))
         deadline = time.monotonic() + max(0.0, timeout)
         while self._children and time.monotonic() < deadline:
+            self.poll()      # outcomes of the jobs finishing now (no reader when polled)
             for kid in list(self._children.values()):
                 self._reap(kid, wait=0)
             if self._children:
@@ -402,10 +431,10 @@ class PreforkPool(Pool):
 
     def _drain_locked(self) -> None:
         """Read every outbox until all are empty; the caller holds ``_lock``."""
-        absorb = self._done.acquire
+        absorb = None if self._polled else self._done.acquire   # polled: the waiter absorbs
         boxes = self._outboxes
         while True:
-            while absorb(False):    # tokens for what we are about to read
+            while absorb is not None and absorb(False):   # tokens for what we will read
                 pass
             got = 0
             for index, box in boxes:
@@ -455,7 +484,7 @@ class PreforkPool(Pool):
 
     def _stop_reader(self) -> None:
         self._reader_stop = True
-        if self._done is not None:
+        if self._reader is not None:
             self._done.release()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(5)

@@ -120,16 +120,23 @@ class MiniRunner:
 # --------------------------------------------------------------------------- harness
 
 class Driver:
-    """Plays the supervisor: one thread calls the pool, outcomes arrive on the reader."""
+    """Plays the supervisor: one thread calls the pool; outcomes arrive on the pool's reader
+    thread, or (``polled``, as under the worker's WakeInbox) on this thread, from ``poll``
+    after the children post the waker."""
 
-    def __init__(self, tmp_path, concurrency=2, **kwargs):
+    def __init__(self, tmp_path, concurrency=2, polled=False, **kwargs):
         self.tmp = tmp_path
         self.cond = threading.Condition()
         self.outcomes: dict[str, list[Outcome]] = {}
         self.started: list[str] = []
         self.pool = PreforkPool(concurrency, self._on_outcome, runner=MiniRunner(),
                                 on_start=self._on_start, **kwargs)
+        self.waker = None
+        if polled:
+            self.waker = shm._ctx.Semaphore(0)
+            self.pool.attach_waker(self.waker)
         self.pool.start()
+        assert (self.pool._reader is None) == polled
         self.pids = set(self.pool.info()["pids"])
 
     def _on_outcome(self, outcome):
@@ -159,8 +166,14 @@ class Driver:
             self.pids |= set(self.pool.info()["pids"])
             if time.monotonic() > give_up:
                 pytest.fail(f"gave up waiting for {what}")
-            with self.cond:
-                self.cond.wait(POLL)
+            if self.waker is not None:
+                if self.waker.acquire(True, POLL):
+                    while self.waker.acquire(False):
+                        pass
+                self.pool.poll()
+            else:
+                with self.cond:
+                    self.cond.wait(POLL)
 
     def outcome(self, job_id) -> Outcome:
         self.wait(lambda: job_id in self.outcomes, f"the outcome of {job_id}")
@@ -189,12 +202,12 @@ def _alive(pid):
         return False
 
 
-@pytest.fixture
-def driver(tmp_path):
+@pytest.fixture(params=["reader", "polled"])
+def driver(request, tmp_path):
     made = []
 
     def make(**kwargs):
-        d = Driver(tmp_path, **kwargs)
+        d = Driver(tmp_path, polled=request.param == "polled", **kwargs)
         made.append(d)
         return d
     yield make
