@@ -10,8 +10,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import redis
+
 from engine import message
 from engine.exceptions import Reject, Retry, TimeLimitExceeded
+from engine.results import encode_record
 from engine.task import Request, pop_request, push_request
 from pools.base import REJECTED, RETRY, SUCCESS, Job, Outcome
 
@@ -69,6 +72,24 @@ class TaskRunner:
             return Outcome.from_exception(job.id, exc, runtime=runtime)
         finally:
             pop_request()
+
+    def store(self, job: Job, outcome: Outcome) -> bool:
+        """Store a SUCCESS result here and now (a prefork child's lone job: the caller waits,
+        and no batch in the supervisor would share the write). False, and the supervisor
+        stores it, when there is nothing to store or Redis did not take it at once."""
+        if outcome.state != SUCCESS or job.ignore_result:
+            return False
+        task = self.app.tasks.get(job.task)
+        if task is None or task.ignore_result:
+            return False
+        backend = self.app.backend
+        record = encode_record(SUCCESS, outcome.result, retries=job.retries, task=job.task,
+                               worker=self.hostname, runtime=outcome.runtime)
+        try:
+            backend.wire.call(*backend.store_many_command([(job.id, record)]), retry=False)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            return False
+        return True
 
     @staticmethod
     def _retry(job: Job, retry: Retry, start: float) -> Outcome:

@@ -514,7 +514,7 @@ class Supervisor:
                                    f"(task_max_deliveries={self.max_deliveries})"))
         lane.processed += 1
         if state == SUCCESS:
-            if not (job.ignore_result or delivery.task.ignore_result):   # the common no-op
+            if not (job.ignore_result or delivery.task.ignore_result or outcome.stored):
                 self._records.append((job.id, encode_record(
                     SUCCESS, outcome.result, retries=job.retries, task=job.task,
                     worker=self.name, runtime=outcome.runtime)))

@@ -50,6 +50,7 @@ class Outcome:
     runtime: float = 0.0
     retry_at: float | None = None   #: RETRY: unix time to run again
     requeue: bool = False           #: REJECTED: put back on the queue instead of dead-lettering
+    stored: bool = False            #: SUCCESS: the pool had ``Runner.store`` store the result
 
     @classmethod
     def from_exception(cls, job_id: str, exc: BaseException, *, runtime: float = 0.0,
@@ -70,6 +71,11 @@ class Runner(Protocol):
     """
 
     def execute(self, job: Job) -> Outcome: ...
+
+    # Optional (``getattr(runner, "store", None)``): ``store(job, outcome) -> bool`` stores a
+    # SUCCESS outcome's result from the process that ran it and says whether it did. A pool
+    # that ships jobs to other processes may use it for a lone job, when no batch is there to
+    # share the supervisor's write (prefork does), and then sets ``outcome.stored``.
 
     def load(self, body: bytes) -> Job: ...
 

@@ -152,9 +152,12 @@ class PreforkPool(Pool):
         slot = self._free.popleft()      # IndexError only if the caller ignored free_slots
         self._seq += 1
         seq = self._seq
+        # a lone job stores its own result: no batch would share the supervisor's write,
+        # and its caller may be waiting (a thread hop and a write saved off its latency)
+        lone = not self._jobs and not job.ignore_result
         self._jobs[seq] = [job.id, slot, -1, False]   # before the offer: it may end at once
         self._by_id[job.id] = seq
-        self._table.offer(slot, seq, job.body)
+        self._table.offer(slot, seq, job.body, self_store=lone)
 
     def interrupt(self, job_id: str) -> None:
         seq = self._by_id.get(job_id)

@@ -40,11 +40,12 @@ class _LoadFailed(Exception):
 
 def encode_outcome(seq: int, o: Outcome) -> bytes:
     return _pack([seq, o.state, o.result, o.exc_type, o.exc_message, o.traceback,
-                  o.runtime, o.retry_at, o.requeue])
+                  o.runtime, o.retry_at, o.requeue, o.stored])
 
 
 def decode_outcome(payload: bytes) -> list:
-    """[seq, state, result, exc_type, exc_message, traceback, runtime, retry_at, requeue]"""
+    """[seq, state, result, exc_type, exc_message, traceback, runtime, retry_at, requeue,
+    stored]"""
     return msgpack.unpackb(payload, raw=False)
 
 
@@ -89,6 +90,7 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
     put, put_started, set_running, set_phase = (outbox.put, outbox.put_started,
                                                 outbox.set_running, outbox.set_phase)
     load, execute = runner.load, runner.execute
+    store = getattr(runner, "store", None)
     tasks = 0
     while True:
         reason = _should_exit(table, outbox)
@@ -113,7 +115,7 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
             table.unclaim(slot)      # back on offer before we say we hold nothing
             set_phase(shm.IDLE)
             continue                 # the loop top exits
-        seq, body = table.read(slot)
+        seq, body, self_store = table.read(slot)
         try:
             job = load(body)
         except BaseException as exc:
@@ -135,6 +137,12 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
             pass
         except BaseException as exc:   # a soft limit that landed outside the task's own code
             outcome = Outcome.from_exception("", exc)
+        if self_store and store is not None and job is not None:
+            # a lone job: its caller may be waiting, and no batch would share the write
+            try:
+                outcome.stored = store(job, outcome)
+            except Exception:
+                traceback.print_exc()     # the supervisor stores it (stored stays False)
         put(shm.FINISHED, encode_outcome(seq, outcome))
         set_phase(shm.IDLE)
         release_done()

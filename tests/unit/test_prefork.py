@@ -117,6 +117,14 @@ class MiniRunner:
             return Outcome.from_exception(job.id, exc)
 
 
+class StoringRunner(MiniRunner):
+    """A runner that can store results itself (``Runner.store``): it says so by the pid."""
+
+    def store(self, job: Job, outcome: Outcome) -> bool:
+        outcome.result = msgpack.packb(["stored by", os.getpid()])
+        return True
+
+
 # --------------------------------------------------------------------------- harness
 
 class Driver:
@@ -124,12 +132,12 @@ class Driver:
     thread, or (``polled``, as under the worker's WakeInbox) on this thread, from ``poll``
     after the children post the waker."""
 
-    def __init__(self, tmp_path, concurrency=2, polled=False, **kwargs):
+    def __init__(self, tmp_path, concurrency=2, polled=False, runner=None, **kwargs):
         self.tmp = tmp_path
         self.cond = threading.Condition()
         self.outcomes: dict[str, list[Outcome]] = {}
         self.started: list[str] = []
-        self.pool = PreforkPool(concurrency, self._on_outcome, runner=MiniRunner(),
+        self.pool = PreforkPool(concurrency, self._on_outcome, runner=runner or MiniRunner(),
                                 on_start=self._on_start, **kwargs)
         self.waker = None
         if polled:
@@ -242,6 +250,25 @@ def test_idle_child_takes_work_while_the_other_is_busy(driver):
     assert held not in d.outcomes
     open(gate, "w").close()
     d.value(held)
+
+
+def test_a_lone_job_stores_its_own_result_and_a_queued_one_leaves_it_to_the_supervisor(driver):
+    # Given a pool whose runner can store results from the child
+    d = driver(concurrency=1, runner=StoringRunner(), prefetch=4)
+    # When a job runs alone, Then its child stored the result and says so
+    lone = d.outcome(d.submit("echo", 1))
+    assert lone.stored and msgpack.unpackb(lone.result)[0] == "stored by"
+    assert msgpack.unpackb(lone.result)[1] in d.pids
+    # When jobs queue behind a running one, Then they leave the result to the supervisor
+    gate = d.path("gate")
+    held = d.submit("hold", d.path("held"), gate)
+    d.wait_file(d.path("held"))
+    queued = [d.submit("echo", i) for i in range(3)]
+    open(gate, "w").close()
+    assert d.outcome(held).stored
+    for job_id, i in zip(queued, range(3)):
+        outcome = d.outcome(job_id)
+        assert not outcome.stored and msgpack.unpackb(outcome.result) == [i]
 
 
 def test_messages_and_results_larger_than_shared_memory_records(driver):
