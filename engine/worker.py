@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import os
 import queue
 import socket
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 import msgpack
@@ -69,9 +70,7 @@ class WakeInbox:
     loop reads every source. Surplus tokens cost a spurious turn, nothing else."""
 
     def __init__(self) -> None:
-        import collections
-        import multiprocessing
-        self._items: collections.deque = collections.deque()
+        self._items: deque = deque()
         self.waker = multiprocessing.get_context("fork").Semaphore(0)
         self._post = self.waker.release
         self._take = self.waker.acquire

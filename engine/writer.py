@@ -162,19 +162,7 @@ class Writer:
 
     def _execute_raw(self, wire, commands: list[tuple]) -> None:
         """``_execute`` for a Wire: the same retries, the same idempotence."""
-        delay = RETRY_DELAY
-        while True:
-            try:
-                wire.pipeline(commands, retry=False)
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if self.cancelled():
-                    log.error("dropping a write batch during cold shutdown: %s", exc)
-                    return
-                log.warning("Redis unavailable (%s); retrying the write batch in %.2f s",
-                            exc, delay)
-                self.sleep(delay)
-                delay = min(delay * 2, RETRY_DELAY_MAX)
+        self._until_written(lambda: wire.pipeline(commands, retry=False))
 
     def _send_pipeline(self, batch: WriteBatch) -> None:
         app = self.app
@@ -194,8 +182,7 @@ class Writer:
             pipe.xdel(stream, *ids)
         if batch.events is not None:
             pipe.xadd(self.events_stream, {"b": self.pack_events(batch.events)},
-                      maxlen=self.events_maxlen,
-                      approximate=True)
+                      maxlen=self.events_maxlen, approximate=True)
         self._execute(pipe)
 
     def _execute(self, pipe) -> None:
@@ -208,10 +195,19 @@ class Writer:
         # and any registered scripts they call (a restarted Redis may have lost its script
         # cache, and the pipeline loads only the scripts it knows of)
         commands, scripts = list(pipe.command_stack), set(pipe.scripts)
+
+        def send() -> None:
+            pipe.command_stack, pipe.scripts = list(commands), set(scripts)
+            pipe.execute()
+        self._until_written(send)
+
+    def _until_written(self, send: Callable[[], None]) -> None:
+        """Call ``send`` until it goes through, backing off while Redis is away, or give
+        up when a cold shutdown says so."""
         delay = RETRY_DELAY
         while True:
             try:
-                pipe.execute()
+                send()
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self.cancelled():
@@ -219,6 +215,5 @@ class Writer:
                     return
                 log.warning("Redis unavailable (%s); retrying the write batch in %.2f s",
                             exc, delay)
-                pipe.command_stack, pipe.scripts = list(commands), set(scripts)
                 self.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY_MAX)
