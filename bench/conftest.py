@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 # the tests' private server and ENGINE_HOME guard, so that a benchmark never starts or uses
 # the user's embedded Redis under ~/.engine
-from tests.conftest import RedisServer, _engine_home  # noqa: E402,F401
+from tests.conftest import RedisServer, _engine_home, client  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +33,6 @@ def redis_server():
             yield server
         finally:
             server.stop()
-
-
-@pytest.fixture
-def client(redis_server):
-    c = redis_server.client()
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -84,6 +84,14 @@ def redis_server():
             server.stop()
 
 
+@pytest.fixture
+def client(redis_server):
+    """A redis-py client on the session's server (this directory's ``redis_server``)."""
+    c = redis_server.client()
+    yield c
+    c.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _engine_home(tmp_path_factory):
     # no test may start or use the user's embedded Redis under ~/.engine

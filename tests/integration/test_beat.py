@@ -51,13 +51,6 @@ def start_beat(env, tmp_path):
         beat.kill()
 
 
-@pytest.fixture
-def client(redis_server):
-    c = redis_server.client()
-    yield c
-    c.close()
-
-
 def sent_ids(client, prefix) -> list[str]:
     entries = client.xrange(f"{prefix}:q:{{default}}")
     return [message.decode_message(fields[b"m"])["id"] for _, fields in entries]
