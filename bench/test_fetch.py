@@ -14,6 +14,7 @@ import pytest
 
 from engine import message
 from engine.broker import Broker
+from engine.wire import fields_get
 
 N = 10_000
 BODY = message.encode_message(str(uuid.uuid4()), "engine.bench_tasks.noop", (), {},
@@ -45,7 +46,7 @@ def test_fetch(benchmark, client, prefix, batch, ack):
                 ids = [entry_id for _, entries in response for entry_id, _ in entries]
                 for _, entries in response:
                     for _, fields in entries:
-                        message.decode_message(fields[b"m"])
+                        message.decode_message(fields_get(fields, b"m"))
                 broker.ack({stream: ids})
                 got += len(ids)
             else:

@@ -187,13 +187,18 @@ class Broker:
         return self.wire.call(*args, block=None if block_ms is None else block_ms / 1000) or []
 
     def ack(self, by_stream: dict[str, list]) -> None:
-        if not by_stream:
-            return
-        pipe = self.client.pipeline(transaction=False)
+        self.wire.pipeline(self.ack_commands(by_stream))
+
+    @staticmethod
+    def ack_commands(by_stream: dict[str, list]) -> list[tuple]:
+        """XACK and XDEL of each stream's ids: acked entries are deleted, so the stream holds
+        only what is waiting or running, its memory stays bounded and XLEN - pending is the
+        backlog."""
+        commands: list[tuple] = []
         for stream, ids in by_stream.items():
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
-        pipe.execute()
+            commands.append(("XACK", stream, GROUP, *ids))
+            commands.append(("XDEL", stream, *ids))
+        return commands
 
     def dead_letter(self, pipe, queue: str, raw: bytes, reason: str) -> None:
         """Add to ``pipe`` the commands that file ``raw`` in the queue's dead-letter stream."""

@@ -80,13 +80,7 @@ class ResultBackend:
     def status_key(self, task_id: str) -> str:
         return f"{self.prefix}:status:{task_id}"
 
-    # -- writing (worker side, into a pipeline it flushes in batches) -------------------
-    def store(self, pipe, task_id: str, record: bytes) -> None:
-        key = self.result_key(task_id)
-        pipe.delete(key)   # a re-run (redelivery) replaces, never appends
-        pipe.rpush(key, record)
-        pipe.expire(key, self.expires)
-
+    # -- writing (worker side, in the batches its writer sends) ------------------------
     def done(self, task_id: str) -> bytes | None:
         """The stored value of an idempotent task that already ran to the end."""
         return self.client.get(f"{self.prefix}:done:{task_id}")
@@ -101,35 +95,26 @@ class ResultBackend:
         first, stored = pipe.execute()
         return None if first else stored
 
-    def store_many(self, pipe, records: list[tuple[str, bytes]]) -> None:
-        """``store`` for a whole batch, added to a redis-py pipeline."""
-        command = self.store_many_command(records)
-        if command is not None:
-            pipe.execute_command(*command)
+    def write_commands(self, records: list[tuple[str, bytes]],
+                       statuses: list[tuple[str, bytes]] = ()) -> list[tuple]:
+        """The commands that store interim ``statuses`` (SET with expiry) and final
+        ``records`` (one script call for the whole batch, not three commands each).
 
-    def store_many_command(self, records: list[tuple[str, bytes]]) -> tuple | None:
-        """The one command that stores a whole batch of final records (a script call, not
-        three commands each), or None for no records.
-
-        The keys are built inside the script from the prefix; fine on one Redis, and on a
-        cluster results would need per-key calls (``store``). Sent as EVAL with the script's
+        The record keys are built inside the script from the prefix; fine on one Redis, and
+        on a cluster results would need per-key commands. Sent as EVAL with the script's
         text, not EVALSHA: a redis-py pipeline holding a registered script asks SCRIPT
         EXISTS first, a round trip more on every write, and EVALSHA after a Redis restart
         fails with NOSCRIPT between commands that must go together (a result and its ack).
         Redis caches the compiled script by its hash, so EVAL costs no more."""
-        if not records:
-            return None
-        args: list = ["EVAL", _STORE_MANY, 1, f"{self.prefix}:result:", self.expires * 1000]
-        for task_id, record in records:
-            args.append(task_id)
-            args.append(record)
-        return tuple(args)
-
-    def status_command(self, task_id: str, record: bytes) -> tuple:
-        return ("SET", self.status_key(task_id), record, "EX", self.expires)
-
-    def store_status(self, pipe, task_id: str, record: bytes) -> None:
-        pipe.set(self.status_key(task_id), record, ex=self.expires)
+        commands: list[tuple] = [("SET", self.status_key(task_id), record, "EX", self.expires)
+                                 for task_id, record in statuses]
+        if records:
+            args: list = ["EVAL", _STORE_MANY, 1, f"{self.prefix}:result:", self.expires * 1000]
+            for task_id, record in records:
+                args.append(task_id)
+                args.append(record)
+            commands.append(tuple(args))
+        return commands
 
     # -- reading -----------------------------------------------------------------------
     def peek(self, task_id: str) -> dict[str, Any] | None:

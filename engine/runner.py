@@ -86,7 +86,8 @@ class TaskRunner:
         record = encode_record(SUCCESS, outcome.result, retries=job.retries, task=job.task,
                                worker=self.hostname, runtime=outcome.runtime)
         try:
-            backend.wire.call(*backend.store_many_command([(job.id, record)]), retry=False)
+            [store] = backend.write_commands([(job.id, record)])
+            backend.wire.call(*store, retry=False)
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             return False
         return True

@@ -130,60 +130,35 @@ class Writer:
                     self._idle.notify_all()
 
     def _send(self, batch: WriteBatch) -> None:
-        if batch.extras:
-            self._send_pipeline(batch)   # retries, dead letters, requeues: rare, redis-py's
-        else:
-            self._send_raw(batch)
-        self.written += 1
-
-    def _send_raw(self, batch: WriteBatch) -> None:
-        """The common batch (results, statuses, acks, events) as one write on the wire."""
+        """Results (and statuses) first, then retries, dead letters and requeues, then acks
+        and events: a crash between them re-runs a task, never loses a result."""
         app = self.app
         backend = app.backend
-        results: list[tuple] = [backend.status_command(task_id, record)
-                                for task_id, record in batch.statuses]
-        store = backend.store_many_command(batch.records)
-        if store is not None:
-            results.append(store)
-        commands: list[tuple] = []
-        if backend.client is app.client:
-            commands, results = results, []
-        elif results:
-            self._execute_raw(backend.wire, results)
-        for stream, ids in batch.acks.items():
-            # acked entries are deleted: the stream holds only what is waiting or running,
-            # so its memory stays bounded and XLEN - pending is the backlog
-            commands.append(("XACK", stream, "engine", *ids))
-            commands.append(("XDEL", stream, *ids))
+        results = backend.write_commands(batch.records, batch.statuses)
+        if results and backend.client is not app.client:
+            self._execute_raw(backend.wire, results)   # a result backend of its own
+            results = []
+        tail = app.broker.ack_commands(batch.acks)
         if batch.events is not None:
-            commands.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
-                             "*", "b", self.pack_events(batch.events)))
-        self._execute_raw(app.broker.wire, commands)
+            tail.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
+                         "*", "b", self.pack_events(batch.events)))
+        if batch.extras:
+            # the rare extras are written against a redis-py pipeline: build one for all
+            pipe = app.client.pipeline(transaction=False)
+            for command in results:
+                pipe.execute_command(*command)
+            for extra in batch.extras:
+                extra(pipe)
+            for command in tail:
+                pipe.execute_command(*command)
+            self._execute(pipe)
+        else:
+            self._execute_raw(app.broker.wire, results + tail)
+        self.written += 1
 
     def _execute_raw(self, wire, commands: list[tuple]) -> None:
         """``_execute`` for a Wire: the same retries, the same idempotence."""
         self._until_written(lambda: wire.pipeline(commands, retry=False))
-
-    def _send_pipeline(self, batch: WriteBatch) -> None:
-        app = self.app
-        backend = app.backend
-        client = app.client
-        pipe = client.pipeline(transaction=False)
-        result_pipe = pipe if backend.client is client else backend.client.pipeline(transaction=False)
-        for task_id, record in batch.statuses:
-            backend.store_status(result_pipe, task_id, record)
-        backend.store_many(result_pipe, batch.records)
-        if result_pipe is not pipe:
-            self._execute(result_pipe)
-        for extra in batch.extras:
-            extra(pipe)
-        for stream, ids in batch.acks.items():
-            pipe.xack(stream, "engine", *ids)
-            pipe.xdel(stream, *ids)
-        if batch.events is not None:
-            pipe.xadd(self.events_stream, {"b": self.pack_events(batch.events)},
-                      maxlen=self.events_maxlen, approximate=True)
-        self._execute(pipe)
 
     def _execute(self, pipe) -> None:
         """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
