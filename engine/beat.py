@@ -309,7 +309,7 @@ def _s(value: Any) -> str:
 
 def command(args) -> int:
     """``engine beat -A tasks``: run until SIGTERM or SIGINT."""
-    from engine import signals
+    from engine.worker import ossignals as signals
     from engine.app import load_app
     app = load_app(args.app or "")
     beat = Beat(app)

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "isolate=yes|no, e.g. cpu=prefork:4,prefetch=2,soft=5,hard=10. A gevent "
                      "lane, or one with max-memory on a pool that cannot recycle (threads), "
                      "runs in a child process of its own")
-    # internal: this worker is an isolated lane of the supervisor PID:NAME (engine.isolation)
+    # internal: this worker is an isolated lane of the supervisor PID:NAME (engine.worker.isolation)
     run.add_argument("--lane-of", help=argparse.SUPPRESS)
     run.add_argument("--prefetch", type=_positive_int,
                      help="messages held per slot at most (default 64; the worker keeps about "
@@ -160,13 +160,13 @@ def load(args: argparse.Namespace):
 
 # -- commands ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine import worker
-    from engine.lanes import LaneSpec, parse_lane
+    from engine.worker.supervisor import Supervisor
+    from engine.worker.lanes import LaneSpec, parse_lane
     from pools import describe, resolve
     from pools.base import PoolOptions
     parent = None
     if args.lane_of:
-        from engine import signals
+        from engine.worker import ossignals as signals
         parent_pid, _, parent = args.lane_of.partition(":")
         signals.lane_child_setup(int(parent_pid))
     app = load(args)
@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for lane in lanes:
         describe(lane.pool)
         resolve(lane.pool)   # a bad pool or class path fails here, before any connection
-    supervisor = worker.Supervisor(app, lanes, name=args.hostname, beat=args.beat)
+    supervisor = Supervisor(app, lanes, name=args.hostname, beat=args.beat)
     supervisor.parent = parent
     code = supervisor.run()
     # Threads abandoned by a hard limit or a cold shutdown must not hold the exit: everything

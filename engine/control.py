@@ -24,7 +24,7 @@ from engine.exceptions import NotSupported
 
 if TYPE_CHECKING:
     from engine.app import Engine
-    from engine.worker import Supervisor
+    from engine.worker.supervisor import Supervisor
 
 log = logging.getLogger("engine.control")
 

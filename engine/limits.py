@@ -2,7 +2,7 @@
 
 The supervisor sleeps until ``Deadlines.next_deadline()`` and asks ``due(now)`` which limits
 fired; pools only carry them out. Solo runs tasks on the supervisor's own thread, so it
-arms ``Alarm`` instead (SIGALRM; the handler is installed by ``engine.signals``).
+arms ``Alarm`` instead (SIGALRM; the handler is installed by ``engine.worker.ossignals``).
 """
 
 from __future__ import annotations

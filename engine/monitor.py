@@ -25,7 +25,7 @@ from engine import events as _events
 
 if TYPE_CHECKING:
     from engine.app import Engine
-    from engine.worker import Supervisor
+    from engine.worker.supervisor import Supervisor
 
 #: redraws per second of the live view
 REFRESH_PER_SECOND = 5

@@ -1,6 +1,6 @@
 """Tasks: the ``Task`` wrapper made by ``@app.task``, its per-call ``Request``, and retry.
 
-Sending goes through the app (``Engine.send``); running goes through ``engine.runner``.
+Sending goes through the app (``Engine.send``); running goes through ``engine.worker.runner``.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Outcome:
 
 
 class Runner(Protocol):
-    """Runs a job in the calling process; supplied by the supervisor (``engine.runner``).
+    """Runs a job in the calling process; supplied by the supervisor (``engine.worker.runner``).
 
     ``execute`` never raises for anything the task raises, soft limit included: it returns
     the Outcome. Exceptions a pool injects to end a task (``TimeLimitExceeded``) also come

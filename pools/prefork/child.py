@@ -16,7 +16,7 @@ from typing import Callable
 
 import msgpack
 
-from engine import signals
+from engine.worker import ossignals as signals
 from engine.exceptions import SoftTimeLimitExceeded
 from pools.base import Outcome, Runner
 from pools.prefork import shm

@@ -3,8 +3,8 @@
 import pytest
 
 from engine.exceptions import ConfigurationError
-from engine.isolation import child_name, wants_isolation
-from engine.lanes import parse_lane
+from engine.worker.isolation import child_name, wants_isolation
+from engine.worker.lanes import parse_lane
 from pools.base import PoolOptions
 from pools.prefork import PreforkPool
 from pools.solo import SoloPool
@@ -58,7 +58,7 @@ def test_a_lane_process_name_is_safe_in_a_destination_list():
 
 def _lane(concurrency: int, prefetch: int):
     from engine.broker import Keys
-    from engine.lanes import Lane, LaneSpec
+    from engine.worker.lanes import Lane, LaneSpec
     return Lane(LaneSpec(queues=["q"], pool="threads", concurrency=concurrency,
                          prefetch=prefetch), pool=None, broker_keys=Keys("t"))
 

@@ -24,17 +24,18 @@ from typing import Any
 import msgpack
 import redis
 
-from engine import control, limits, message, signals
+from engine import control, limits, message
+from engine.worker import ossignals as signals
 from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError, NotSupported, WorkerLostError
-from engine.isolation import IsolatedLane, control_channel, wants_isolation
-from engine.lanes import Delivery, Lane, LaneSpec
+from engine.worker.isolation import IsolatedLane, control_channel, wants_isolation
+from engine.worker.lanes import Delivery, Lane, LaneSpec
 from engine.results import REVOKED, RETRY, encode_record
-from engine.presence import RECLAIM_SHARE, Presence, process_figures
-from engine.runner import TaskRunner
+from engine.worker.presence import RECLAIM_SHARE, Presence, process_figures
+from engine.worker.runner import TaskRunner
 from engine.wire import fields_get
-from engine.writer import WriteBatch, Writer
+from engine.worker.writer import WriteBatch, Writer
 from pools import resolve
 from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
 
@@ -123,7 +124,7 @@ class Supervisor:
         self.beat = beat
         self.keys = app.broker.keys
         # a process-shared wake-up where it cannot stall a gevent hub (prefork lanes never
-        # share a process with gevent: engine.isolation puts them apart)
+        # share a process with gevent: engine.worker.isolation puts them apart)
         self.inbox: Any = queue.SimpleQueue() if _gevent_patched() else WakeInbox()
         self._polled: list = []     # pools that publish to the inbox's waker (Pool.poll)
         self.inflight: dict[str, Delivery] = {}
@@ -196,7 +197,7 @@ class Supervisor:
             broker.ensure_groups(spec.queues)
             pool_cls = resolve(spec.pool)
             if wants_isolation(spec, pool_cls):
-                self.lanes.append(IsolatedLane(spec, pool_cls, self))   # engine.isolation
+                self.lanes.append(IsolatedLane(spec, pool_cls, self))   # engine.worker.isolation
                 continue
             # a pool that queues locally (prefork's shared ring) holds the lane's prefetch
             options = dataclasses.replace(spec.options, prefetch=spec.prefetch)

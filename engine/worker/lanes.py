@@ -45,7 +45,7 @@ class LaneSpec:
     time_limit: float | None = None
     name: str = ""
     options: PoolOptions = field(default_factory=PoolOptions)
-    #: run the pool in a child ``engine run`` of its own (engine.isolation); None: decide
+    #: run the pool in a child ``engine run`` of its own (engine.worker.isolation); None: decide
     #: from the pool (``needs_own_process``, or max-memory on a pool that cannot recycle)
     isolate: bool | None = None
 

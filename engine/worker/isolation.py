@@ -29,8 +29,8 @@ from engine.exceptions import ConfigurationError, NotSupported
 from pools.base import Job, Pool
 
 if TYPE_CHECKING:
-    from engine.lanes import LaneSpec
-    from engine.worker import Supervisor
+    from engine.worker.lanes import LaneSpec
+    from engine.worker.supervisor import Supervisor
 
 log = logging.getLogger("engine.worker")
 
@@ -317,7 +317,7 @@ class LaneProcess(Pool):
 
 
 class IsolatedLane:
-    """A lane run by a LaneProcess, shaped like ``engine.lanes.Lane`` for the supervisor:
+    """A lane run by a LaneProcess, shaped like ``engine.worker.lanes.Lane`` for the supervisor:
     it fetches nothing there (``fetching`` False, no streams, an empty buffer), so the
     supervisor's feed, take-back and reclaim pass it by; ``pool`` is the LaneProcess."""
 
