@@ -14,9 +14,10 @@ _PUBLIC = {
     "Engine": "engine.app",
     "shared_task": "engine.app",
     "current_app": "engine.app",
-    "AsyncResult": "engine.results",
-    "ResultSet": "engine.results",
-    "Task": "engine.task",
+    # through engine.app, which defines the current app these fall back on
+    "AsyncResult": "engine.app",
+    "ResultSet": "engine.app",
+    "Task": "engine.app",
     "crontab": "engine.schedules",
 }
 

@@ -25,22 +25,12 @@ from engine import message
 from engine.broker import Broker
 from engine.config import Config
 from engine.exceptions import BrokerUnavailable, ConfigurationError
-from engine.registry import SHARED, TaskRegistry
+from engine.registry import (APPS, SHARED, TaskRegistry, current_app,  # noqa: F401 (public)
+                             set_current, set_default_factory)
 from engine.results import AsyncResult, ResultBackend, ResultSet
 from engine.task import Task
 
 log = logging.getLogger("engine")
-
-_apps: list["Engine"] = []
-_current: "Engine | None" = None
-
-
-def current_app() -> "Engine":
-    """The most recently created app (a default one is made when none exists)."""
-    global _current
-    if _current is None:
-        _current = Engine("default")
-    return _current
 
 
 class Engine:
@@ -50,7 +40,6 @@ class Engine:
     def __init__(self, main: str = "__main__", *, broker: str | None = None,
                  backend: str | None = None, include: Iterable[str] = (),
                  **settings: Any) -> None:
-        global _current
         self.main = main
         self.conf = Config(**settings)
         if broker:
@@ -66,8 +55,7 @@ class Engine:
         self._backend: ResultBackend | None = None
         for fn, options in SHARED:
             self._register(fn, options, app=None)
-        _apps.append(self)
-        _current = self
+        set_current(self)
 
     def __repr__(self) -> str:
         return f"<Engine {self.main}>"
@@ -322,9 +310,12 @@ def shared_task(fn: Callable | None = None, **options: Any) -> Any:
     def declare(f: Callable) -> Task:
         SHARED.append((f, options))
         task = Task(f, None, **options)
-        for app in _apps:
+        for app in APPS:
             app.tasks.register(task)
         return task
     if fn is not None and callable(fn) and not options:
         return declare(fn)
     return declare
+
+
+set_default_factory(lambda: Engine("default"))

@@ -30,6 +30,7 @@ import redis
 
 from engine.exceptions import ConfigurationError
 from engine.schedules import to_schedule, zone
+from engine.wire import text as _s
 
 log = logging.getLogger("engine.beat")
 
@@ -303,8 +304,6 @@ def _load(raw: bytes | None) -> dict | None:
         return None
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def command(args) -> int:

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import redis
 
-from engine.wire import Wire
+from engine.wire import Wire, text as _s
 
 GROUP = "engine"
 
@@ -118,18 +118,15 @@ class Broker:
         self._known_queues: set[str] = set()
 
     # -- producing ---------------------------------------------------------------------
-    def _note_queue(self, pipe, queue: str) -> None:
-        if queue not in self._known_queues:
-            pipe.sadd(self.keys.queues, queue)
-            self._known_queues.add(queue)
-
     def enqueue(self, queue: str, body: bytes, *, eta: float | None = None) -> None:
-        if queue not in self._known_queues or eta is not None:
-            pipe = self.client.pipeline(transaction=False)
-            self._push(pipe, queue, body, eta)
-            pipe.execute()
+        commands = [self.push_command(queue, body, eta)]
+        if queue not in self._known_queues:
+            commands.append(("SADD", self.keys.queues, queue))
+            self._known_queues.add(queue)
+        if len(commands) == 1:
+            self.wire.call(*commands[0])
         else:
-            self.wire.call("XADD", self.keys.queue(queue), "*", "m", body)
+            self.wire.pipeline(commands)
 
     def enqueue_many(self, items: Iterable[tuple[str, bytes, float | None]], *,
                      chunk: int = 2000) -> None:
@@ -154,12 +151,15 @@ class Broker:
         if commands:
             self.wire.pipeline(commands)
 
-    def _push(self, pipe, queue: str, body: bytes, eta: float | None) -> None:
-        self._note_queue(pipe, queue)
+    def push_command(self, queue: str, body: bytes, eta: float | None = None) -> tuple:
+        """XADD to the queue, or ZADD to its delayed set when ``eta`` is still to come."""
         if eta is not None and eta > time.time():
-            pipe.zadd(self.keys.delayed(queue), {body: eta})
-        else:
-            pipe.xadd(self.keys.queue(queue), {"m": body})
+            return ("ZADD", self.keys.delayed(queue), eta, body)
+        return ("XADD", self.keys.queue(queue), "*", "m", body)
+
+    def delay_command(self, queue: str, body: bytes, eta: float) -> tuple:
+        """ZADD to the delayed set whatever ``eta`` (the mover sends it when due)."""
+        return ("ZADD", self.keys.delayed(queue), eta, body)
 
     # -- consuming ---------------------------------------------------------------------
     def ensure_groups(self, queues: Sequence[str]) -> None:
@@ -200,10 +200,10 @@ class Broker:
             commands.append(("XDEL", stream, *ids))
         return commands
 
-    def dead_letter(self, pipe, queue: str, raw: bytes, reason: str) -> None:
-        """Add to ``pipe`` the commands that file ``raw`` in the queue's dead-letter stream."""
-        pipe.xadd(self.keys.dlq(queue), {"m": raw, "reason": reason, "queue": queue,
-                                          "at": f"{time.time():.6f}"})
+    def dead_letter_command(self, queue: str, raw: bytes, reason: str) -> tuple:
+        """The XADD that files ``raw`` in the queue's dead-letter stream."""
+        return ("XADD", self.keys.dlq(queue), "*", "m", raw, "reason", reason, "queue", queue,
+                "at", f"{time.time():.6f}")
 
     def requeue(self, stream: str, entries: list[tuple[str, bytes]]) -> None:
         """Give fetched entries back at once: add fresh copies to the stream and ack the
@@ -309,7 +309,3 @@ class Broker:
 def _pairs(flat: list) -> dict:
     """A flat ``[field, value, ...]`` reply (as a script returns it) -> dict."""
     return dict(zip(flat[::2], flat[1::2]))
-
-
-def _s(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

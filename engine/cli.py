@@ -26,7 +26,7 @@ def _wants_gevent(argv: list[str]) -> bool:
             return True
         if arg in ("--pool=gevent", "-Pgevent"):
             return True
-    return os.environ.get("ENGINE_POOL") == "gevent"
+    return False
 
 
 def _positive_int(text: str) -> int:
@@ -55,6 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.control import CONTROL_VERBS, INSPECT_VERBS   # msgpack only: gevent-safe
     parser = _Parser(prog=PROG, description="A task engine: producers send tasks through "
                      "Redis; workers run them in interchangeable pools.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -106,14 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="ask running workers")
     app_arg(inspect)
-    inspect.add_argument("verb", choices=["ping", "stats", "active", "registered", "queues"])
+    inspect.add_argument("verb", choices=INSPECT_VERBS)
     inspect.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
     inspect.add_argument("-t", "--timeout", type=_seconds, default=1.0, help="seconds to wait for replies")
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
     ctl = sub.add_parser("control", help="steer running workers")
     app_arg(ctl)
-    ctl.add_argument("verb", choices=["shutdown", "revoke", "pool-grow", "pool-shrink"])
+    ctl.add_argument("verb", choices=CONTROL_VERBS)
     ctl.add_argument("argument", nargs="?", help="task id for revoke, N for pool-grow/shrink")
     ctl.add_argument("--lane", help="for pool-grow/shrink: the lane (default: the first)")
     ctl.add_argument("--terminate", action="store_true", help="for revoke: end it if running")
@@ -193,9 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for lane in lanes:
         describe(lane.pool)
         resolve(lane.pool)   # a bad pool or class path fails here, before any connection
-    supervisor = Supervisor(app, lanes, name=args.hostname, beat=args.beat)
-    supervisor.parent = parent
-    code = supervisor.run()
+    from engine.console import banner
+    supervisor = Supervisor(app, lanes, name=args.hostname, beat=args.beat, parent=parent)
+    code = supervisor.run(on_ready=lambda sup: logging.getLogger("engine.worker").info(
+        "%s", banner(sup)))
     # Threads abandoned by a hard limit or a cold shutdown must not hold the exit: everything
     # the worker owed Redis is written by now, so leave without waiting for them.
     logging.shutdown()
@@ -254,8 +256,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "broker": cmd_broker,
     "beat": _delegate("engine.beat"),
     "events": _delegate("engine.monitor"),
-    "inspect": _delegate("engine.control", "inspect_command"),
-    "control": _delegate("engine.control", "control_command"),
+    "inspect": _delegate("engine.console", "inspect_command"),
+    "control": _delegate("engine.console", "control_command"),
     "bench": _delegate("engine.benchmark"),
     "dashboard": _delegate("engine.dashboard"),
 }

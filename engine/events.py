@@ -48,19 +48,18 @@ class EventBuffer:
                 self._since = time.monotonic()
             self._pending.append((kind, time.time(), job_id, task, fields or None))
 
-    def worker_event(self, kind: str, **fields: Any) -> None:
-        if self.enabled:
-            if not self._pending:
-                self._since = time.monotonic()
-            self._pending.append((kind, time.time(), None, None, fields or None))
+    def due(self) -> bool:
+        """Whether ``take`` would hand over a batch now."""
+        pending = self._pending
+        return bool(pending) and (len(pending) >= FLUSH_MAX
+                                  or time.monotonic() - self._since >= FLUSH_DELAY)
 
     def take(self, *, force: bool = False, packed: bool = True) -> bytes | list | None:
         """The batch of everything pending when due (or ``force``), else None: packed, or
         (``packed=False``) the list for ``pack`` to pack later on another thread (the
         supervisor's writer does, off its loop)."""
         pending = self._pending
-        if not pending or not (force or len(pending) >= FLUSH_MAX
-                               or time.monotonic() - self._since >= FLUSH_DELAY):
+        if not pending or not (force or self.due()):
             return None
         self._pending = []
         return self.pack(pending) if packed else pending

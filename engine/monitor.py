@@ -1,31 +1,28 @@
-"""What an operator sees in the terminal: the worker banner and ``engine events``.
+"""``engine events``: the live terminal view of the fleet, and ``--dump``.
 
-``engine events`` is a live full-screen view (rich) of the fleet: workers from their
-heartbeat snapshots (pool, concurrency, load, CPU and RSS measured by the worker itself
-with ``cpu_seconds`` and psutil), queue
-depths from the broker, throughput and the latest failures from the event stream
-(``engine.events``). ``--dump`` prints the events as JSON lines instead. rich is imported
-only by the live view, so workers importing ``banner`` stay light.
+Workers from their heartbeat snapshots (pool, concurrency, load, CPU and RSS measured by the
+worker itself), queue depths from the broker, throughput and the latest failures from the
+event stream (``engine.events``). ``--dump`` prints the events as JSON lines instead. rich is
+imported only by the live view.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import msgpack
 import redis
 
 from engine import events as _events
+from engine.console import redact
+from engine.wire import text as _s
+from engine.worker.snapshot import read_fleet
 
 if TYPE_CHECKING:
     from engine.app import Engine
-    from engine.worker.supervisor import Supervisor
 
 #: redraws per second of the live view
 REFRESH_PER_SECOND = 5
@@ -37,74 +34,6 @@ RATE_WINDOW = 5.0
 FAILURES_SHOWN = 8
 #: seconds a worker that said goodbye stays listed as offline
 OFFLINE_SHOWN = 30.0
-
-
-# -- the worker banner -----------------------------------------------------------------
-def redact(url: str) -> str:
-    """The URL with its password (in the authority or a ``password=`` query) hidden."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return "<unparsable URL>"
-    if password:
-        url = url.replace(f":{password}@", ":***@", 1)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
-
-
-def banner(supervisor: "Supervisor") -> str:
-    """The text a worker prints as it starts."""
-    from engine import __version__
-    app = supervisor.app
-    conf = supervisor.conf
-    lanes = supervisor.lanes
-    rows = [
-        ("app", app.main),
-        ("broker", redact(app.broker_url)),
-        ("results", redact(conf.result_backend) if conf.result_backend else "the broker"),
-        ("pool", "; ".join(f"{_pool_name(lane)} x {lane.spec.concurrency} "
-                           f"(prefetch {lane.spec.prefetch})"
-                           + (f" for {lane.name}" if len(lanes) > 1 else "") for lane in lanes)),
-        ("queues", ", ".join(q for lane in lanes for q in lane.queues)),
-        ("events", "on" if supervisor.events.enabled else "off"),
-        ("beat", "embedded" if supervisor.beat else "off"),
-        ("prefix", supervisor.keys.prefix),
-    ]
-    names = app.tasks.names()
-    width = max(len(k) for k, _ in rows)
-    lines = [f"-------------- engine {__version__} worker {supervisor.name}"]
-    lines += [f"  {k.ljust(width)} : {v}" for k, v in rows]
-    lines.append(f"  [tasks] ({len(names)})")
-    lines += [f"    . {name}" for name in names]
-    return "\n".join(lines)
-
-
-def _pool_name(lane: Any) -> str:
-    """The pool asked for, and the class that answered when the names differ (custom)."""
-    asked, actual = lane.spec.pool, getattr(lane.pool, "name", "")
-    if not actual or actual == asked:
-        return asked
-    return f"{asked} ({actual}: {type(lane.pool).__module__}.{type(lane.pool).__qualname__})"
-
-
-# -- figures a worker measures about itself --------------------------------------------
-def cpu_seconds() -> float:
-    """CPU seconds (user + system) used so far by this process and its children, live or
-    reaped; the monitor turns two readings into a percentage."""
-    import psutil
-    try:
-        me = psutil.Process()
-        times = me.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
-        children = me.children(recursive=True)
-    except psutil.Error:
-        return 0.0
-    for child in children:
-        try:
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass   # ended between the listing and the read
-    return round(total, 3)
 
 
 # -- fleet state -----------------------------------------------------------------------
@@ -159,20 +88,11 @@ class FleetState:
 
     def poll(self, app: "Engine") -> None:
         broker = app.broker
-        client = app.client
-        names = [_s(n) for n in client.zrange(broker.keys.workers, 0, -1)]
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.get(broker.keys.worker(name))
         workers = {}
-        for name, raw in zip(names, pipe.execute()):
-            if raw:
-                try:
-                    info = msgpack.unpackb(raw, raw=False)
-                except Exception:
-                    continue
-                if not info.get("parent"):   # a lane process shows in its supervisor's row
-                    workers[name] = info
+        for name, _, snapshot in read_fleet(app):
+            # a lane process shows in its supervisor's row
+            if snapshot is not None and not snapshot.parent:
+                workers[name] = snapshot.as_dict()
         now = time.time()
         for name, info in workers.items():
             self._cpu_percent(name, info)
@@ -347,7 +267,3 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value

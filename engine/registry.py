@@ -1,15 +1,46 @@
 """The task registry: task name -> Task, one per app, plus the tasks declared with
-``shared_task`` before or after any app exists."""
+``shared_task`` before or after any app exists, and which app is the current one.
+
+The current app lives here rather than in ``engine.app`` so that tasks and results can
+find it without importing the app module (which imports them)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    from engine.app import Engine
     from engine.task import Task
 
 #: functions decorated with ``shared_task``: (function, options); every app registers them
 SHARED: list[tuple[Callable, dict]] = []
+#: every app created, oldest first (``shared_task`` registers into each)
+APPS: list["Engine"] = []
+
+
+class _Current:
+    app: "Engine | None" = None
+    #: makes the default app when none exists (set by ``engine.app`` as it loads)
+    default: Callable[[], "Engine"] | None = None
+
+
+def set_current(app: "Engine") -> None:
+    APPS.append(app)
+    _Current.app = app
+
+
+def current_app() -> "Engine":
+    """The most recently created app (a default one is made when none exists)."""
+    if _Current.app is None:
+        factory: Any = _Current.default
+        if factory is None:
+            raise LookupError("no Engine app exists yet: create one with Engine(...)")
+        _Current.app = factory()
+    return _Current.app
+
+
+def set_default_factory(factory: Callable[[], "Engine"]) -> None:
+    _Current.default = factory
 
 
 class NotRegistered(KeyError):

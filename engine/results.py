@@ -155,7 +155,7 @@ class AsyncResult:
 
     def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None):
         if app is None:
-            from engine.app import current_app
+            from engine.registry import current_app
             app = current_app()
         self.id = id
         self.app = app

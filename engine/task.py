@@ -99,7 +99,7 @@ class Task:
     def app(self) -> "Engine":
         if self._app is not None:
             return self._app
-        from engine.app import current_app
+        from engine.registry import current_app
         return current_app()
 
     @property

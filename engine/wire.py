@@ -162,3 +162,8 @@ def fields_get(fields: Iterable | dict | None, name: bytes) -> Any:
         if key == name:
             return value
     return None
+
+
+def text(value: Any) -> Any:
+    """A reply's bytes as str (other values as they are)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -11,9 +11,9 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 
 from engine import control, message
+from engine.worker.snapshot import read_fleet
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -59,24 +59,12 @@ def _s(value: Any) -> str:
 def workers(app: "Engine") -> list[dict[str, Any]]:
     """Every worker in ``P:workers``: online ones with their last snapshot, and those whose
     heartbeat key expired (``lost``) until they are reclaimed."""
-    keys = app.broker.keys
-    client = app.client
-    entries = client.zrange(keys.workers, 0, -1, withscores=True)
-    if not entries:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for name, _ in entries:
-        pipe.get(keys.worker(_s(name)))
-    snapshots = pipe.execute()
     now = time.time()
     result = []
-    for (name, seen), raw in zip(entries, snapshots):
-        info: dict[str, Any] = {}
-        if raw:
-            try:
-                info = msgpack.unpackb(raw, raw=False)
-            except Exception:   # a snapshot from another version: show the name only
-                info = {}
+    for name, seen, snapshot in read_fleet(app):
+        # no snapshot: its heartbeat expired, or one from another version (the name only)
+        raw = None if snapshot is None else True
+        info: dict[str, Any] = {} if snapshot is None else snapshot.as_dict()
         if info.get("parent"):   # an isolated lane's process: shown in its supervisor's lanes
             continue
         lanes = []

@@ -17,20 +17,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import msgpack
 import psutil
 import redis
 
 from engine import control, limits
 from engine.exceptions import ConfigurationError, NotSupported
-from pools.base import Job, Pool
+from engine.worker.lanes import Delivery, Lane
+from engine.worker.snapshot import LaneInfo, WorkerSnapshot
+from pools.base import Pool
 
 if TYPE_CHECKING:
     from engine.worker.lanes import LaneSpec
-    from engine.worker.supervisor import Supervisor
 
 log = logging.getLogger("engine.worker")
 
@@ -69,29 +68,34 @@ def control_channel(keys: Any, worker_name: str) -> str:
     return f"{keys.control}:{worker_name}"
 
 
-class LaneProcess(Pool):
-    """The supervisor's handle on one lane process, with the Pool methods it calls (a Pool
-    subclass for the defaults of whatever the supervisor reads; ``Pool.__init__`` is not
-    called: there is no runner nor outcome here).
+class ProcessLane(Lane):
+    """A lane whose pool runs in a one-lane ``engine run`` child.
 
-    It takes no jobs (``free_slots`` is 0): the child fetches its own. ``start`` returns
-    once the child sent its first heartbeat; ``maintain`` restarts a dead child and
-    recycles one over max-memory (SIGTERM: the child gives back what it prefetched and
-    finishes what runs; then a fresh child starts under the same name); ``stop`` is the
-    child's warm shutdown, ``terminate`` its cold one.
+    It fetches nothing in the supervisor's process: the child fetches, runs and writes by
+    itself (so its ``streams`` are empty and its buffer always is). ``start`` returns once
+    the child sent its first heartbeat; ``maintain`` restarts a dead child and recycles one
+    over max-memory (SIGTERM: the child gives back what it prefetched and finishes what
+    runs; then a fresh child starts under the same name); ``stop_fetching`` begins the
+    child's warm shutdown (every lane drains at once), ``stop`` waits for it, ``terminate``
+    is the child's cold one.
     """
 
-    def __init__(self, spec: "LaneSpec", pool_cls: type[Pool], supervisor: "Supervisor") -> None:
+    def __init__(self, spec: "LaneSpec", pool_cls: type[Pool], *, app: Any,
+                 supervisor_name: str) -> None:
         self.spec = spec
+        self.name = spec.name
+        self.queues = list(spec.queues)
+        self.streams: list[str] = []     # read by the child only
         self.pool_cls = pool_cls
-        self.name = getattr(pool_cls, "name", spec.pool)
+        self.pool_name = getattr(pool_cls, "name", spec.pool)
         self.capabilities = frozenset(pool_cls.capabilities) & {"grow", "shrink"}
         self.concurrency = spec.concurrency
-        self.app = supervisor.app
-        self.parent_name = supervisor.name
-        self.worker_name = child_name(supervisor.name, spec.name)
-        self.snapshot_key = supervisor.keys.worker(self.worker_name)
-        self.channel = control_channel(supervisor.keys, self.worker_name)
+        self.app = app
+        keys = app.broker.keys
+        self.parent_name = supervisor_name
+        self.worker_name = child_name(supervisor_name, spec.name)
+        self.snapshot_key = keys.worker(self.worker_name)
+        self.channel = control_channel(keys, self.worker_name)
         recycles_itself = "recycle" in pool_cls.capabilities
         #: KiB of the child's tree past which the supervisor recycles the whole process
         self.max_memory = None if recycles_itself else spec.options.max_memory_per_child
@@ -105,7 +109,7 @@ class LaneProcess(Pool):
         self._restart_at: float | None = None
         self._backoff = RESTART_BACKOFF
         self._next_watch = 0.0
-        self._snapshot: dict = {}
+        self._snapshot: WorkerSnapshot | None = None
         self._ended = {"processed": 0, "failed": 0}   # totals of children that ended
 
     # -- the child's command line ------------------------------------------------------
@@ -147,17 +151,18 @@ class LaneProcess(Pool):
         self._started = limits.now()
         self._next_watch = self._started + WATCH_INTERVAL
         self.state = "running"
-        log.info("lane %s: started %s process %s (pid %d)", self.spec.name, self.name,
+        log.info("lane %s: started %s process %s (pid %d)", self.spec.name, self.pool_name,
                  self.worker_name, self.proc.pid)
 
-    def start(self) -> None:
+    def start(self, take_back: Callable[[Lane], None]) -> None:
+        # the child takes back what its name held itself, before it fetches
         self._spawn()
         deadline = limits.now() + START_TIMEOUT
         # "ready" means every lane takes work: wait for the child's first heartbeat
         while not self._read_snapshot():
             code = self.proc.poll()
             if code is not None:
-                raise ConfigurationError(f"lane {self.spec.name}: its {self.name} process "
+                raise ConfigurationError(f"lane {self.spec.name}: its {self.pool_name} process "
                                          f"exited with code {code} while starting")
             if limits.now() > deadline:
                 log.warning("lane %s: no heartbeat from %s after %.0f s; going on",
@@ -165,14 +170,21 @@ class LaneProcess(Pool):
                 return
             time.sleep(0.05)
 
-    def free_slots(self) -> int:
-        return 0
+    # -- what a lane holds here: nothing (the child fetches its own) -------------------
+    def feed(self, admit: Callable[[Delivery], bool]) -> None:
+        pass
 
-    def submit(self, job: Job) -> None:
-        raise NotSupported("an isolated lane fetches its own jobs")
+    def settle(self) -> None:
+        pass
 
-    def maintain(self) -> None:
-        if self.proc is None or self.state in ("stopping", "stopped"):
+    def resize(self) -> None:
+        pass   # the lane process sizes its own prefetch
+
+    def give_back(self) -> list[Delivery]:
+        return []
+
+    def maintain(self, due: bool) -> None:
+        if not due or self.proc is None or self.state in ("stopping", "stopped"):
             return
         now = limits.now()
         code = self.proc.poll()
@@ -217,13 +229,13 @@ class LaneProcess(Pool):
             self.restarts += 1
             self._spawn()
 
-    def begin_stop(self) -> None:
+    def stop_fetching(self) -> None:
         """Start the child's warm shutdown (every lane drains at once; ``stop`` waits)."""
         self.state = "stopping"
         self._signal(signal.SIGTERM)
 
     def stop(self, timeout: float) -> list[str]:
-        self.begin_stop()
+        self.stop_fetching()
         if self.proc is not None:
             try:
                 self.proc.wait(timeout + STOP_MARGIN)
@@ -258,17 +270,19 @@ class LaneProcess(Pool):
             self.proc.send_signal(signum)
 
     # -- control -----------------------------------------------------------------------
-    def grow(self, n: int) -> None:
+    def grow(self, n: int) -> int:
         if "grow" not in self.capabilities:
-            raise NotSupported(f"{self.name} pool cannot grow")
+            raise NotSupported(f"{self.pool_name} pool cannot grow")
         self.concurrency += n       # a restarted child starts at the new size
         self.forward({"cmd": "pool-grow", "n": n})
+        return self.concurrency
 
-    def shrink(self, n: int) -> None:
+    def shrink(self, n: int) -> int:
         if "shrink" not in self.capabilities:
-            raise NotSupported(f"{self.name} pool cannot shrink")
+            raise NotSupported(f"{self.pool_name} pool cannot shrink")
         self.concurrency = max(self.concurrency - n, 1)
         self.forward({"cmd": "pool-shrink", "n": n})
+        return self.concurrency
 
     def forward(self, command: dict) -> None:
         """Send a control command to the child (no reply: the supervisor answers)."""
@@ -280,97 +294,48 @@ class LaneProcess(Pool):
                         command.get("cmd"), exc)
 
     # -- figures -----------------------------------------------------------------------
-    def _read_snapshot(self) -> dict:
+    def _read_snapshot(self) -> WorkerSnapshot | None:
         """The child's heartbeat snapshot, if it is this child's (a killed one's lingers)."""
         try:
-            raw = self.app.client.get(self.snapshot_key)
-            info = msgpack.unpackb(raw, raw=False) if raw else {}
-        except (redis.ConnectionError, redis.TimeoutError, ValueError):
-            return {}
-        if self.proc is not None and info.get("pid") == self.proc.pid:
-            self._snapshot = info
-            return info
-        return {}
+            snapshot = WorkerSnapshot.from_wire(self.app.client.get(self.snapshot_key))
+        except redis.RedisError:
+            return None
+        if snapshot is not None and self.proc is not None and snapshot.pid == self.proc.pid:
+            self._snapshot = snapshot
+            return snapshot
+        return None
 
-    def _lane_figures(self) -> dict:
-        lanes = self._snapshot.get("lanes") or [{}]
-        return lanes[0]
+    def _lane_figures(self) -> LaneInfo | None:
+        snapshot = self._snapshot
+        return snapshot.lanes[0] if snapshot is not None and snapshot.lanes else None
 
     def _carry_totals(self) -> None:
         figures = self._lane_figures()
-        for key in self._ended:
-            self._ended[key] += int(figures.get(key) or 0)
-        self._snapshot = {}
+        if figures is not None:
+            self._ended["processed"] += figures.processed
+            self._ended["failed"] += figures.failed
+        self._snapshot = None
 
     def total(self, key: str) -> int:
         """processed/failed over every process this lane had (as of the last snapshots)."""
-        return self._ended[key] + int(self._lane_figures().get(key) or 0)
-
-    def info(self) -> dict:
         figures = self._lane_figures()
-        return {"pool": self.name, "concurrency": self.concurrency, "isolated": True,
-                "process": self.worker_name, "pid": self.proc.pid if self.proc else None,
-                "state": self.state, "restarts": self.restarts, "recycles": self.recycles,
-                "rss": self._snapshot.get("rss") or self.rss, "max_memory": self.max_memory,
-                "active": self._snapshot.get("active", 0),
-                "child_pool": figures.get("pool_info")}
+        return self._ended[key] + (getattr(figures, key) if figures is not None else 0)
 
-
-class IsolatedLane:
-    """A lane run by a LaneProcess, shaped like ``engine.worker.lanes.Lane`` for the supervisor:
-    it fetches nothing there (``fetching`` False, no streams, an empty buffer), so the
-    supervisor's feed, take-back and reclaim pass it by; ``pool`` is the LaneProcess."""
-
-    def __init__(self, spec: "LaneSpec", pool_cls: type[Pool], supervisor: "Supervisor") -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.queues = list(spec.queues)
-        self.streams: list[str] = []     # read by the child only
-        self.pool = LaneProcess(spec, pool_cls, supervisor)
-        self.buffer: deque = deque()
-        self.fetching = False
-        self.returned = 0
-        self.capacity = self.low_water = 0
-        self.held = 0
-
-    @property
-    def processed(self) -> int:
-        return self.pool.total("processed")
-
-    @property
-    def failed(self) -> int:
-        return self.pool.total("failed")
-
-    def give(self, n: int = 1) -> None:
-        pass
-
-    def resize(self) -> None:
-        pass   # the lane process sizes its own prefetch
-
-    def note_runtime(self, runtime: float) -> None:
-        pass
-
-    def return_credit(self) -> None:
-        pass
-
-    def _take(self, n: int) -> None:
-        pass
-
-    def start_fetching(self, *args: Any) -> None:
-        pass     # the child fetches from its start
-
-    def join_fetcher(self, timeout: float) -> None:
-        # the supervisor stops every lane's fetching before it waits for any pool: starting
-        # the child's warm shutdown here lets all lanes drain at the same time
-        self.pool.begin_stop()
-
-    def info(self) -> dict:
-        figures = self.pool._lane_figures()
-        return {"name": self.name, "queues": self.queues, "pool": self.spec.pool,
-                "concurrency": self.pool.concurrency,
-                "buffered": int(figures.get("buffered") or 0),
-                "processed": self.processed, "failed": self.failed,
-                "pool_info": self.pool.info()}
+    def info(self) -> LaneInfo:
+        figures = self._lane_figures()
+        snapshot = self._snapshot
+        pool_info = {"pool": self.pool_name, "concurrency": self.concurrency, "isolated": True,
+                     "process": self.worker_name, "pid": self.proc.pid if self.proc else None,
+                     "state": self.state, "restarts": self.restarts, "recycles": self.recycles,
+                     "rss": (snapshot.rss if snapshot else 0) or self.rss,
+                     "max_memory": self.max_memory,
+                     "active": snapshot.active if snapshot else 0,
+                     "child_pool": figures.pool_info if figures else None}
+        return LaneInfo(name=self.name, queues=self.queues, pool=self.spec.pool,
+                        concurrency=self.concurrency,
+                        buffered=figures.buffered if figures else 0,
+                        processed=self.total("processed"), failed=self.total("failed"),
+                        pool_info=pool_info)
 
 
 def tree_rss_kib(pid: int) -> int:

@@ -1,14 +1,17 @@
-"""A lane: some queues served by one pool, with its fetch thread and its prefetch budget.
+"""Lanes: some queues served by one pool. The lane interface, and the lane whose pool runs
+in the supervisor's process (``PoolLane``: its fetch thread and its prefetch budget).
 
 The supervisor owns every lane and is the only caller of its pool. The fetch thread only
 reads from Redis (one XREADGROUP per batch) and hands the batch to the supervisor's inbox;
-the credit counter bounds how many messages a lane holds (buffered + in its pool).
+the budget bounds how many messages a lane holds (buffered + in its pool). Lanes in a
+process of their own are ``engine.worker.isolation``'s.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -16,6 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import redis
 
 from engine.broker import Broker
+from engine.exceptions import NotSupported
+from engine.worker import ossignals
+from engine.worker.snapshot import LaneInfo
 from pools.base import Job, Pool, PoolOptions
 
 if TYPE_CHECKING:
@@ -27,8 +33,12 @@ log = logging.getLogger("engine.worker")
 QUEUED_WORK_TARGET = 0.05
 #: messages per slot a lane holds at least (one running, one waiting), prefetch allowing
 MIN_PER_SLOT = 2
+#: jobs submitted in a row before the loop yields the processor once
+YIELD_EVERY = 200
 #: milliseconds one XREADGROUP may block; bounds how long a warm shutdown waits for fetchers
 FETCH_BLOCK_MS = 500
+#: seconds a warm shutdown waits for a fetch thread to return from its blocking read
+FETCH_JOIN_TIMEOUT = 2.0
 #: seconds between reconnect attempts of a fetch thread, doubled up to the maximum
 RECONNECT_BACKOFF, RECONNECT_BACKOFF_MAX = 0.1, 5.0
 
@@ -61,7 +71,7 @@ class Delivery:
     job: Job
     stream: str
     entry_id: bytes
-    lane: "Lane"
+    lane: "PoolLane"
     task: "Task"
     deliveries: int = 1
     soft: float | None = None
@@ -72,15 +82,95 @@ class Delivery:
 
 
 class Lane:
-    def __init__(self, spec: LaneSpec, pool: Pool, broker_keys: Any) -> None:
+    """The lane interface: some queues served by one pool, as the supervisor drives it.
+
+    Two implementations: ``PoolLane`` (the pool runs in the supervisor's process, fed from
+    a fetch thread within a prefetch budget) and ``engine.worker.isolation.ProcessLane``
+    (a one-lane ``engine run`` child that fetches, runs and writes by itself). The
+    supervisor calls every method from its loop thread only, ``start`` first.
+
+    A lane whose process fetches nothing here holds nothing here: its ``streams`` are
+    empty, ``feed`` and ``settle`` find nothing to do and ``give_back`` returns nothing.
+    """
+
+    spec: LaneSpec
+    name: str
+    queues: list[str]
+    #: streams this process reads for the lane (take-back and reclaim go through them)
+    streams: list[str]
+    #: the pool class serving the lane (here or in the lane's process)
+    pool_cls: type[Pool]
+
+    def start(self, take_back: Callable[["Lane"], None]) -> None:
+        """Bring the lane up: ``take_back(lane)`` must run before the lane fetches anything
+        new (the messages this worker name held when it last died come first)."""
+        raise NotImplementedError
+
+    def feed(self, admit: Callable[[Delivery], bool]) -> None:
+        """Submit buffered deliveries while the pool has free slots; ``admit`` is the
+        supervisor's word on each one (False: it settled the delivery or set it aside)."""
+        raise NotImplementedError
+
+    def settle(self) -> None:
+        """End of a loop turn: give the prefetch budget back for what left the lane."""
+        raise NotImplementedError
+
+    def maintain(self, due: bool) -> None:
+        """``due``: the maintenance interval passed or a child exited."""
+        raise NotImplementedError
+
+    def resize(self) -> None:
+        """Housekeeping: fit the prefetch budget to the work."""
+        raise NotImplementedError
+
+    def stop_fetching(self) -> None:
+        """Warm shutdown, first step for every lane at once: take no new work."""
+        raise NotImplementedError
+
+    def give_back(self) -> list[Delivery]:
+        """What was fetched and never submitted, removed from the lane."""
+        raise NotImplementedError
+
+    def stop(self, timeout: float) -> list[str]:
+        """Warm: let running work end; the ids of submitted jobs that never started."""
+        raise NotImplementedError
+
+    def terminate(self) -> None:
+        """Cold, idempotent: end everything now."""
+        raise NotImplementedError
+
+    def grow(self, n: int) -> int:
+        """Add ``n`` slots (NotSupported if the pool cannot); returns the new size."""
+        raise NotImplementedError
+
+    def shrink(self, n: int) -> int:
+        raise NotImplementedError
+
+    def forward(self, command: dict) -> None:
+        """A control command the supervisor handled that the lane's own process must hear
+        too (revoke): a pool lane shares the supervisor's process and needs nothing."""
+        raise NotImplementedError
+
+    def info(self) -> LaneInfo:
+        """The lane's part of the worker snapshot."""
+        raise NotImplementedError
+
+
+class PoolLane(Lane):
+    """A lane whose pool runs in the supervisor's process."""
+
+    def __init__(self, spec: LaneSpec, pool: Pool, broker_keys: Any, *,
+                 make_broker: Callable[[], Broker], consumer: str,
+                 deliver: Callable[[Any], None], stopping: threading.Event) -> None:
         self.spec = spec
         self.name = spec.name
         self.pool = pool
+        self.pool_cls = type(pool)
         self.queues = list(spec.queues)
         self.streams = [broker_keys.queue(q) for q in self.queues]
         self.capacity = max(spec.concurrency * max(spec.prefetch, 1), spec.concurrency)
         self.low_water = max(self.capacity // 2, 1)
-        self.returned = 0    #: credit to give back at the end of the loop turn
+        self.returned = 0    #: left the lane this loop turn (``settle`` gives the budget back)
         self.runtime: float | None = None   #: moving average of task run time, seconds
         self.buffer: deque[Delivery] = deque()
         self.fetching = True
@@ -89,19 +179,104 @@ class Lane:
         self._held = 0
         self._room = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._make_broker = make_broker
+        self._consumer = consumer
+        self._deliver = deliver
+        self._stopping = stopping
 
-    # -- the prefetch budget (fetch thread takes, supervisor gives back) ---------------
-    def give(self, n: int = 1) -> None:
+    # -- life cycle --------------------------------------------------------------------
+    def start(self, take_back: Callable[[Lane], None]) -> None:
+        self.pool.start()
+        take_back(self)
+        self._thread = threading.Thread(target=self._fetch_loop, name=f"fetch-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop_fetching(self) -> None:
+        # the supervisor set ``stopping`` before: every fetch thread is leaving at once,
+        # and this waits for ours to return from its blocking read (batches it delivered
+        # meanwhile are in the inbox: the supervisor drains it before ``give_back``)
+        self.fetching = False
         with self._room:
-            self._held -= n
-            if self.capacity - self._held >= self.low_water:
-                self._room.notify()
+            self._room.notify_all()
+        if self._thread is not None:
+            self._thread.join(FETCH_JOIN_TIMEOUT)
 
-    def return_credit(self) -> None:
-        """Give back what finished this loop turn, in one go (one lock, one notify)."""
+    def give_back(self) -> list[Delivery]:
+        deliveries = list(self.buffer)
+        self.buffer.clear()
+        return deliveries
+
+    def stop(self, timeout: float) -> list[str]:
+        return self.pool.stop(timeout)
+
+    def terminate(self) -> None:
+        self.fetching = False
+        self.pool.terminate()
+
+    def maintain(self, due: bool) -> None:
+        # reaping costs system calls per child: only when due, or every turn for a pool
+        # that runs its jobs inside ``maintain`` (solo)
+        if due or self.pool.runs_jobs_in_maintain:
+            self.pool.maintain()
+
+    def forward(self, command: dict) -> None:
+        pass
+
+    # -- one job (the supervisor decides when) -----------------------------------------
+    def interrupt(self, job_id: str) -> None:
+        """Raise SoftTimeLimitExceeded inside the job (a log line if the pool cannot)."""
+        try:
+            self.pool.interrupt(job_id)
+        except NotSupported as exc:
+            log.warning("%s", exc)
+
+    def end(self, job_id: str) -> bool:
+        """End the job now (hard limit, revoke with terminate); False when the pool cannot.
+        The supervisor's signals stay blocked meanwhile: a pool may start threads here."""
+        try:
+            with ossignals.masked():
+                self.pool.kill(job_id)
+        except NotSupported as exc:
+            log.warning("cannot end %s: %s", job_id, exc)
+            return False
+        return True
+
+    # -- feeding -----------------------------------------------------------------------
+    def feed(self, admit: Callable[[Delivery], bool]) -> None:
+        buffer = self.buffer
+        if not buffer or not self.fetching:
+            return
+        pool = self.pool
+        free = pool.free_slots()
+        submitted = 0
+        while buffer and free > 0:
+            delivery = buffer.popleft()
+            if not admit(delivery):
+                continue
+            pool.submit(delivery.job)
+            free -= 1
+            submitted += 1
+            if not submitted % YIELD_EVERY:
+                # let others run: other threads, or, in a gevent process (where sleep is
+                # cooperative), the jobs just spawned and the hub's I/O
+                time.sleep(0)
+            if free <= 0:
+                free = pool.free_slots()
+
+    # -- the prefetch budget (holders take, the loop releases) -------------------------
+    def hold(self, n: int) -> None:
+        """``n`` more messages in the lane (fetched, taken back, reclaimed, redelivered)."""
+        with self._room:
+            self._held += n
+
+    def settle(self) -> None:
         if self.returned:
             n, self.returned = self.returned, 0
-            self.give(n)
+            with self._room:
+                self._held -= n
+                if self.capacity - self._held >= self.low_water:
+                    self._room.notify()
 
     def note_runtime(self, runtime: float) -> None:
         """On the loop, for every outcome: feeds the moving average ``resize`` reads."""
@@ -124,6 +299,36 @@ class Lane:
                 self.low_water = max(capacity // 2, 1)
                 self._room.notify()
 
+    def room(self) -> int:
+        """How many more messages the budget allows now."""
+        return self.capacity - self._held
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    # -- control -----------------------------------------------------------------------
+    def grow(self, n: int) -> int:
+        self.pool.grow(n)
+        return self._resized()
+
+    def shrink(self, n: int) -> int:
+        self.pool.shrink(n)
+        return self._resized()
+
+    def _resized(self) -> int:
+        # the lane's prefetch budget follows its pool, so new slots get messages
+        self.spec.concurrency = self.pool.concurrency
+        self.resize()
+        return self.pool.concurrency
+
+    def info(self) -> LaneInfo:
+        return LaneInfo(name=self.name, queues=self.queues, pool=self.spec.pool,
+                        concurrency=self.spec.concurrency, buffered=len(self.buffer),
+                        processed=self.processed, failed=self.failed,
+                        pool_info=self.pool.info())
+
+    # -- the fetch thread --------------------------------------------------------------
     def _wait_for_room(self, timeout: float) -> int:
         # fetch in batches: wait until half the budget is free (or nothing is held at all)
         with self._room:
@@ -131,43 +336,23 @@ class Lane:
                 self._room.wait(timeout)
             return self.capacity - self._held
 
-    def _take(self, n: int) -> None:
-        with self._room:
-            self._held += n
-
-    @property
-    def held(self) -> int:
-        return self._held
-
-    # -- the fetch thread --------------------------------------------------------------
-    def start_fetching(self, make_broker: Callable[[], Broker], consumer: str,
-                       deliver: Callable[[Any], None], stopping: threading.Event) -> None:
-        self._thread = threading.Thread(
-            target=self._fetch_loop, args=(make_broker, consumer, deliver, stopping),
-            name=f"fetch-{self.name}", daemon=True)
-        self._thread.start()
-
-    def join_fetcher(self, timeout: float) -> None:
-        with self._room:
-            self._room.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _fetch_loop(self, make_broker: Callable[[], Broker], consumer: str,
-                    deliver: Callable[[Any], None], stopping: threading.Event) -> None:
-        broker = make_broker()
+    def _fetch_loop(self) -> None:
+        broker = self._make_broker()
+        stopping = self._stopping
         streams = {stream: ">" for stream in self.streams}
         backoff = RECONNECT_BACKOFF
-        while not stopping.is_set():
+        while not stopping.is_set() and self.fetching:
             room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
-            if room <= 0 or stopping.is_set():
+            if room <= 0 or stopping.is_set() or not self.fetching:
                 continue
             # XREADGROUP's COUNT is per stream; split the room so a lane never overfills
             count = max(room // len(streams), 1)
             try:
-                batch = broker.fetch(consumer, streams, count=count, block_ms=FETCH_BLOCK_MS)
+                batch = broker.fetch(self._consumer, streams, count=count,
+                                     block_ms=FETCH_BLOCK_MS)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("lane %s: fetch failed (%s); retrying in %.1f s", self.name, exc, backoff)
+                log.warning("lane %s: fetch failed (%s); retrying in %.1f s", self.name, exc,
+                            backoff)
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
                 continue
@@ -178,8 +363,8 @@ class Lane:
                 raise
             backoff = RECONNECT_BACKOFF
             if batch:
-                self._take(sum(len(entries) for _, entries in batch))
-                deliver((self, batch))
+                self.hold(sum(len(entries) for _, entries in batch))
+                self._deliver((self, batch))
         broker.close()
         broker.client.close()
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import msgpack
 import redis
 
 from engine import control
+from engine.exceptions import ConfigurationError
+from engine.worker.snapshot import WorkerSnapshot
 
 log = logging.getLogger("engine.worker")
 
@@ -58,7 +61,7 @@ def process_figures() -> dict[str, float]:
 
 class Presence:
     def __init__(self, app, name: str, *, lost_after: float, interval: float, events,
-                 snapshot: Callable[[], bytes], active: Callable[[], int],
+                 active: Callable[[], int],
                  channel: str, deliver: Callable[[dict], None],
                  stopping: threading.Event) -> None:
         self.app = app
@@ -68,13 +71,33 @@ class Presence:
         # beat often enough that a late beat or two never lets a live worker's key lapse
         self.interval = min(interval, lost_after * HEARTBEAT_TTL_SHARE / HEARTBEATS_PER_TTL)
         self.events = events
-        self.snapshot = snapshot
+        #: the worker snapshot to publish, bytes the loop refreshes (the loop alone calls
+        #: pools, so this thread never builds it)
+        self.snapshot = b""
         self.active = active
         self.channel = channel
         self.deliver = deliver
         self.stopping = stopping
         #: the latest process figures, measured here (a /proc walk) rather than on the loop
         self.figures: dict[str, float] = {"load": 0.0, "rss": 0, "cpu": 0.0}
+
+    def check_name(self) -> None:
+        """Refuse to start beside a live worker of the same name (a dead one is taken over)."""
+        info = WorkerSnapshot.from_wire(self.app.client.get(self.keys.worker(self.name)))
+        if info is None:
+            return
+        same_host = info.host == socket.gethostname()
+        pid = info.pid
+        if same_host and pid and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                pass
+            raise ConfigurationError(f"a worker named {self.name!r} is already running (pid {pid})")
+        if not same_host:
+            raise ConfigurationError(f"a worker named {self.name!r} is alive on {info.host}")
 
     def beat(self, *, online: bool = False, offline: bool = False) -> None:
         """Write the heartbeat key (or delete it, ``offline``) with a worker event."""
@@ -86,7 +109,7 @@ class Presence:
             pipe.delete(key)
             pipe.zrem(self.keys.workers, self.name)
         else:
-            pipe.set(key, self.snapshot(),
+            pipe.set(key, self.snapshot,
                      px=max(int(self.lost_after * HEARTBEAT_TTL_SHARE * 1000), 100))
             pipe.zadd(self.keys.workers, {self.name: time.time()})
         if self.events.enabled:
@@ -97,9 +120,9 @@ class Presence:
                 maxlen=self.events.maxlen, approximate=True)
         pipe.execute()
 
-    def start(self, spawn: Callable[[Callable[[], None], str], Any]) -> None:
-        spawn(self._beat_loop, "heartbeat")
-        spawn(self._listen_loop, "control")
+    def start(self) -> None:
+        for target, name in ((self._beat_loop, "heartbeat"), (self._listen_loop, "control")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def _beat_loop(self) -> None:
         while not self.stopping.wait(self.interval):

@@ -1,10 +1,10 @@
 """Write-behind for the supervisor: results, acks, retries and events go to Redis from here.
 
-The loop hands over a ``WriteBatch`` (plain lists, no Redis objects) and goes on feeding the
-pools while this thread builds and sends the pipeline (on the ``Wire``: see engine.wire), so Redis round trips overlap with
-work. Within a batch, results are written before acks (a crash between them re-runs a task,
-never loses a result); batches are independent of one another. When nothing else is
-running, the loop writes the batch itself (``write``) to save a thread hop of latency.
+The loop hands over a ``WriteBatch`` of plain command tuples (``engine.worker.ledger``) and
+goes on feeding the pools while this thread sends it as one pipeline on the ``Wire``
+(``engine.wire``), so Redis round trips overlap with work. Batches are independent of one
+another. When nothing else is running, the loop writes the batch itself (``write``) to save
+a thread hop of latency.
 """
 
 from __future__ import annotations
@@ -13,30 +13,24 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import redis
 
+from engine.events import EventBuffer
+from engine.worker.ledger import Ledger, WriteBatch
+
 log = logging.getLogger("engine.worker")
 
+#: seconds a result or ack may wait for others to share its round trip (only while other
+#: tasks are still running: the last one is written at once)
+WRITE_DELAY = 0.002
+#: owed writes that are handed over without waiting
+WRITE_MAX = 1000
 #: batches waiting for the writer thread before the loop blocks until one is written
 MAX_BACKLOG = 32
 #: seconds between retries of a write batch while Redis is away (doubled up to the max)
 RETRY_DELAY, RETRY_DELAY_MAX = 0.05, 2.0
-
-
-@dataclass(slots=True)
-class WriteBatch:
-    statuses: list[tuple[str, bytes]] = field(default_factory=list)
-    records: list[tuple[str, bytes]] = field(default_factory=list)
-    extras: list[Callable[[Any], None]] = field(default_factory=list)
-    acks: dict[str, list[bytes]] = field(default_factory=dict)
-    events: list | None = None      #: EventBuffer.take(packed=False), packed here
-
-    def __len__(self) -> int:
-        return (len(self.statuses) + len(self.records) + len(self.extras)
-                + sum(len(ids) for ids in self.acks.values()) + (self.events is not None))
 
 
 class Writer:
@@ -74,6 +68,28 @@ class Writer:
     @property
     def busy(self) -> bool:
         return self._submitted != self._done
+
+    def offer(self, ledger: Ledger, events: EventBuffer, *, running: bool = False,
+              sync: bool = False) -> None:
+        """On the loop, every turn: take what ``ledger`` owes (with the events, when due)
+        once nothing else runs (latency: written here, a thread hop less), enough has
+        gathered, or the oldest has waited WRITE_DELAY (throughput: one round trip for
+        many); ``sync`` writes everything here and now."""
+        owed = len(ledger)
+        if not sync:
+            if owed:
+                if running and owed < WRITE_MAX and \
+                        time.monotonic() < ledger.deadline(WRITE_DELAY):
+                    return
+            elif not events.due():
+                return
+        batch = ledger.take(events.take(force=sync, packed=False))
+        if batch is None:
+            return
+        if sync or (not running and not self.busy):
+            self.write(batch)
+        else:
+            self.submit(batch)
 
     def submit(self, batch: WriteBatch) -> None:
         """Queue a batch for the writer thread (blocks only past MAX_BACKLOG)."""
@@ -130,59 +146,32 @@ class Writer:
                     self._idle.notify_all()
 
     def _send(self, batch: WriteBatch) -> None:
-        """Results (and statuses) first, then retries, dead letters and requeues, then acks
-        and events: a crash between them re-runs a task, never loses a result."""
+        """One pipeline: results (and statuses) first, then the batch's other commands
+        (retries, dead letters, requeues, successors), then acks and events: a crash between
+        them re-runs a task, never loses a result. Every command may be sent twice (a reply
+        lost with the connection): results replace, acks and deletes are idempotent, retries
+        wait as zset members; only events, dead letters and requeued copies may repeat."""
         app = self.app
         backend = app.backend
-        results = backend.write_commands(batch.records, batch.statuses)
-        if results and backend.client is not app.client:
-            self._execute_raw(backend.wire, results)   # a result backend of its own
-            results = []
-        tail = app.broker.ack_commands(batch.acks)
+        commands = backend.write_commands(batch.records, batch.statuses)
+        if commands and backend.client is not app.client:
+            self._until_written(backend.wire, commands)   # a result backend of its own
+            commands = []
+        commands += batch.commands
+        commands += app.broker.ack_commands(batch.acks)
         if batch.events is not None:
-            tail.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
-                         "*", "b", self.pack_events(batch.events)))
-        if batch.extras:
-            # the rare extras are written against a redis-py pipeline: build one for all
-            pipe = app.client.pipeline(transaction=False)
-            for command in results:
-                pipe.execute_command(*command)
-            for extra in batch.extras:
-                extra(pipe)
-            for command in tail:
-                pipe.execute_command(*command)
-            self._execute(pipe)
-        else:
-            self._execute_raw(app.broker.wire, results + tail)
+            commands.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
+                             "*", "b", self.pack_events(batch.events)))
+        self._until_written(app.broker.wire, commands)
         self.written += 1
 
-    def _execute_raw(self, wire, commands: list[tuple]) -> None:
-        """``_execute`` for a Wire: the same retries, the same idempotence."""
-        self._until_written(lambda: wire.pipeline(commands, retry=False))
-
-    def _execute(self, pipe) -> None:
-        """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
-        through or a cold shutdown gives up. Every write in it may be sent twice (a reply
-        lost with the connection): results replace, acks and deletes are idempotent, retries
-        wait as zset members; only events, dead letters and Reject(requeue=True) copies may
-        repeat."""
-        # redis-py empties the pipeline whatever the outcome: keep the commands to resend,
-        # and any registered scripts they call (a restarted Redis may have lost its script
-        # cache, and the pipeline loads only the scripts it knows of)
-        commands, scripts = list(pipe.command_stack), set(pipe.scripts)
-
-        def send() -> None:
-            pipe.command_stack, pipe.scripts = list(commands), set(scripts)
-            pipe.execute()
-        self._until_written(send)
-
-    def _until_written(self, send: Callable[[], None]) -> None:
-        """Call ``send`` until it goes through, backing off while Redis is away, or give
-        up when a cold shutdown says so."""
+    def _until_written(self, wire, commands: list[tuple]) -> None:
+        """Send ``commands`` until they go through, backing off while Redis is away, or
+        give up when a cold shutdown says so."""
         delay = RETRY_DELAY
         while True:
             try:
-                send()
+                wire.pipeline(commands, retry=False)
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self.cancelled():

@@ -93,7 +93,7 @@ def test_requeueing_a_dead_letter_makes_it_run(app, run_worker, dashboard, page)
     task_id = str(uuid.uuid4())
     body = message.encode_message(task_id, "tests.apps.basic.add", [20, 22], {})
     pipe = app.client.pipeline()
-    app.broker.dead_letter(pipe, "default", body, "delivered too many times")
+    pipe.execute_command(*app.broker.dead_letter_command("default", body, "delivered too many times"))
     pipe.sadd(app.broker.keys.queues, "default")
     pipe.execute()
     run_worker("--pool", "threads", "-c", "2")
@@ -117,7 +117,7 @@ def test_requeueing_a_dead_letter_makes_it_run(app, run_worker, dashboard, page)
 def test_deleting_a_dead_letter(app, dashboard, page):
     # Given a dead letter that cannot even be decoded
     pipe = app.client.pipeline()
-    app.broker.dead_letter(pipe, "mail", b"\xc1garbage", "undecodable message")
+    pipe.execute_command(*app.broker.dead_letter_command("mail", b"\xc1garbage", "undecodable message"))
     pipe.sadd(app.broker.keys.queues, "mail")
     pipe.execute()
     page.on("dialog", lambda dialog: dialog.accept())
@@ -163,7 +163,7 @@ def test_basic_auth_refuses_a_wrong_password(start_dashboard, open_page):
 def test_actions_refuse_cross_site_requests(app, dashboard, page):
     # Given a dead letter and the token a page of the dashboard carries
     pipe = app.client.pipeline()
-    app.broker.dead_letter(pipe, "default", message.encode_message("x", "t", [], {}), "test")
+    pipe.execute_command(*app.broker.dead_letter_command("default", message.encode_message("x", "t", [], {}), "test"))
     pipe.execute()
     entry = app.client.xrange(app.broker.keys.dlq("default"))[0][0].decode()
     page.goto(dashboard.url + "/workers")

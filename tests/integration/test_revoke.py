@@ -37,7 +37,7 @@ def test_terminate_in_solo_is_refused_and_the_task_finishes(rapp, run_worker):
     wait_for(lambda: runs(rapp, "solo"), message="the task to start")
     r.revoke(terminate=True)
     assert r.get(timeout=60) == "solo"
-    wait_for(lambda: "cannot terminate" in worker.log, message="the refusal in the log")
+    wait_for(lambda: "cannot end" in worker.log, message="the refusal in the log")
 
 
 def test_a_worker_started_after_the_revoke_skips_the_task(rapp, run_worker):

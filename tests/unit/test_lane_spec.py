@@ -58,9 +58,12 @@ def test_a_lane_process_name_is_safe_in_a_destination_list():
 
 def _lane(concurrency: int, prefetch: int):
     from engine.broker import Keys
-    from engine.worker.lanes import Lane, LaneSpec
-    return Lane(LaneSpec(queues=["q"], pool="threads", concurrency=concurrency,
-                         prefetch=prefetch), pool=None, broker_keys=Keys("t"))
+    import threading
+    from engine.worker.lanes import LaneSpec, PoolLane
+    # the budget alone: no pool, and no fetch thread is ever started
+    return PoolLane(LaneSpec(queues=["q"], pool="threads", concurrency=concurrency,
+                             prefetch=prefetch), pool=None, broker_keys=Keys("t"),
+                    make_broker=None, consumer="c", deliver=None, stopping=threading.Event())
 
 
 def test_lane_holds_its_whole_prefetch_until_it_knows_task_times():

@@ -1,0 +1,196 @@
+"""Operator text: everything the engine prints for a person, in one place.
+
+The worker banner, URL redaction, and the ``engine inspect`` / ``engine control`` commands
+with the formatting of their replies. Library modules return data and never import this
+module; the command line (``engine.cli``) and the worker's start-up log line do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from engine import control
+from engine.app import load_app
+
+if TYPE_CHECKING:
+    from engine.worker.supervisor import Supervisor
+
+
+def redact(url: str) -> str:
+    """The URL with its password (in the authority or a ``password=`` query) hidden."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return "<unparsable URL>"
+    if password:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+
+
+def banner(supervisor: "Supervisor") -> str:
+    """The text a worker prints as it starts."""
+    from engine import __version__
+    app = supervisor.app
+    conf = supervisor.conf
+    lanes = supervisor.lanes
+    rows = [
+        ("app", app.main),
+        ("broker", redact(app.broker_url)),
+        ("results", redact(conf.result_backend) if conf.result_backend else "the broker"),
+        ("pool", "; ".join(f"{_pool_name(lane)} x {lane.spec.concurrency} "
+                           f"(prefetch {lane.spec.prefetch})"
+                           + (f" for {lane.name}" if len(lanes) > 1 else "") for lane in lanes)),
+        ("queues", ", ".join(q for lane in lanes for q in lane.queues)),
+        ("events", "on" if supervisor.events.enabled else "off"),
+        ("beat", "embedded" if supervisor.beat else "off"),
+        ("prefix", supervisor.keys.prefix),
+    ]
+    names = app.tasks.names()
+    width = max(len(k) for k, _ in rows)
+    lines = [f"-------------- engine {__version__} worker {supervisor.name}"]
+    lines += [f"  {k.ljust(width)} : {v}" for k, v in rows]
+    lines.append(f"  [tasks] ({len(names)})")
+    lines += [f"    . {name}" for name in names]
+    return "\n".join(lines)
+
+
+def _pool_name(lane: Any) -> str:
+    """The pool asked for, and the class that answered when the names differ (custom)."""
+    cls = lane.pool_cls
+    asked, actual = lane.spec.pool, getattr(cls, "name", "")
+    if not actual or actual == asked:
+        return asked
+    return f"{asked} ({actual}: {cls.__module__}.{cls.__qualname__})"
+
+
+def _destination(args) -> list[str] | None:
+    names = [n.strip() for n in (getattr(args, "destination", None) or "").split(",")]
+    return [n for n in names if n] or None
+
+
+def inspect_command(args) -> int:
+    """``engine inspect VERB``: exit 0 with replies, 1 when no worker answered."""
+    app = load_app(args.app or "")
+    dest = _destination(args)
+    replies = control.broadcast(app, args.verb, destination=dest, timeout=args.timeout)
+    if args.verb == "queues":
+        data: Any = {"queues": control.queue_depths(app),
+                     "workers": {r["worker"]: r["reply"] for r in replies}}
+        if args.json:
+            _print_json(data)
+        else:
+            print(_format_queues(data))
+        return 0
+    if args.json:
+        _print_json({r["worker"]: r["reply"] for r in replies})
+    else:
+        for r in replies:
+            print(_format_reply(args.verb, r["worker"], r["reply"]))
+    if not replies:
+        print(f"engine inspect: no reply from {'any worker' if not dest else ', '.join(dest)} "
+              f"within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    return 0
+
+
+def control_command(args) -> int:
+    """``engine control VERB [ARG]``: exit 0 when some worker answered without an error
+    (revoke also succeeds with none: the revocation is stored for later workers)."""
+    app = load_app(args.app or "")
+    dest = _destination(args)
+    arguments: dict[str, Any] = {}
+    if args.verb == "revoke":
+        if not args.argument:
+            print("engine control: error: revoke needs a task id", file=sys.stderr)
+            return 2
+        arguments = {"id": args.argument, "terminate": bool(args.terminate)}
+    elif args.verb in ("pool-grow", "pool-shrink"):
+        try:
+            n = int(args.argument or 1)
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            print(f"engine control: error: {args.verb} needs a positive number, "
+                  f"got {args.argument!r}", file=sys.stderr)
+            return 2
+        arguments = {"n": n, "lane": args.lane}
+    replies = control.broadcast(app, args.verb, destination=dest, timeout=args.timeout,
+                                **arguments)
+    if getattr(args, "json", False):
+        _print_json({r["worker"]: r["reply"] for r in replies})
+    for r in replies if not getattr(args, "json", False) else ():
+        print(_format_reply(args.verb, r["worker"], r["reply"]))
+    errors = [r for r in replies if isinstance(r["reply"], dict) and "error" in r["reply"]]
+    if args.verb == "revoke":
+        if not replies:
+            print(f"revoked {args.argument} (no live worker answered; kept for "
+                  f"{app.conf.revoke_expires:g} s for workers that start later)")
+        return 0
+    if not replies:
+        print(f"engine control: no reply from {'any worker' if not dest else ', '.join(dest)} "
+              f"within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    return 1 if len(errors) == len(replies) else 0
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _format_reply(verb: str, worker: str, payload: Any) -> str:
+    head = f"-> {worker}"
+    if isinstance(payload, dict) and "error" in payload:
+        return f"{head}: ERROR {payload['error']}"
+    if isinstance(payload, dict) and "ok" in payload and verb != "stats":
+        extra = "".join(f" {k}={v}" for k, v in payload.items() if k != "ok")
+        return f"{head}: OK {payload['ok']}{extra}"
+    if verb == "registered":
+        return "\n".join([f"{head}: {len(payload)} task(s)"] + [f"    * {n}" for n in payload])
+    if verb == "active":
+        if not payload:
+            return f"{head}: no running tasks"
+        lines = [f"{head}: {len(payload)} task(s)"]
+        for job in payload:
+            runtime = f"{job['runtime']:.1f}s" if job.get("runtime") is not None else "waiting"
+            lines.append(f"    * {job['task']}[{job['id']}] args={job['args']!r} "
+                         f"kwargs={job['kwargs']!r} queue={job['queue']} {runtime}")
+        return "\n".join(lines)
+    if verb == "stats":
+        lines = [f"{head}: pid {payload.get('pid')} on {payload.get('host')}, "
+                 f"up {payload.get('uptime', 0):.0f}s, {payload.get('active', 0)} running, "
+                 f"rss {_kib(payload.get('rss'))}, load {payload.get('load', 0):.2f}"]
+        for lane in payload.get("lanes", []):
+            lines.append(f"    lane {lane['name']}: {lane['pool']}:{lane['concurrency']} "
+                         f"queues={','.join(lane['queues'])} processed={lane['processed']} "
+                         f"failed={lane['failed']} buffered={lane['buffered']}")
+            lines.append(f"        pool {json.dumps(lane.get('pool_info'), default=str)}")
+        return "\n".join(lines)
+    return f"{head}: {json.dumps(payload, default=str)}"
+
+
+def _format_queues(data: dict) -> str:
+    consumers: dict[str, list[str]] = {}
+    for worker, lanes in data["workers"].items():
+        for lane in lanes if isinstance(lanes, list) else ():
+            for queue in lane["queues"]:
+                consumers.setdefault(queue, []).append(worker)
+    rows = [("queue", "waiting", "unacked", "delayed", "dead", "workers")]
+    for queue, depth in sorted(data["queues"].items()):
+        rows.append((queue, str(depth["waiting"]), str(depth["unacked"]), str(depth["delayed"]),
+                     str(depth["dead"]), ",".join(consumers.get(queue, [])) or "-"))
+    if len(rows) == 1:
+        return "no queues"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if i in (0, 5) else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+                     for row in rows)
+
+
+def _kib(value: Any) -> str:
+    if not value:
+        return "?"
+    return f"{value / 1024:.1f} MiB"

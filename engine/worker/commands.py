@@ -1,0 +1,139 @@
+"""Control commands as a worker handles them: one table, one handler per verb, on the loop.
+
+A command reaches the loop's inbox from the presence thread (``engine.worker.presence``);
+``handle`` runs its handler and answers on the command's ``reply_to`` list. The calling side
+(publishing, gathering replies, the wire format) is ``engine.control``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import msgpack
+import redis
+
+from engine.control import REPLY_TTL
+from engine.exceptions import NotSupported
+
+if TYPE_CHECKING:
+    from engine.worker.supervisor import Supervisor
+
+log = logging.getLogger("engine.control")
+
+#: slots one pool-grow may add at most (a typo must not fork ten thousand children)
+MAX_GROW = 1000
+
+
+def handle(sup: "Supervisor", command: dict) -> None:
+    """Run ``command`` if it is addressed to this worker, and reply with its result."""
+    dest = command.get("destination")
+    if dest and sup.name not in dest:
+        return
+    cmd = command.get("cmd")
+    handler = HANDLERS.get(cmd)
+    if handler is None:
+        payload: Any = {"error": f"unknown command {cmd!r}"}
+    else:
+        try:
+            payload = handler(sup, command)
+        except (NotSupported, ValueError, LookupError) as exc:
+            payload = {"error": str(exc)}
+        except Exception as exc:   # a bug here must not take the worker down
+            log.exception("control command %s failed", cmd)
+            payload = {"error": f"{type(exc).__name__}: {exc}"}
+    reply(sup, command, payload)
+
+
+def reply(sup: "Supervisor", command: dict, payload: Any) -> None:
+    """Answer ``command`` if it asked for a reply. Never raises for Redis trouble: the
+    caller's timeout covers a lost reply."""
+    key = command.get("reply_to")
+    if not key:
+        return
+    data = msgpack.packb({"worker": sup.name, "reply": payload}, use_bin_type=True,
+                         default=str)
+    try:
+        pipe = sup.app.client.pipeline(transaction=False)
+        pipe.rpush(key, data)
+        pipe.expire(key, REPLY_TTL)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not reply to %s: %s", command.get("cmd"), exc)
+
+
+def _revoke(sup: "Supervisor", command: dict) -> dict:
+    task_id = command.get("id")
+    if not isinstance(task_id, str):
+        raise ValueError("revoke needs a task id")
+    sup.revoke(task_id, terminate=bool(command.get("terminate")))
+    for lane in sup.lanes:
+        lane.forward(command)
+    return {"ok": f"revoked {task_id}"}
+
+
+def _shutdown(sup: "Supervisor", command: dict) -> dict:
+    sup.request_shutdown()
+    return {"ok": "shutting down"}
+
+
+def _ping(sup: "Supervisor", command: dict) -> dict:
+    return {"ok": "pong"}
+
+
+def _stats(sup: "Supervisor", command: dict) -> dict:
+    info = sup.info().as_dict()
+    info.update(uptime=time.time() - sup.started_at, revoked=len(sup.revoked),
+                prefetched=sum(lane["buffered"] for lane in info["lanes"]),
+                events=bool(sup.events.enabled), beat=bool(sup.beat))
+    return info
+
+
+def _active(sup: "Supervisor", command: dict) -> list[dict]:
+    now = time.monotonic()
+    active = []
+    for delivery in sup.inflight.values():
+        job = delivery.job
+        active.append({"id": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs,
+                       "queue": job.queue, "lane": delivery.lane.name,
+                       "retries": job.retries, "started": delivery.started is not None,
+                       "runtime": (now - delivery.started) if delivery.started else None})
+    return active
+
+
+def _registered(sup: "Supervisor", command: dict) -> list[str]:
+    return sup.app.tasks.names()
+
+
+def _queues(sup: "Supervisor", command: dict) -> list[dict]:
+    return [{"lane": lane.name, "queues": lane.queues, "pool": lane.spec.pool}
+            for lane in sup.lanes]
+
+
+def _resize(grow: bool) -> Callable[["Supervisor", dict], dict]:
+    def resize(sup: "Supervisor", command: dict) -> dict:
+        n = int(command.get("n") or 1)
+        if n < 1:
+            raise ValueError(f"expected a positive number of slots, got {n}")
+        if grow and n > MAX_GROW:
+            raise ValueError(f"pool-grow adds at most {MAX_GROW} slots at a time, got {n}")
+        wanted = command.get("lane")
+        lanes = [lane for lane in sup.lanes if not wanted or lane.name == wanted]
+        if not lanes:
+            raise LookupError(f"no lane named {wanted!r} (lanes: "
+                              f"{', '.join(lane.name for lane in sup.lanes)})")
+        lane = lanes[0]
+        size = lane.grow(n) if grow else lane.shrink(n)
+        log.info("lane %s: pool %s by %d to %d", lane.name, "grown" if grow else "shrunk",
+                 n, size)
+        return {"ok": f"{'grew' if grow else 'shrank'} by {n}", "lane": lane.name,
+                "concurrency": size}
+    return resize
+
+
+HANDLERS: dict[str, Callable[["Supervisor", dict], Any]] = {
+    "ping": _ping, "stats": _stats, "active": _active, "registered": _registered,
+    "queues": _queues, "pool-grow": _resize(True), "pool-shrink": _resize(False),
+    "revoke": _revoke, "shutdown": _shutdown,
+}

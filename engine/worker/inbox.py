@@ -1,0 +1,64 @@
+"""The supervisor's inbox: everything that reaches the loop from other threads or processes.
+
+Items are fetched batches ``(lane, batch)``, pool ``Outcome``s, and the tagged tuples
+``(START, job_id)``, ``(SIGNAL, intent)`` and ``(CONTROL, command)``. Producers only put;
+the loop alone takes. In a gevent-patched process the inbox is a plain ``SimpleQueue``
+(a process-shared semaphore would stall the hub); elsewhere a ``WakeInbox``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import sys
+from collections import deque
+from typing import Any
+
+START, SIGNAL, CONTROL = "start", "signal", "control"
+
+
+class WakeInbox:
+    """The loop's inbox when pools may wake the loop from other processes: items from this
+    process's threads in a deque, and one process-shared semaphore that every producer posts
+    (threads after each ``put``, prefork children after each completion they publish). The
+    loop then reads the children's outboxes itself (``Pool.poll``), a thread hop less per
+    completion than a reader thread handing them over.
+
+    No wake-up is lost: producers publish, then post; ``wait`` takes every token, then the
+    loop reads every source. Surplus tokens cost a spurious turn, nothing else."""
+
+    def __init__(self) -> None:
+        self._items: deque = deque()
+        self.waker = multiprocessing.get_context("fork").Semaphore(0)
+        self._post = self.waker.release
+        self._take = self.waker.acquire
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        self._post()
+
+    def get_nowait(self) -> Any:
+        try:
+            return self._items.popleft()
+        except IndexError:
+            raise queue.Empty from None
+
+    def get(self, timeout: float) -> Any:
+        if not self._items:
+            self.wait(timeout)
+        return self.get_nowait()
+
+    def wait(self, timeout: float) -> None:
+        """Until something was posted or ``timeout``; then absorb every token."""
+        take = self._take
+        if not self._items and take(True, timeout):
+            while take(False):
+                pass
+
+
+def make_inbox() -> Any:
+    """A WakeInbox, or a SimpleQueue where gevent has patched threading."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey and monkey.is_module_patched("threading"):
+        return queue.SimpleQueue()
+    return WakeInbox()

@@ -1,0 +1,82 @@
+"""Recovery: messages that change hands between workers, or go back to their queue.
+
+``take_back`` (at start: what this worker name held when it last died comes back first),
+``reclaim`` (housekeeping: the pending messages of workers whose heartbeat expired) and
+``give_back`` (warm and cold shutdown: fetched messages that never started return to their
+queue at once). Liveness is decided by heartbeat keys in ``engine.broker``'s claim script,
+never by how long a task has run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Callable
+
+from engine.broker import GROUP
+from engine.wire import text
+from engine.worker.lanes import Delivery, Lane, PoolLane
+
+if TYPE_CHECKING:
+    from engine.broker import Broker
+
+log = logging.getLogger("engine.worker")
+
+#: entries read per round while taking back
+TAKE_BACK_BATCH = 500
+
+Accept = Callable[[PoolLane, list, "dict[str, int] | None"], None]
+
+
+class Recovery:
+    def __init__(self, broker: "Broker", worker: str, accept: Accept) -> None:
+        self.broker = broker
+        self.worker = worker
+        self.accept = accept       #: ``Intake.accept_batch``
+
+    def take_back(self, lane: Lane) -> None:
+        """Messages this worker name held when it last died, into the lane first (before
+        its fetch thread starts: the id-0 read would otherwise see what it fetched)."""
+        broker = self.broker
+        for stream in lane.streams:
+            last_id = "0"
+            while True:
+                batch = broker.fetch(self.worker, {stream: last_id}, count=TAKE_BACK_BATCH,
+                                     block_ms=None)
+                entries = batch[0][1] if batch else []
+                if not entries:
+                    break
+                last_id = entries[-1][0]
+                pending = broker.client.xpending_range(
+                    stream, GROUP, min=entries[0][0], max=last_id, count=len(entries),
+                    consumername=self.worker)
+                counts = {text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+                log.warning("taking back %d message(s) this worker held before a restart",
+                            len(entries))
+                lane.hold(len(entries))
+                self.accept(lane, [(stream, entries)], counts)
+
+    def reclaim(self, lanes: list[Lane]) -> None:
+        """Take over the pending messages of workers whose heartbeat has expired."""
+        broker = self.broker
+        alive = broker.alive_workers() | {self.worker}
+        for lane in lanes:
+            if not lane.streams:
+                continue
+            for stream, entries, deliveries in broker.claim_from_dead(
+                    self.worker, lane.queues, alive=alive):
+                log.warning("reclaimed %d message(s) of a lost worker from %s",
+                            len(entries), stream)
+                lane.hold(len(entries))
+                self.accept(lane, [(stream, entries)], deliveries)
+
+    def give_back(self, deliveries: list[Delivery]) -> None:
+        """Put fetched messages that never started back on their queue, now."""
+        by_stream: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for d in deliveries:
+            if not d.acked:
+                by_stream[d.stream].append((d.entry_id, d.job.body))
+        for stream, entries in by_stream.items():
+            self.broker.requeue(stream, entries)
+        if deliveries:
+            log.info("gave back %d message(s) that never started", len(deliveries))

@@ -1,0 +1,126 @@
+"""Settlement: how a job's end becomes what the worker owes Redis.
+
+For each ``Outcome`` the supervisor takes from a pool, ``Settler`` notes in the ledger the
+result record, the retry, the requeued or dead-lettered copy, and the ack (unless the
+message was acked at start), with the matching event and log line. A job whose process died
+goes back to its lane for another delivery, up to ``task_max_deliveries``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from engine import message
+from engine.results import REVOKED, RETRY, encode_record
+from engine.worker.intake import WORKER_LOST
+from engine.worker.lanes import Delivery
+from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
+
+if TYPE_CHECKING:
+    from engine.events import EventBuffer
+    from engine.worker.ledger import Ledger
+
+log = logging.getLogger("engine.worker")
+
+
+class Settler:
+    def __init__(self, worker: str, ledger: "Ledger", events: "EventBuffer", *,
+                 max_deliveries: int) -> None:
+        self.worker = worker
+        self.ledger = ledger
+        self.events = events
+        self.max_deliveries = max_deliveries
+
+    def settle(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Note what ``outcome`` owes; False when the job goes back to its lane instead
+        (its process died: it runs again, at least once)."""
+        lane = delivery.lane
+        lane.note_runtime(outcome.runtime)
+        job = delivery.job
+        state = outcome.state
+        if delivery.revoked:
+            self.revoked(delivery, "terminated")
+            return True
+        if state == FAILURE and outcome.exc_type == WORKER_LOST and not delivery.acked:
+            if delivery.deliveries < self.max_deliveries:
+                log.warning("task %s[%s] lost its process; delivering it again", job.task,
+                            job.id)
+                delivery.deliveries += 1
+                delivery.started = None
+                return False
+            # a poison message: it killed its process every time it ran; file it with the
+            # reason (the FAILURE record below tells the caller)
+            self.ledger.dead_letter(job.queue, job.body, f"its process died in each of "
+                                    f"{delivery.deliveries} deliveries (task_max_deliveries="
+                                    f"{self.max_deliveries})")
+        lane.processed += 1
+        if state == SUCCESS:
+            if not (job.ignore_result or delivery.task.ignore_result or outcome.stored):
+                self.ledger.record(job.id, encode_record(
+                    SUCCESS, outcome.result, retries=job.retries, task=job.task,
+                    worker=self.worker, runtime=outcome.runtime))
+            self.events.task("task-succeeded", job.id, job.task, runtime=outcome.runtime)
+        elif state == RETRY:
+            self._retry(delivery, outcome)
+        elif state == REJECTED:
+            if outcome.requeue:
+                self.ledger.push(job.queue, job.body)
+            else:
+                self.ledger.dead_letter(job.queue, job.body, f"rejected: {outcome.exc_message}")
+            self.events.task("task-failed", job.id, job.task, exception="Reject",
+                             rejected=True)
+        else:
+            self._failure(delivery, outcome)
+        if not delivery.acked:
+            self.ledger.ack(delivery.stream, delivery.entry_id)
+        return True
+
+    def revoked(self, delivery: Delivery, why: str) -> None:
+        """Record REVOKED (expired, revoked, terminated) and ack: the task will not run."""
+        job = delivery.job
+        self._store(delivery, encode_record(REVOKED, exc_message=why, retries=job.retries,
+                                            task=job.task, worker=self.worker))
+        self.events.task("task-revoked", job.id, job.task, reason=why)
+        if not delivery.acked:
+            self.ledger.ack(delivery.stream, delivery.entry_id)
+            delivery.acked = True
+        log.info("task %s[%s] %s: not run", job.task, job.id, why)
+
+    def _failure(self, delivery: Delivery, outcome: Outcome) -> None:
+        job = delivery.job
+        delivery.lane.failed += 1
+        if outcome.exc_type.endswith("TimeLimitExceeded"):
+            log.warning("task %s[%s] hit its time limit", job.task, job.id)
+        else:
+            log.info("task %s[%s] failed: %s: %s", job.task, job.id, outcome.exc_type,
+                     outcome.exc_message)
+        self._store(delivery, encode_record(
+            FAILURE, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
+            traceback=outcome.traceback, retries=job.retries, task=job.task,
+            worker=self.worker, runtime=outcome.runtime))
+        self.events.task("task-failed", job.id, job.task, exception=outcome.exc_type,
+                         message=outcome.exc_message, traceback=outcome.traceback,
+                         runtime=outcome.runtime)
+
+    def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
+        job = delivery.job
+        retries = job.retries + 1
+        body = message.reencode(job.body, retries=retries, eta=outcome.retry_at)
+        # always through the delayed zset, even with no countdown (the mover runs every
+        # housekeeping round): a ZADD sent twice over a flaky connection is one retry
+        self.ledger.delay(job.queue, body, outcome.retry_at)
+        if not job.ignore_result:
+            self.ledger.status(job.id, encode_record(
+                RETRY, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
+                traceback=outcome.traceback, retries=retries, task=job.task,
+                worker=self.worker))
+        log.info("task %s[%s] will retry (%d) in %.1f s: %s", job.task, job.id, retries,
+                 max((outcome.retry_at or 0) - time.time(), 0), outcome.exc_message)
+        self.events.task("task-retried", job.id, job.task, retries=retries,
+                         exception=outcome.exc_type, message=outcome.exc_message)
+
+    def _store(self, delivery: Delivery, record: bytes) -> None:
+        if not (delivery.job.ignore_result or delivery.task.ignore_result):
+            self.ledger.record(delivery.job.id, record)
