@@ -164,9 +164,14 @@ class PreforkPool(Pool):
         # a lone job stores its own result: no batch would share the supervisor's write,
         # and its caller may be waiting (a thread hop and a write saved off its latency)
         lone = not self._jobs and not job.ignore_result
+        # a job with a time limit gets its start posted at once, so that its clocks start
+        # now and not with the next wake-up (up to the loop's idle timeout later). Ask the
+        # Job, not the body: its limits are what the supervisor resolved from the message,
+        # the task, the lane and the worker, and only the message's are in the body
+        notify = job.soft_limit is not None or job.hard_limit is not None
         self._jobs[seq] = _Held(job.id, slot)   # before the offer: it may end at once
         self._by_id[job.id] = seq
-        self._table.offer(slot, seq, job.body, self_store=lone)
+        self._table.offer(slot, seq, job.body, self_store=lone, notify_start=notify)
 
     def interrupt(self, job_id: str) -> None:
         seq = self._by_id.get(job_id)
