@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from engine.exceptions import NotSupported, TimeLimitExceeded, WorkerLostError
@@ -25,8 +26,6 @@ from pools.base import Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runn
 from pools.prefork import child as _child
 from pools.prefork import shm
 
-#: jobs held per child: one running and one waiting in shared memory
-PREFETCH = 2
 #: work slots are fixed at start (children map them then): enough for this many times the
 #: starting capacity, so that ``grow`` can add children that all get full prefetch
 SLOT_HEADROOM = 4
@@ -45,6 +44,16 @@ COALESCE = 0.0005
 MAX_RESPAWN_BACKOFF = 5.0
 
 log = logging.getLogger("engine.pools.prefork")
+
+
+@dataclass(slots=True)
+class _Held:
+    """A submitted job the pool still owes an Outcome for (the values of ``_jobs``)."""
+
+    job_id: str
+    slot: int                     # its work slot, reserved from submit until the outcome
+    child: int = -1               # index of the child running it; -1 while it is on offer
+    start_reported: bool = False  # on_start was called: once, even if a kill made it rerun
 
 
 class _Child:
@@ -81,7 +90,7 @@ class PreforkPool(Pool):
         self._children: dict[int, _Child] = {}
         self._outboxes: tuple[tuple[int, shm.Outbox], ...] = ()   # reader's snapshot
         self._spare: dict[int, shm.Outbox] = {}
-        self._jobs: dict[int, list] = {}        # seq -> [id, slot, child or -1, start reported]
+        self._jobs: dict[int, _Held] = {}       # seq -> what we owe an Outcome for
         self._by_id: dict[str, int] = {}
         self._free: collections.deque[int] = collections.deque()
         self._seq = 0
@@ -155,19 +164,24 @@ class PreforkPool(Pool):
         # a lone job stores its own result: no batch would share the supervisor's write,
         # and its caller may be waiting (a thread hop and a write saved off its latency)
         lone = not self._jobs and not job.ignore_result
-        self._jobs[seq] = [job.id, slot, -1, False]   # before the offer: it may end at once
+        # a job with a time limit gets its start posted at once, so that its clocks start
+        # now and not with the next wake-up (up to the loop's idle timeout later). Ask the
+        # Job, not the body: its limits are what the supervisor resolved from the message,
+        # the task, the lane and the worker, and only the message's are in the body
+        notify = job.soft_limit is not None or job.hard_limit is not None
+        self._jobs[seq] = _Held(job.id, slot)   # before the offer: it may end at once
         self._by_id[job.id] = seq
-        self._table.offer(slot, seq, job.body, self_store=lone)
+        self._table.offer(slot, seq, job.body, self_store=lone, notify_start=notify)
 
     def interrupt(self, job_id: str) -> None:
         seq = self._by_id.get(job_id)
         entry = self._jobs.get(seq) if seq is not None else None
-        if entry is not None and entry[2] < 0:
+        if entry is not None and entry.child < 0:
             with self._lock:          # its start record may still be unread
                 self._drain_locked()
-        if entry is None or entry[2] < 0 or seq not in self._jobs:
+        if entry is None or entry.child < 0 or seq not in self._jobs:
             return
-        kid = self._children.get(entry[2])
+        kid = self._children.get(entry.child)
         if kid is None or kid.outbox.seq != seq:
             return
         kid.outbox.target = seq            # the child raises only for this job
@@ -185,8 +199,8 @@ class PreforkPool(Pool):
                 entry = self._jobs.get(seq)
                 if entry is None:
                     return                 # it ended first: its own outcome stands
-                slot = entry[1]
-                if entry[2] < 0 and self._table.withdraw(slot):
+                slot = entry.slot
+                if entry.child < 0 and self._table.withdraw(slot):
                     self._finish_killed(seq, entry)     # never started: no child to end
                     return
                 victim = self._holder(seq, entry)
@@ -228,7 +242,7 @@ class PreforkPool(Pool):
         self._kill_all()   # overran the timeout: cold for these
         with self._lock:
             self._drain_locked()
-            never_started = [entry[0] for entry in self._jobs.values() if entry[2] < 0]
+            never_started = [e.job_id for e in self._jobs.values() if e.child < 0]
             self._jobs.clear()
             self._by_id.clear()
         self._close()
@@ -280,7 +294,7 @@ class PreforkPool(Pool):
 
     def info(self) -> dict:
         kids = list(self._children.values())
-        running = sum(1 for e in list(self._jobs.values()) if e[2] >= 0)
+        running = sum(1 for e in list(self._jobs.values()) if e.child >= 0)
         return {
             "pool": self.name,
             "concurrency": self.concurrency,
@@ -354,13 +368,13 @@ class PreforkPool(Pool):
             if phase in (shm.CLAIMING, shm.OWNS):
                 self._settle_claim(kid, ob.slot)
             for seq, entry in list(self._jobs.items()):
-                if entry[2] == kid.index:        # started here and never finished
+                if entry.child == kid.index:        # started here and never finished
                     if kid.killed:               # collateral of our kill: run it again
-                        entry[2] = -1
+                        entry.child = -1
                         if self._state == "running":
-                            table.reoffer(entry[1])
+                            table.reoffer(entry.slot)
                     else:
-                        self._finish(seq, Outcome.from_exception(entry[0], WorkerLostError(
+                        self._finish(seq, Outcome.from_exception(entry.job_id, WorkerLostError(
                             f"child process {kid.pid} exited unexpectedly "
                             f"({_describe_exit(kid)})")))
                         self._stats["lost"] += 1
@@ -385,7 +399,7 @@ class PreforkPool(Pool):
         # says it holds it, the dead one took it; the job never ran, so offer it again
         seq = self._table.seq_of(slot)
         entry = self._jobs.get(seq)
-        if entry is None or entry[1] != slot or not self._table.is_claimed(slot):
+        if entry is None or entry.slot != slot or not self._table.is_claimed(slot):
             return
         for other in self._children.values():
             if other is kid:
@@ -397,15 +411,15 @@ class PreforkPool(Pool):
                 return
         self._drain_locked()               # a live child may have finished it meanwhile
         if seq in self._jobs and self._state == "running":
-            entry[2] = -1
+            entry.child = -1
             self._table.reoffer(slot)
 
-    def _holder(self, seq: int, entry: list) -> _Child | None:
-        if entry[2] >= 0:
-            return self._children.get(entry[2])
+    def _holder(self, seq: int, entry: _Held) -> _Child | None:
+        if entry.child >= 0:
+            return self._children.get(entry.child)
         for kid in self._children.values():
             ob = kid.outbox
-            if (ob.phase in (shm.CLAIMING, shm.OWNS) and ob.slot == entry[1]) or \
+            if (ob.phase in (shm.CLAIMING, shm.OWNS) and ob.slot == entry.slot) or \
                     (ob.phase == shm.RUNNING and ob.seq == seq):
                 return kid
         return None
@@ -455,35 +469,35 @@ class PreforkPool(Pool):
                 seq = shm.started_seq(payload)
                 entry = jobs.get(seq)
                 if entry is not None:
-                    entry[2] = index
-                    if not entry[3] and not silent:   # once, even if a kill made it rerun
-                        entry[3] = True
-                        self.on_start(entry[0])
+                    entry.child = index
+                    if not entry.start_reported and not silent:   # once, even on a rerun
+                        entry.start_reported = True
+                        self.on_start(entry.job_id)
             else:
                 fields = _child.decode_outcome(payload)
                 seq = fields[0]
                 entry = jobs.get(seq)
                 if entry is None:
                     continue           # killed, or already reported: exactly one outcome
-                if not entry[3] and not silent:   # its start record came in this batch
-                    entry[3] = True
-                    self.on_start(entry[0])
-                fields[0] = entry[0]
+                if not entry.start_reported and not silent:   # its start came in this batch
+                    entry.start_reported = True
+                    self.on_start(entry.job_id)
+                fields[0] = entry.job_id
                 self._finish(seq, Outcome(*fields))
 
     def _finish(self, seq: int, outcome: Outcome) -> None:
         entry = self._jobs.pop(seq, None)
         if entry is None:
             return
-        self._by_id.pop(entry[0], None)
-        self._table.release(entry[1])
-        self._free.append(entry[1])
+        self._by_id.pop(entry.job_id, None)
+        self._table.release(entry.slot)
+        self._free.append(entry.slot)
         if not self._silent:
             self.on_outcome(outcome)
 
-    def _finish_killed(self, seq: int, entry: list) -> None:
+    def _finish_killed(self, seq: int, entry: _Held) -> None:
         self._finish(seq, Outcome.from_exception(
-            entry[0], TimeLimitExceeded("hard time limit exceeded: task killed")))
+            entry.job_id, TimeLimitExceeded("hard time limit exceeded: task killed")))
 
     def _stop_reader(self) -> None:
         self._reader_stop = True

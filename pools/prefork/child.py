@@ -21,8 +21,9 @@ from engine.exceptions import SoftTimeLimitExceeded
 from pools.base import Outcome, Runner
 from pools.prefork import shm
 
-#: wake the supervisor's reader for every start, not only for jobs with a time limit (whose
-#: clocks must start at once); off, other starts reach ``on_start`` with the next wake-up
+#: wake the supervisor for every start, not only for the jobs the supervisor marked
+#: ``notify_start`` (those with a time limit, whose clocks must start at once); off, other
+#: starts reach ``on_start`` with the next wake-up (their own end, at the latest)
 EAGER_STARTS = False
 
 #: seconds an idle child sleeps before it looks at its flags and its parent again
@@ -115,14 +116,16 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
             table.unclaim(slot)      # back on offer before we say we hold nothing
             set_phase(shm.IDLE)
             continue                 # the loop top exits
-        seq, body, self_store = table.read(slot)
+        seq, body, self_store, notify_start = table.read(slot)
         try:
             job = load(body)
         except BaseException as exc:
             job = None
             outcome = Outcome.from_exception("", exc)
         put_started(seq)
-        if job is None or job.soft_limit or job.hard_limit or EAGER_STARTS:
+        # the supervisor's mark, not the body: limits from the task, the lane or the worker
+        # are on the Job it submitted, never in the message (a failed load wakes it too)
+        if notify_start or job is None or EAGER_STARTS:
             release_done()   # its clock starts now; otherwise the start rides with the end
         set_running(seq)
         try:

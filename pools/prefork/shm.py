@@ -44,7 +44,8 @@ _STATE_BYTES = {OFFERED: b"\x01"}
 
 _OVERFLOW = 1 << 63          # slot length flag: the slot holds an overflow file's path
 _SELF_STORE = 1 << 62        # slot length flag: the child stores the result itself
-_SIZE_FLAGS = _OVERFLOW | _SELF_STORE
+_NOTIFY_START = 1 << 61      # slot length flag: the child posts ``done`` when the job starts
+_SIZE_FLAGS = _OVERFLOW | _SELF_STORE | _NOTIFY_START
 
 # child phases, in the outbox header; what a dead child's phase means is decided by the pool
 IDLE, CLAIMING, OWNS, RUNNING, EXITED = 0, 1, 2, 3, 4
@@ -107,9 +108,12 @@ class WorkTable:
         self.overflow: dict[int, str] = {}              # slot -> path (supervisor side)
 
     # -- supervisor side -------------------------------------------------------------------
-    def offer(self, slot: int, seq: int, body: bytes, *, self_store: bool = False) -> None:
+    def offer(self, slot: int, seq: int, body: bytes, *, self_store: bool = False,
+              notify_start: bool = False) -> None:
         """Write ``body`` into ``slot`` and offer it; the caller owns the slot.
-        ``self_store``: the child that runs it should store its result itself."""
+        ``self_store``: the child that runs it should store its result itself.
+        ``notify_start``: the child should wake the supervisor when it starts the job (its
+        time limits count from then) instead of letting the start ride with the next wake."""
         size = len(body)
         if size <= SLOT_SIZE:
             start = self._bodies + slot * SLOT_SIZE
@@ -123,7 +127,11 @@ class WorkTable:
             size = len(raw) | _OVERFLOW
         w = (self._hdr >> 3) + 2 * slot
         self.words[w] = seq
-        self.words[w + 1] = size | _SELF_STORE if self_store else size
+        if self_store:
+            size |= _SELF_STORE
+        if notify_start:
+            size |= _NOTIFY_START
+        self.words[w + 1] = size
         self.reoffer(slot)
 
     def reoffer(self, slot: int) -> None:
@@ -216,8 +224,8 @@ class WorkTable:
         """Is any slot on offer now (a scan of the state bytes, no lock)?"""
         return self.mm.find(b"\x01", 0, self.nslots) >= 0
 
-    def read(self, slot: int) -> tuple[int, bytes, bool]:
-        """(seq, body, self_store) of a claimed slot."""
+    def read(self, slot: int) -> tuple[int, bytes, bool, bool]:
+        """(seq, body, self_store, notify_start) of a claimed slot."""
         w = (self._hdr >> 3) + 2 * slot
         seq, size = self.words[w], self.words[w + 1]
         start = self._bodies + slot * SLOT_SIZE
@@ -226,7 +234,7 @@ class WorkTable:
             body = _overflow_read(self.mm[start:start + length].decode())
         else:
             body = self.mm[start:start + length]
-        return seq, body, bool(size & _SELF_STORE)
+        return seq, body, bool(size & _SELF_STORE), bool(size & _NOTIFY_START)
 
     def unclaim(self, slot: int) -> None:
         """Give a claimed, unstarted slot back (a child told to stop after claiming)."""

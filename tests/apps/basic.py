@@ -36,6 +36,16 @@ def sleep(seconds):
 
 @app.task
 def catch_soft(seconds):
+    return _sleep_until_soft_limit(seconds)
+
+
+@app.task(soft_time_limit=0.3)
+def catch_declared_soft(seconds):
+    """catch_soft with its limit declared on the task: it is never in the message."""
+    return _sleep_until_soft_limit(seconds)
+
+
+def _sleep_until_soft_limit(seconds):
     # short sleeps: the threads pool raises the soft limit between bytecodes, which a
     # single long C call (one time.sleep) would hold off until it returns
     end = time.monotonic() + seconds

@@ -8,7 +8,8 @@ import psutil
 import pytest
 
 from engine.exceptions import TimeLimitExceeded
-from tests.apps.basic import add, catch_soft, mark_and_sleep, sleep, spin, whoami
+from tests.apps.basic import (add, catch_declared_soft, catch_soft, mark_and_sleep, sleep,
+                              spin, whoami)
 from tests.conftest import wait_for
 
 LIMITED_POOLS = ["prefork", "threads", "gevent", "solo"]
@@ -20,6 +21,25 @@ def test_soft_limit_is_raised_inside_the_task_which_may_catch_it(app, run_worker
     run_worker("--pool", pool, "-c", "2")
     # When a task passes its soft limit
     r = catch_soft.apply_async(args=(30,), soft_time_limit=0.5, time_limit=20)
+    # Then SoftTimeLimitExceeded was raised inside it, and it returned normally
+    assert r.get(timeout=60) == "caught"
+
+
+@pytest.mark.parametrize("source", ["task", "lane", "worker"])
+def test_prefork_soft_limit_from_outside_the_message_is_raised_inside_the_task(
+        app, run_worker, source):
+    # Given a prefork worker, and a soft limit that the message does not carry: declared on
+    # the task, set on the lane, or given to the worker (the supervisor resolves those and
+    # the child never sees them in the body)
+    if source == "lane":
+        run_worker("--lane", "default=prefork:1,soft=0.3")
+    elif source == "worker":
+        run_worker("--pool", "prefork", "-c", "1", "--soft-time-limit", "0.3")
+    else:
+        run_worker("--pool", "prefork", "-c", "1")
+    task = catch_declared_soft if source == "task" else catch_soft
+    # When the task runs past it (it would return "finished" after 30 s)
+    r = task.delay(30)
     # Then SoftTimeLimitExceeded was raised inside it, and it returned normally
     assert r.get(timeout=60) == "caught"
 

@@ -160,11 +160,14 @@ class Driver:
     def path(self, name):
         return str(self.tmp / name)
 
-    def submit(self, task, *args):
+    def submit(self, task, *args, soft_limit=None, hard_limit=None):
+        """Submit ``task(*args)``; limits go on the Job only, never into the body (as the
+        supervisor does with those it resolved from the task, the lane or the worker)."""
         job_id = f"{task}-{uuid.uuid4().hex[:10]}"
         body = msgpack.packb({"id": job_id, "task": task, "args": list(args)})
         self.wait(lambda: self.pool.free_slots() > 0, "a free slot")
-        self.pool.submit(Job(job_id, task, list(args), body=body))
+        self.pool.submit(Job(job_id, task, list(args), body=body, soft_limit=soft_limit,
+                             hard_limit=hard_limit))
         return job_id
 
     def wait(self, predicate, what, timeout=WAIT):
@@ -310,6 +313,92 @@ def test_soft_limit_is_raised_inside_the_task_which_may_catch_it(driver):
     d.wait_file(marker)
     d.pool.interrupt(job)
     assert d.value(job) == "caught"
+
+
+@pytest.mark.parametrize("size", [10, shm.SLOT_SIZE * 2])          # inline, overflow file
+@pytest.mark.parametrize("notify_start", [False, True])
+@pytest.mark.parametrize("self_store", [False, True])
+def test_a_work_slot_carries_the_body_and_its_flags(size, notify_start, self_store):
+    # Given a job offered with or without each flag, inline or through an overflow file
+    table, outbox = shm.WorkTable(4), shm.Outbox()
+    try:
+        body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        table.offer(2, 7, body, self_store=self_store, notify_start=notify_start)
+        # When a child claims and reads it, Then the body is whole and the flags are its own
+        slot = table.claim(outbox)
+        assert slot == 2
+        assert table.read(slot) == (7, body, self_store, notify_start)
+        table.release(slot)
+    finally:
+        table.close()
+        outbox.close()
+
+
+@pytest.fixture
+def polled(tmp_path):
+    """One child, polled as under ``engine run``: the test reads the waker the children
+    post, and nothing else takes its tokens unless the test calls ``Driver.wait``."""
+    d = Driver(tmp_path, concurrency=1, polled=True)
+    yield d
+    d.close()
+
+
+def _wait_file_quietly(path):
+    # without Driver.wait, which would take the waker's tokens and poll the pool
+    give_up = time.monotonic() + WAIT
+    while not os.path.exists(path):
+        assert time.monotonic() < give_up, f"gave up waiting for {path}"
+        time.sleep(POLL)
+
+
+@pytest.mark.parametrize("limit", ["soft_limit", "hard_limit"])
+def test_a_job_with_a_limit_on_its_job_wakes_the_supervisor_when_it_starts(polled, limit):
+    """The clock of a limit starts with ``on_start``, so the start of a job with a limit must
+    wake the supervisor at once. The limit is on the Job only, as the supervisor sets the
+    limits it resolved from the task, the lane or the worker; the body has none.
+
+    No clock is read: the job blocks on a gate the test opens only afterwards, so it cannot
+    end, and nothing but its start can post the waker (an idle child posts nothing). So a
+    token on the waker, and ``on_start`` from the next ``poll``, while the job still runs,
+    prove the start was posted by itself. Before the fix the child looked for limits in the
+    body, posted nothing, and the start only came with the job's end: the wait below ran out.
+    """
+    d = polled
+    gate = d.path("gate")
+    # Given a job with a limit on its Job and none in its body, held until the gate opens
+    job = d.submit("hold", d.path("held"), gate, **{limit: 30.0})
+    try:
+        # When it starts, Then its child wakes the supervisor while it runs
+        assert d.waker.acquire(True, WAIT), "the start of a job with a limit woke nobody"
+        d.pool.poll()
+        assert d.started == [job]
+        assert job not in d.outcomes
+    finally:
+        open(gate, "w").close()
+    assert d.value(job) in d.pids
+
+
+def test_a_job_without_limits_starts_without_waking_the_supervisor(polled):
+    """The hot path stays as cheap as it was: the start of a job with no limit posts nothing
+    (no system call, no wake-up); its start record waits in the outbox for the next read.
+    The child posts before it runs the task, so once the task made its marker, a post would
+    already be there."""
+    d = polled
+    gate = d.path("gate")
+    # Given a job without limits, held until the gate opens
+    job = d.submit("hold", d.path("held"), gate)
+    try:
+        # When it is running
+        _wait_file_quietly(d.path("held"))
+        # Then nobody was woken
+        assert not d.waker.acquire(False), "a job without limits woke the supervisor"
+        # and its start was published all the same: the next read reports it
+        d.pool.poll()
+        assert d.started == [job]
+        assert job not in d.outcomes
+    finally:
+        open(gate, "w").close()
+    assert d.value(job) in d.pids
 
 
 @pytest.mark.parametrize("task", ["sleep", "spin", "recv"])
