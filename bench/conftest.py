@@ -9,7 +9,6 @@ The benchmarks print their rates (``-s`` shows them) and never assert anything a
 from __future__ import annotations
 
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -19,20 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))   # the working tree's engine/ and pools/ are what is measured
 
-# the tests' private server and ENGINE_HOME guard, so that a benchmark never starts or uses
-# the user's embedded Redis under ~/.engine
-from tests.conftest import RedisServer, _engine_home, client  # noqa: E402,F401
+from engine.testing import shared_fixtures  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def redis_server():
-    with tempfile.TemporaryDirectory(prefix="engine-bench-redis-") as tmp:
-        server = RedisServer(Path(tmp), aof=False)   # no persistence: nothing to keep
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+# as the tests: a private server (no persistence: nothing to keep), a client on it, and an
+# ENGINE_HOME of the session's own, so that a benchmark never uses the user's embedded Redis
+redis_server, client, _engine_home = shared_fixtures(redis_prefix="engine-bench-redis-",
+                                                     aof=False)
 
 
 @pytest.fixture

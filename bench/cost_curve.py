@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -39,27 +36,13 @@ IMG = ROOT / "docs" / "img"
 STALL_S = 15.0   # no progress for this long with messages left: they are reported as stuck
 
 
-def private_redis(tmp: Path):
-    from engine import embedded
-    sock = tmp / "redis.sock"
-    args = embedded.server_args(tmp, socket=sock, daemonize=False, aof=False)
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not embedded.ping(tmp):
-        if time.monotonic() > deadline:
-            raise SystemExit("private redis-server did not start")
-        time.sleep(0.02)
-    return proc, f"unix://{sock}?db=0"
-
-
 def one_point(url: str, *, backlog: int, pool: str, concurrency: int, window: float,
               drain: bool = False) -> dict:
     """Enqueue ``backlog`` no-ops, run a worker, measure rate and RSS."""
     import redis
 
     from engine import bench_tasks
-    from engine.benchmark import TreeSampler, Worker, cleanup
+    from engine.benchmark import TreeSampler, cleanup, start_worker
 
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
     client = redis.Redis.from_url(url)
@@ -75,7 +58,7 @@ def one_point(url: str, *, backlog: int, pool: str, concurrency: int, window: fl
             bench_tasks.noop.delay_many([()] * min(1000, backlog - start))
         enqueue_s = time.perf_counter() - t
         redis_mem = client.info("memory")["used_memory"]
-        worker = Worker(url, prefix, pool, concurrency).start()
+        worker = start_worker(url, prefix, pool, concurrency)
         sampler = TreeSampler(worker.pid, interval=0.1)
         sampler.start()
         # wait for the first drop of XLEN: the worker has started taking messages
@@ -121,7 +104,7 @@ def one_point(url: str, *, backlog: int, pool: str, concurrency: int, window: fl
         if sampler is not None:
             sampler.stop()
         if worker is not None:
-            worker.stop()
+            worker.close()
             worker.remove_log()
         cleanup(client, prefix)
         client.close()
@@ -130,34 +113,31 @@ def one_point(url: str, *, backlog: int, pool: str, concurrency: int, window: fl
 
 def measure(a) -> dict:
     from engine.benchmark import machine
+    from engine.testing import private_redis
 
     sizes = [10 ** k for k in range(3, 7) if 10 ** k <= a.max_backlog]
     conc = [int(x) for x in a.concurrency.split(",") if x]
     pools = [p for p in a.sweep_pools.split(",") if p]
     doc = {"machine": machine(), "command": " ".join(sys.argv), "window_s": a.window,
            "backlog": [], "concurrency": []}
-    with tempfile.TemporaryDirectory(prefix="engine-cost-") as tmp:
-        proc, url = private_redis(Path(tmp))
-        try:
-            for b in sizes:
-                r = one_point(url, backlog=b, pool=a.pool, concurrency=a.c, window=a.window)
-                doc["backlog"].append(r)
-                print(f"backlog {b:>9,}  {r['tasks_per_s']:>8,} tasks/s  RSS peak "
-                      f"{r['rss_peak_mib']:6.1f} MiB  end {r['rss_end_mib']:6.1f} MiB  "
-                      f"(enqueue {r['enqueue_bulk_per_s']:,}/s, redis {r['redis_used_memory_mib']} MiB)",
-                      flush=True)
-            for pool in pools:
-                for c in conc:
-                    r = one_point(url, backlog=a.sweep_tasks, pool=pool, concurrency=c,
-                                  window=0, drain=True)
-                    doc["concurrency"].append(r)
-                    print(f"{pool:>8} -c {c:<3} {r['tasks_per_s']:>8,} tasks/s  RSS peak "
-                          f"{r['rss_peak_mib']:6.1f} MiB over {r['processes']} process(es)"
-                          + (f"  STUCK: {r['stuck']} message(s) never finished" if r["stuck"]
-                             else ""), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(15)
+    with private_redis(prefix="engine-cost-", aof=False) as server:
+        url = server.url
+        for b in sizes:
+            r = one_point(url, backlog=b, pool=a.pool, concurrency=a.c, window=a.window)
+            doc["backlog"].append(r)
+            print(f"backlog {b:>9,}  {r['tasks_per_s']:>8,} tasks/s  RSS peak "
+                  f"{r['rss_peak_mib']:6.1f} MiB  end {r['rss_end_mib']:6.1f} MiB  "
+                  f"(enqueue {r['enqueue_bulk_per_s']:,}/s, redis {r['redis_used_memory_mib']} MiB)",
+                  flush=True)
+        for pool in pools:
+            for c in conc:
+                r = one_point(url, backlog=a.sweep_tasks, pool=pool, concurrency=c,
+                              window=0, drain=True)
+                doc["concurrency"].append(r)
+                print(f"{pool:>8} -c {c:<3} {r['tasks_per_s']:>8,} tasks/s  RSS peak "
+                      f"{r['rss_peak_mib']:6.1f} MiB over {r['processes']} process(es)"
+                      + (f"  STUCK: {r['stuck']} message(s) never finished" if r["stuck"]
+                         else ""), flush=True)
     rows = doc["backlog"]
     if len(rows) >= 2:
         lo, hi = rows[0], rows[-1]

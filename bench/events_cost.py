@@ -15,9 +15,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +25,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import embedded  # noqa: E402
+from engine.testing import Worker, engine_env, private_redis, temp_log  # noqa: E402
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -39,25 +37,24 @@ def one_round(url: str, *, events: bool, n: int, pool: str, concurrency: int,
               server: psutil.Process) -> tuple[float, float, float]:
     """-> (tasks per second, worker CPU us per task, redis CPU us per task)"""
     prefix = f"ev{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, ENGINE_BROKER_URL=url, ENGINE_KEY_PREFIX=prefix,
-               PYTHONPATH=str(ROOT))
+    env = engine_env({"ENGINE_BROKER_URL": url, "ENGINE_KEY_PREFIX": prefix}, root=ROOT)
     os.environ.update(ENGINE_BROKER_URL=url, ENGINE_KEY_PREFIX=prefix)
     from tests.apps.basic import app
     app.close()
     app.tasks["tests.apps.basic.noop"].delay_many([() for _ in range(n)])
     broker = app.broker
     stream = broker.keys.queue("default")
-    args = [sys.executable, "-m", "engine", "run", "-A", "tests.apps.basic", "--pool", pool,
-            "-c", str(concurrency), "-l", "warning", "-n", prefix]
+    args = ["-A", "tests.apps.basic", "--pool", pool, "-c", str(concurrency), "-l", "warning",
+            "-n", prefix]
     if not events:
         args.append("--no-events")
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log_path = temp_log("engine-events-cost-")
+    engine_run = Worker(args, env=env, log_path=log_path, cwd=ROOT)
     try:
         def remaining() -> int:
             d = broker.depth("default")
             return d["waiting"] + d["unacked"]
-        worker = psutil.Process(proc.pid)
+        worker = psutil.Process(engine_run.pid)
         while remaining() >= n:
             time.sleep(0.002)
         start = time.perf_counter()
@@ -68,8 +65,8 @@ def one_round(url: str, *, events: bool, n: int, pool: str, concurrency: int,
         worker_cpu, server_cpu = _cpu(worker) - worker_cpu, _cpu(server) - server_cpu
         return n / elapsed, worker_cpu / n * 1e6, server_cpu / n * 1e6
     finally:
-        proc.terminate()
-        proc.wait(60)
+        engine_run.close(grace=60)
+        engine_run.remove_log()
         app.client.delete(stream, broker.keys.events)
         app.close()
 
@@ -81,44 +78,33 @@ def main() -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="engine-events-cost-") as tmp:
-        base = Path(tmp)
-        sock = base / "redis.sock"
-        server = subprocess.Popen(embedded.server_args(base, socket=sock, daemonize=False,
-                                                       aof=False),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            while not embedded.ping(base):
-                time.sleep(0.05)
-            url = f"unix://{sock}?db=0"
-            runs: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
-            for _ in range(args.rounds):
-                for mode in ("on", "off"):
-                    runs[mode].append(one_round(url, events=mode == "on", n=args.n,
-                                                pool=args.pool, concurrency=args.concurrency,
-                                                server=psutil.Process(server.pid)))
+    with private_redis(prefix="engine-events-cost-", aof=False) as server:
+        url = server.url
+        runs: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
+        for _ in range(args.rounds):
+            for mode in ("on", "off"):
+                runs[mode].append(one_round(url, events=mode == "on", n=args.n,
+                                            pool=args.pool, concurrency=args.concurrency,
+                                            server=psutil.Process(server.proc.pid)))
 
-            def median(mode: str, i: int) -> float:
-                return statistics.median(run[i] for run in runs[mode])
-            on, off = median("on", 0), median("off", 0)
-            cpu_on, cpu_off = median("on", 1), median("off", 1)
-            redis_on, redis_off = median("on", 2), median("off", 2)
-            print(json.dumps({
-                "pool": args.pool, "concurrency": args.concurrency, "tasks": args.n,
-                "rounds": args.rounds,
-                "rate_on": [round(r[0]) for r in runs["on"]],
-                "rate_off": [round(r[0]) for r in runs["off"]],
-                "median_rate_on": round(on), "median_rate_off": round(off),
-                "rate_cost_percent": round((off - on) / off * 100, 1),
-                "worker_cpu_us_per_task_on": round(cpu_on, 1),
-                "worker_cpu_us_per_task_off": round(cpu_off, 1),
-                "worker_cpu_cost_percent": round((cpu_on - cpu_off) / cpu_off * 100, 1),
-                "redis_cpu_us_per_task_on": round(redis_on, 1),
-                "redis_cpu_us_per_task_off": round(redis_off, 1),
-            }))
-        finally:
-            server.terminate()
-            server.wait(30)
+        def median(mode: str, i: int) -> float:
+            return statistics.median(run[i] for run in runs[mode])
+        on, off = median("on", 0), median("off", 0)
+        cpu_on, cpu_off = median("on", 1), median("off", 1)
+        redis_on, redis_off = median("on", 2), median("off", 2)
+        print(json.dumps({
+            "pool": args.pool, "concurrency": args.concurrency, "tasks": args.n,
+            "rounds": args.rounds,
+            "rate_on": [round(r[0]) for r in runs["on"]],
+            "rate_off": [round(r[0]) for r in runs["off"]],
+            "median_rate_on": round(on), "median_rate_off": round(off),
+            "rate_cost_percent": round((off - on) / off * 100, 1),
+            "worker_cpu_us_per_task_on": round(cpu_on, 1),
+            "worker_cpu_us_per_task_off": round(cpu_off, 1),
+            "worker_cpu_cost_percent": round((cpu_on - cpu_off) / cpu_off * 100, 1),
+            "redis_cpu_us_per_task_on": round(redis_on, 1),
+            "redis_cpu_us_per_task_off": round(redis_off, 1),
+        }))
     return 0
 
 

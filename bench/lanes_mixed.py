@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import embedded  # noqa: E402
+from engine.testing import Worker, engine_env, private_redis, temp_log  # noqa: E402
 
 CONFIGS = {
     "lanes cpu=prefork:2 + io=gevent:200": ["--lane", "cpu=prefork:2", "--lane", "io=gevent:200"],
@@ -36,23 +34,20 @@ CONFIGS = {
 
 def run_one(label: str, worker_args: list[str], n_cpu: int, n_io: int, url: str) -> float:
     prefix = f"lb{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, ENGINE_BROKER_URL=url, ENGINE_KEY_PREFIX=prefix,
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = engine_env({"ENGINE_BROKER_URL": url, "ENGINE_KEY_PREFIX": prefix}, root=ROOT)
     os.environ.update(ENGINE_BROKER_URL=url, ENGINE_KEY_PREFIX=prefix)
     from bench.lanes_tasks import app, crunch, fetch
     app.close()
-    log = tempfile.NamedTemporaryFile(prefix="lanes-bench-", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "-A", "bench.lanes_tasks",
-                             "-l", "warning", "--no-events", "-n", prefix, *worker_args],
-                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    log_path = temp_log("lanes-bench-")
+    worker = Worker(["-A", "bench.lanes_tasks", "-l", "warning", "--no-events", "-n", prefix,
+                     *worker_args], env=env, log_path=log_path, cwd=ROOT)
     try:
         # ready once the worker (and every lane process) answers a ping
         from engine import control
         deadline = time.monotonic() + 60
         while not control.broadcast(app, "ping", timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{label}: worker did not start; see {log.name}")
+            if not worker.alive() or time.monotonic() > deadline:
+                raise SystemExit(f"{label}: worker did not start; see {log_path}")
         start = time.perf_counter()
         # interleaved, as a real mixed load arrives
         results = []
@@ -64,12 +59,7 @@ def run_one(label: str, worker_args: list[str], n_cpu: int, n_io: int, url: str)
         app.gather(results, timeout=600)
         return time.perf_counter() - start
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        worker.close(grace=60)
         app.close()
 
 
@@ -79,25 +69,14 @@ def main() -> None:
     parser.add_argument("--io", type=int, default=2000, help="I/O tasks of 50 ms")
     parser.add_argument("--only", help="run only the configurations whose label contains this")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="lanes-bench-redis-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        server = subprocess.Popen(embedded.server_args(Path(tmp), socket=sock, daemonize=False,
-                                                       aof=False),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            while not embedded.ping(Path(tmp)):
-                time.sleep(0.05)
-            url = f"unix://{sock}?db=0"
-            print(f"{args.cpu} CPU tasks (20 ms CPU each) + {args.io} I/O tasks (50 ms wait each), "
-                  f"{os.cpu_count()} CPUs")
-            for label, worker_args in CONFIGS.items():
-                if args.only and args.only not in label:
-                    continue
-                elapsed = run_one(label, worker_args, args.cpu, args.io, url)
-                print(f"  {label:40s} {elapsed:7.2f} s", flush=True)
-        finally:
-            server.terminate()
-            server.wait()
+    with private_redis(prefix="lanes-bench-redis-", aof=False) as server:
+        print(f"{args.cpu} CPU tasks (20 ms CPU each) + {args.io} I/O tasks (50 ms wait each), "
+              f"{os.cpu_count()} CPUs")
+        for label, worker_args in CONFIGS.items():
+            if args.only and args.only not in label:
+                continue
+            elapsed = run_one(label, worker_args, args.cpu, args.io, server.url)
+            print(f"  {label:40s} {elapsed:7.2f} s", flush=True)
 
 
 if __name__ == "__main__":

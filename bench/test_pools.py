@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from engine import bench_tasks
-from engine.benchmark import (CPU_MS, SLEEP_S, EventCollector, TreeSampler, Worker, cleanup,
+from engine.benchmark import (CPU_MS, SLEEP_S, EventCollector, TreeSampler, cleanup, start_worker,
                               task_args)
 
 POOLS = {"solo": 1, "threads": 8, "prefork": 2, "gevent": 100}
@@ -68,7 +68,7 @@ def test_pool(benchmark, redis_server, client, pool, kind):
         prefix = state["prefix"]
         collector = EventCollector(redis.Redis.from_url(redis_server.url), f"{prefix}:events")
         collector.start()
-        worker = Worker(redis_server.url, prefix, pool, c).start()
+        worker = start_worker(redis_server.url, prefix, pool, c)
         sampler = TreeSampler(worker.pid)
         try:
             deadline = time.monotonic() + 300
@@ -85,7 +85,7 @@ def test_pool(benchmark, redis_server, client, pool, kind):
             rates.append(n / (times[-1] - (collector.first_received or times[0])))
             cpu_per_task.append(cpu / n)
         finally:
-            worker.stop()
+            worker.close()
             worker.remove_log()
             collector.stop()
             collector.join(2)

@@ -23,8 +23,8 @@ last completion, so start-up is left out; as a share of one core and per task) a
 RSS (sum over the tree) come from psutil, sampled every 0.1 s. Redis CPU over the same span
 comes from INFO when the server is local.
 
-The pieces (``Worker``, ``TreeSampler``, ``EventCollector``, ``cleanup``) are reused by the
-scripts under ``bench/``.
+The pieces (``start_worker``, ``TreeSampler``, ``EventCollector``, ``cleanup``) are reused by
+the scripts under ``bench/``; the worker process itself is an ``engine.testing.Worker``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -44,6 +41,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import redis
+
+from engine.testing import Worker, engine_env, temp_log
 
 DEFAULT_N = {"noop": 20000, "sleep": 2000, "cpu": 200, "payload": 5000}
 SLEEP_S = 0.05
@@ -54,80 +53,23 @@ LATENCY_SAMPLES = 500
 START_TIMEOUT = 60.0
 STALL_TIMEOUT = 120.0  # seconds without a completion before the run is abandoned
 
-_PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 # -- worker process ---------------------------------------------------------------------
-class Worker:
-    """One ``engine run -A engine.bench_tasks`` subprocess in its own session."""
-
-    def __init__(self, url: str, prefix: str, pool: str, concurrency: int | None, *,
+def start_worker(url: str, prefix: str, pool: str, concurrency: int | None, *,
                  extra: list[str] | None = None, app: str = "engine.bench_tasks:app",
-                 env: dict[str, str] | None = None) -> None:
-        self.argv = [sys.executable, "-m", "engine", "run", "-A", app, "--pool", pool,
-                     "-l", "warning", "-n", f"{prefix}-{os.getpid()}@%h"]
-        if concurrency:
-            self.argv += ["-c", str(concurrency)]
-        self.argv += list(extra or [])
-        self.env = dict(os.environ)
-        for var in ("ENGINE_APP", "ENGINE_RESULT_BACKEND"):
-            self.env.pop(var, None)
-        self.env.update({"ENGINE_BROKER_URL": url, "ENGINE_RESULT_BACKEND": url,
-                         "ENGINE_KEY_PREFIX": prefix, "PYTHONUNBUFFERED": "1",
-                         "PYTHONPATH": os.pathsep.join(
-                             p for p in (_PKG_ROOT, os.environ.get("PYTHONPATH")) if p)})
-        self.env.update(env or {})
-        self.proc: subprocess.Popen | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="engine-bench-", suffix=".log", delete=False)
-        self.started_at = 0.0
-
-    def start(self) -> "Worker":
-        self.started_at = time.time()
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, nbytes: int = 3000) -> str:
-        try:
-            with open(self.log.name, "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - nbytes))
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM (warm shutdown), then SIGKILL of its process group."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)   # stragglers of its session
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(5)
-        self.log.close()
-
-    def remove_log(self) -> None:
-        try:
-            os.unlink(self.log.name)
-        except OSError:
-            pass
+                 env: dict[str, str] | None = None) -> Worker:
+    """``engine run -A engine.bench_tasks`` (warnings only, a name of the run's own) on
+    ``url`` under ``prefix``, logging to a temp file; the caller closes it and removes the
+    log."""
+    args = ["-A", app, "--pool", pool, "-l", "warning", "-n", f"{prefix}-{os.getpid()}@%h"]
+    if concurrency:
+        args += ["-c", str(concurrency)]
+    args += list(extra or [])
+    # the app is named on the command line and its results go where its broker is
+    worker_env = engine_env({"ENGINE_BROKER_URL": url, "ENGINE_RESULT_BACKEND": url,
+                             "ENGINE_KEY_PREFIX": prefix, "PYTHONUNBUFFERED": "1"},
+                            drop=("ENGINE_APP",))
+    worker_env.update(env or {})
+    return Worker(args, env=worker_env, log_path=temp_log("engine-bench-"))
 
 
 class TreeSampler(threading.Thread):
@@ -387,7 +329,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         # 2. the worker drains the backlog
         collector = EventCollector(redis.Redis.from_url(url), app.broker.keys.events)
         collector.start()
-        worker = Worker(url, prefix, pool, concurrency, extra=worker_extra).start()
+        worker = start_worker(url, prefix, pool, concurrency, extra=worker_extra)
         sampler = TreeSampler(worker.pid)
         sampler.start()
         redis_cpu0 = _redis_cpu(client)
@@ -469,7 +411,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         if sampler is not None:
             sampler.stop()
         if worker is not None:
-            worker.stop()
+            worker.close()
         if collector is not None:
             collector.stop()
             collector.join(2)

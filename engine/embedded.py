@@ -66,11 +66,16 @@ def ping(base: Path | None = None) -> bool:
         return False
 
 
-def server_args(base: Path, *, socket: Path, daemonize: bool = True, aof: bool = True) -> list[str]:
-    """Command line of a redis-server on ``socket`` keeping its data in ``base``."""
+def server_args(base: Path, *, socket: Path | None, port: int = 0, daemonize: bool = True,
+                aof: bool = True) -> list[str]:
+    """Command line of a redis-server keeping its data in ``base``: on the unix ``socket``,
+    or, when it is None, on ``port`` of 127.0.0.1 only."""
+    if socket is None and not port:
+        raise ValueError("a redis-server needs a unix socket or a port")
+    listen = (["--unixsocket", str(socket), "--unixsocketperm", "700"] if socket is not None
+              else ["--bind", "127.0.0.1"])
     return [redis_server_binary(),
-            "--port", "0",
-            "--unixsocket", str(socket), "--unixsocketperm", "700",
+            "--port", str(port), *listen,
             "--dir", str(base),
             "--daemonize", "yes" if daemonize else "no",
             "--pidfile", str(base / "redis.pid"),

@@ -1,6 +1,7 @@
 """The app the integration tests run workers with (broker and prefix from the environment)."""
 
 import os
+import subprocess
 import time
 
 from engine import Engine
@@ -102,3 +103,14 @@ def mark_and_sleep(key, seconds):
     app.client.set(key, os.getpid())
     time.sleep(seconds)
     return seconds
+
+
+@app.task
+def leave_sleepers(seconds):
+    """Starts two ``sleep`` processes that outlive the task; returns their pids. One is in a
+    session of its own (a child of this process still); the other is an orphan left in this
+    process's group (the shell that started it has exited)."""
+    detached = subprocess.Popen(["sleep", str(seconds)], start_new_session=True)
+    shell = subprocess.run(["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 & echo $!"],
+                           capture_output=True, text=True, check=True)
+    return {"detached": detached.pid, "orphan": int(shell.stdout)}

@@ -1,4 +1,5 @@
-"""Fixtures for the dashboard tests: a real ``engine dashboard`` process and headless Chromium.
+"""Fixtures for the dashboard tests: a real ``engine dashboard`` process (an
+``engine.testing.EngineProcess``, closed by pid at teardown) and headless Chromium.
 
 The browser is Debian's ``/usr/bin/chromium`` driven by Playwright (never a downloaded
 browser build). Each test's page is photographed at teardown into
@@ -8,18 +9,14 @@ browser build). Each test's page is photographed at teardown into
 from __future__ import annotations
 
 import base64
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from engine.testing import EngineProcess, free_port
 from tests.conftest import DEADLINE, ROOT, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,12 +27,6 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
 
 NO_CHROMIUM = ("the browser tests need Debian's chromium at /usr/bin/chromium "
                "(apt-get install -y chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(url: str, *, method: str = "GET", headers: dict | None = None,
@@ -53,25 +44,14 @@ def basic(user: str, password: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-class DashboardServer:
-    """``python -m engine dashboard`` as a real process, stopped by pid."""
+class DashboardServer(EngineProcess):
+    """``python -m engine dashboard`` on a free port, as a real process (``engine.testing``)."""
 
     def __init__(self, env: dict, log_path: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log_file = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "dashboard", "-A", "tests.apps.basic",
-             "--port", str(self.port), *args],
-            env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log_file,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid = self.proc.pid
-
-    @property
-    def log(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
+        super().__init__("dashboard", ["-A", "tests.apps.basic", "--port", str(self.port), *args],
+                         env=env, log_path=log_path, cwd=ROOT)
 
     def wait_ready(self) -> "DashboardServer":
         def answers() -> bool:
@@ -84,16 +64,6 @@ class DashboardServer:
             return status in (200, 401)
         wait_for(answers, DEADLINE, interval=0.05, message="the dashboard to answer")
         return self
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log_file.close()
 
 
 @pytest.fixture
@@ -108,7 +78,7 @@ def start_dashboard(env, tmp_path):
 
     yield start
     for server in started:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture

@@ -4,13 +4,10 @@ retries, revoke, chaos)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import RedisServer
+from engine.testing import private_redis
 
 APP = "tests.apps.reliable"
 
@@ -27,21 +24,16 @@ def rapp(env):
 def own_redis(env, rapp):
     """A Redis of this test's own (outages and restarts must not hit the shared one); the
     app here and every worker started with ``own_redis.env`` use it."""
-    # a short directory: unix socket paths are limited to about 100 characters
-    directory = Path(tempfile.mkdtemp(prefix="engine-own-"))
-    server = RedisServer(directory)
-    server.start()
-    saved = os.environ["ENGINE_BROKER_URL"]
-    os.environ["ENGINE_BROKER_URL"] = server.url
-    server.env = {"ENGINE_BROKER_URL": server.url}
-    rapp.close()
-    try:
-        yield server
-    finally:
+    with private_redis(prefix="engine-own-") as server:
+        saved = os.environ["ENGINE_BROKER_URL"]
+        os.environ["ENGINE_BROKER_URL"] = server.url
+        server.env = {"ENGINE_BROKER_URL": server.url}
         rapp.close()
-        os.environ["ENGINE_BROKER_URL"] = saved
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            yield server
+        finally:
+            rapp.close()
+            os.environ["ENGINE_BROKER_URL"] = saved
 
 
 def runs(app, key) -> list[str]:

@@ -3,52 +3,30 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
 
 from engine import message
+from engine.testing import EngineProcess
 from tests.conftest import ROOT, wait_for
 
 ENTRY = "every-second"
 
 
-class BeatProcess:
-    def __init__(self, env: dict, log_path) -> None:
-        self.log_path = log_path
-        self.log_file = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "engine", "beat", "-A", "tests.apps.beat"],
-                                     env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self.pid = self.proc.pid
-
-    @property
-    def log(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.log_file.close()
-
-
 @pytest.fixture
 def start_beat(env, tmp_path):
-    started: list[BeatProcess] = []
+    started: list[EngineProcess] = []
 
-    def start() -> BeatProcess:
-        beat = BeatProcess(env, tmp_path / f"beat-{len(started)}.log")
+    def start() -> EngineProcess:
+        beat = EngineProcess("beat", ["-A", "tests.apps.beat"], env=env,
+                             log_path=tmp_path / f"beat-{len(started)}.log", cwd=ROOT)
         started.append(beat)
         return beat
 
     yield start
     for beat in started:
-        beat.kill()
+        beat.kill_all()
 
 
 def sent_ids(client, prefix) -> list[str]:

@@ -65,8 +65,8 @@ def test_pool_given_as_class_path(app, run_worker):
 
 def test_app_from_environment(env, app, run_worker, tmp_path):
     from tests.conftest import Worker
-    worker = Worker(["--pool", "solo"], dict(env, ENGINE_APP="tests.apps.basic"),
-                    tmp_path / "w.log")
+    worker = Worker(["--pool", "solo"], env=dict(env, ENGINE_APP="tests.apps.basic"),
+                    log_path=tmp_path / "w.log", cwd=ROOT)
     try:
         worker.wait_ready()
         assert add.delay(1, 1).get(timeout=60) == 2
