@@ -37,11 +37,11 @@ import threading
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import redis
 
+from engine import console
 from engine.testing import Worker, engine_env, temp_log
 
 DEFAULT_N = {"noop": 20000, "sleep": 2000, "cpu": 200, "payload": 5000}
@@ -194,14 +194,6 @@ def resolve_broker(url: str | None) -> tuple[str, bool]:
     return embedded.ensure_running(), True
 
 
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def percentile(sorted_values: list[float], p: float) -> float | None:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
@@ -298,7 +290,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
     collector: EventCollector | None = None
     out: dict[str, Any] = {
         "pool": pool, "concurrency": concurrency or app.conf.worker_concurrency, "kind": kind,
-        "tasks": n, "broker": "embedded" if embedded else redact(url), "key_prefix": prefix}
+        "tasks": n, "broker": "embedded" if embedded else console.redact(url), "key_prefix": prefix}
     if kind == "payload":
         out["payload_bytes"] = payload_bytes
     if kind == "sleep":

@@ -29,24 +29,22 @@ def _wants_gevent(argv: list[str]) -> bool:
     return False
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _above(kind: type, floor: float, what: str) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` at least ``floor`` (int) or above it (float)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < floor or (kind is float and value == floor):
+            bound = f"at least {floor}" if kind is int else f"above {floor:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
+_positive_int = _above(int, 1, "a whole number")
+_seconds = _above(float, 0.0, "seconds")
 
 
 class _Parser(argparse.ArgumentParser):

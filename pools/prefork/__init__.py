@@ -12,19 +12,19 @@ else drops what they hold for that job.
 from __future__ import annotations
 
 import collections
-import importlib
 import logging
 import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from engine.exceptions import NotSupported, TimeLimitExceeded, WorkerLostError
 from pools.base import Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runner
 from pools.prefork import child as _child
 from pools.prefork import shm
+from pools.prefork.children import (Child, Held, describe_exit, import_setup, signal_pid,
+                                    waitpid)
 
 #: work slots are fixed at start (children map them then): enough for this many times the
 #: starting capacity, so that ``grow`` can add children that all get full prefetch
@@ -44,26 +44,6 @@ COALESCE = 0.0005
 MAX_RESPAWN_BACKOFF = 5.0
 
 log = logging.getLogger("engine.pools.prefork")
-
-
-@dataclass(slots=True)
-class _Held:
-    """A submitted job the pool still owes an Outcome for (the values of ``_jobs``)."""
-
-    job_id: str
-    slot: int                     # its work slot, reserved from submit until the outcome
-    child: int = -1               # index of the child running it; -1 while it is on offer
-    start_reported: bool = False  # on_start was called: once, even if a kill made it rerun
-
-
-class _Child:
-    __slots__ = ("index", "pid", "outbox", "killed", "retiring", "status")
-
-    def __init__(self, index: int, pid: int, outbox: shm.Outbox) -> None:
-        self.index, self.pid, self.outbox = index, pid, outbox
-        self.killed = False       # we sent SIGKILL: what it held is not its fault
-        self.retiring = False     # shrink: exits when idle, not replaced
-        self.status = -1          # the wait status once reaped
 
 
 class PreforkPool(Pool):
@@ -87,10 +67,10 @@ class PreforkPool(Pool):
         self.load_app = load_app
         self._table: shm.WorkTable | None = None
         self._done = None
-        self._children: dict[int, _Child] = {}
+        self._children: dict[int, Child] = {}
         self._outboxes: tuple[tuple[int, shm.Outbox], ...] = ()   # reader's snapshot
         self._spare: dict[int, shm.Outbox] = {}
-        self._jobs: dict[int, _Held] = {}       # seq -> what we owe an Outcome for
+        self._jobs: dict[int, Held] = {}       # seq -> what we owe an Outcome for
         self._by_id: dict[str, int] = {}
         self._free: collections.deque[int] = collections.deque()
         self._seq = 0
@@ -169,7 +149,7 @@ class PreforkPool(Pool):
         # Job, not the body: its limits are what the supervisor resolved from the message,
         # the task, the lane and the worker, and only the message's are in the body
         notify = job.soft_limit is not None or job.hard_limit is not None
-        self._jobs[seq] = _Held(job.id, slot)   # before the offer: it may end at once
+        self._jobs[seq] = Held(job.id, slot)   # before the offer: it may end at once
         self._by_id[job.id] = seq
         self._table.offer(slot, seq, job.body, self_store=lone, notify_start=notify)
 
@@ -185,7 +165,7 @@ class PreforkPool(Pool):
         if kid is None or kid.outbox.seq != seq:
             return
         kid.outbox.target = seq            # the child raises only for this job
-        _signal(kid.pid, signal.SIGUSR1)
+        signal_pid(kid.pid, signal.SIGUSR1)
 
     def kill(self, job_id: str) -> None:
         seq = self._by_id.get(job_id)
@@ -207,7 +187,7 @@ class PreforkPool(Pool):
                 if victim is not None:
                     self._finish_killed(seq, entry)
                     victim.killed = True
-                    _signal(victim.pid, signal.SIGKILL)
+                    signal_pid(victim.pid, signal.SIGKILL)
             if victim is None:
                 # claimed by a child between two of its status writes, or by a dead child
                 # the reaper has not seen yet
@@ -264,9 +244,9 @@ class PreforkPool(Pool):
         """SIGKILL every child, reap them all, stop the reader thread."""
         for kid in list(self._children.values()):
             kid.killed = True
-            _signal(kid.pid, signal.SIGKILL)
+            signal_pid(kid.pid, signal.SIGKILL)
         for kid in list(self._children.values()):
-            _waitpid(kid.pid, block=True)
+            waitpid(kid.pid, block=True)
             self._forget(kid)
         self._stop_reader()
     def grow(self, n: int) -> None:
@@ -312,30 +292,16 @@ class PreforkPool(Pool):
     def _spawn(self, index: int) -> None:
         outbox = self._spare.pop(index, None) or shm.Outbox()
         outbox.reset()
-        setup = self._child_setup() if self.options.import_in_child else None
+        setup = (import_setup(self.options.app_path, self.load_app)
+                 if self.options.import_in_child else None)
         pid = os.fork()
         if pid == 0:   # pragma: no cover - runs in the child, which leaves by os._exit
             _child.main(self._table, outbox, self._done, self.runner,
                         parent_pid=self._parent_pid,
                         max_tasks=self.options.max_tasks_per_child,
                         max_memory=self.options.max_memory_per_child, setup=setup)
-        self._children[index] = _Child(index, pid, outbox)
+        self._children[index] = Child(index, pid, outbox)
         self._outboxes = tuple((k.index, k.outbox) for k in self._children.values())
-
-    def _child_setup(self) -> Callable[[], None]:
-        path, load_app = self.options.app_path, self.load_app
-        if load_app is None:
-            try:
-                from engine.app import load_app   # type: ignore[attr-defined]
-            except ImportError:
-                load_app = None
-
-        def setup() -> None:
-            if load_app is not None:
-                load_app(path)
-            else:
-                importlib.import_module(path.split(":")[0])
-        return setup
 
     def _replenish(self) -> None:
         if self._state != "running" or time.monotonic() < self._respawn_at:
@@ -348,10 +314,10 @@ class PreforkPool(Pool):
             self._spawn(index)
             live += 1
 
-    def _reap(self, kid: _Child, *, wait: float) -> bool:
+    def _reap(self, kid: Child, *, wait: float) -> bool:
         """True when ``kid`` is gone (and accounted for)."""
         deadline = time.monotonic() + wait
-        while (status := _waitpid(kid.pid, block=False)) is None:
+        while (status := waitpid(kid.pid, block=False)) is None:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.001)
@@ -359,7 +325,7 @@ class PreforkPool(Pool):
         self._lost(kid)
         return True
 
-    def _lost(self, kid: _Child) -> None:
+    def _lost(self, kid: Child) -> None:
         """``kid`` has been reaped: settle what it held, then forget it."""
         table, ob = self._table, kid.outbox
         with self._lock:
@@ -376,14 +342,14 @@ class PreforkPool(Pool):
                     else:
                         self._finish(seq, Outcome.from_exception(entry.job_id, WorkerLostError(
                             f"child process {kid.pid} exited unexpectedly "
-                            f"({_describe_exit(kid)})")))
+                            f"({describe_exit(kid)})")))
                         self._stats["lost"] += 1
         if ob.done == 0 and not kid.killed and reason != _child.RETIRED \
                 and self._state == "running":
             self._backoff = min(MAX_RESPAWN_BACKOFF, max(0.1, self._backoff * 2))
             self._respawn_at = time.monotonic() + self._backoff
             log.error("prefork child %s died before its first task (%s); next one in %.1fs",
-                      kid.pid, _describe_exit(kid), self._backoff)
+                      kid.pid, describe_exit(kid), self._backoff)
         elif ob.done:
             self._backoff = 0.0
         if reason in (_child.RECYCLED_TASKS, _child.RECYCLED_MEMORY):
@@ -394,7 +360,7 @@ class PreforkPool(Pool):
         if self._state == "running":
             table.wake()   # it may have swallowed an items token
 
-    def _settle_claim(self, kid: _Child, slot: int) -> None:
+    def _settle_claim(self, kid: Child, slot: int) -> None:
         # the dead child said CLAIMING/OWNS ``slot``: if the slot is claimed and no live child
         # says it holds it, the dead one took it; the job never ran, so offer it again
         seq = self._table.seq_of(slot)
@@ -414,7 +380,7 @@ class PreforkPool(Pool):
             entry.child = -1
             self._table.reoffer(slot)
 
-    def _holder(self, seq: int, entry: _Held) -> _Child | None:
+    def _holder(self, seq: int, entry: Held) -> Child | None:
         if entry.child >= 0:
             return self._children.get(entry.child)
         for kid in self._children.values():
@@ -424,7 +390,7 @@ class PreforkPool(Pool):
                 return kid
         return None
 
-    def _forget(self, kid: _Child) -> None:
+    def _forget(self, kid: Child) -> None:
         if self._children.get(kid.index) is kid:
             del self._children[kid.index]
             self._stats["done_by_dead"] = self._stats.get("done_by_dead", 0) + kid.outbox.done
@@ -495,7 +461,7 @@ class PreforkPool(Pool):
         if not self._silent:
             self.on_outcome(outcome)
 
-    def _finish_killed(self, seq: int, entry: _Held) -> None:
+    def _finish_killed(self, seq: int, entry: Held) -> None:
         self._finish(seq, Outcome.from_exception(
             entry.job_id, TimeLimitExceeded("hard time limit exceeded: task killed")))
 
@@ -514,33 +480,3 @@ class PreforkPool(Pool):
         if self._table is not None:
             self._table.close()
             self._table = None
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _waitpid(pid: int, *, block: bool) -> int | None:
-    """The wait status once ``pid`` has exited (-1 if someone else reaped it), else None."""
-    try:
-        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        return -1
-    return status if done else None
-
-
-def _describe_exit(kid: _Child) -> str:
-    if kid.outbox.reason == _child.CRASHED:
-        return "crashed in the pool loop"
-    if kid.status < 0:
-        return "reaped elsewhere"
-    if os.WIFSIGNALED(kid.status):
-        sig = os.WTERMSIG(kid.status)
-        try:
-            return f"signal {signal.Signals(sig).name}"
-        except ValueError:
-            return f"signal {sig}"
-    return f"exit code {os.WEXITSTATUS(kid.status)}"
