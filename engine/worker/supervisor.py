@@ -93,8 +93,7 @@ class Supervisor:
         self.intake = Intake(app, self.name, self.ledger, self.events,
                              revoked=self.settler.revoked)
         self.recovery = Recovery(app.broker, self.name, self.intake.accept_batch)
-        self._acks_late = bool(conf.task_acks_late)
-        self._track_started = bool(conf.task_track_started)
+        self._acks_late, self._track_started = bool(conf.task_acks_late), bool(conf.task_track_started)
         self.lost_after = float(conf.worker_lost_after)
         self.started_at = time.time()
         self._stopping = threading.Event()     # fetch and helper threads end
@@ -139,8 +138,7 @@ class Supervisor:
         Online comes before any lane starts: a survivor must not reclaim what this worker
         name takes back (the claim script spares a live heartbeat)."""
         self.presence.check_name()
-        self.presence.figures = process_figures()
-        self.revoked = control.revoked_ids(self.app)
+        self.presence.figures, self.revoked = process_figures(), control.revoked_ids(self.app)
         for spec in self.specs:
             self.app.broker.ensure_groups(spec.queues)
             self.lanes.append(self._build_lane(spec))
@@ -268,9 +266,8 @@ class Supervisor:
             lane.returned += 1
         else:
             lane.buffer.appendleft(delivery)     # its process died: run it again
-        waiting = self.aside.pop(outcome.job_id, None)
-        if waiting:
-            lane.buffer.extendleft(reversed(waiting))
+        for waiting in reversed(self.aside.pop(outcome.job_id, ())):
+            waiting.lane.buffer.appendleft(waiting)   # its turn now, in its own lane
 
     def handle_signal(self, intent: str) -> None:
         if intent == ossignals.SHUTDOWN:
@@ -289,8 +286,7 @@ class Supervisor:
         commands.handle(self, command)
 
     def request_shutdown(self) -> None:
-        """A control command asked to stop: as a signal would, on the next turn (so that
-        the command's reply goes out first)."""
+        """As a signal would, on the next turn (a control command's reply goes out first)."""
         self.inbox.put((SIGNAL, ossignals.SHUTDOWN))
 
     def revoke(self, task_id: str, *, terminate: bool) -> None:
@@ -394,8 +390,7 @@ class Supervisor:
         for lane in self.lanes:
             lane.stop_fetching()
         self._drain_inbox()
-        for lane in self.lanes:
-            self.recovery.give_back(lane.give_back())
+        self.recovery.give_back(self._take_buffered())
         self._blocking_stop = True
         for lane in self.lanes:
             never_started = lane.stop(float(self.conf.worker_shutdown_timeout))
@@ -407,6 +402,13 @@ class Supervisor:
         self._blocking_stop = True     # a signal while the writer drains: cold
         self._writer.drain()
         self._blocking_stop = False
+
+    def _take_buffered(self) -> list[Delivery]:
+        """Every fetched delivery that never reached a pool: lane buffers and copies aside."""
+        deliveries = [d for lane in self.lanes for d in lane.give_back()]
+        deliveries += [d for copies in self.aside.values() for d in copies]
+        self.aside.clear()
+        return deliveries
 
     def _drain_inbox(self) -> None:
         """Take in what is left: batches, outcomes and start notices (not commands)."""
@@ -434,8 +436,7 @@ class Supervisor:
                     log.exception("lane %s did not terminate cleanly", lane.name)
             try:
                 self._drain_inbox()
-                for lane in self.lanes:
-                    self.recovery.give_back(lane.give_back())
+                self.recovery.give_back(self._take_buffered())
                 self._writer.offer(self.ledger, self.events, sync=True)
             except redis.RedisError as exc:
                 log.error("could not give back messages (%s): they are redelivered after "
