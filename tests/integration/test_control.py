@@ -126,6 +126,10 @@ def test_pool_grow_and_shrink(two_workers, inspect, engine):
     # And a lane that does not exist is an error reply, not a crash
     out = engine("control", "-A", APP, "pool-grow", "1", "--lane", "nope", "-d", "alpha", "-t", "5")
     assert out.returncode == 1 and "ERROR no lane named 'nope'" in out.stdout
+    # And a grow past the cap is refused (a typo must not fork thousands of children)
+    out = engine("control", "-A", APP, "pool-grow", "100000", "-d", "alpha", "-t", "5")
+    assert out.returncode == 1 and "ERROR pool-grow adds at most 1000" in out.stdout
+    assert inspect("stats")["alpha"]["lanes"][0]["concurrency"] == 3
     assert set(inspect("ping")) == {"alpha", "beta"}
 
 
