@@ -145,8 +145,8 @@ class Engine:
     def _body(self, task_name: str, args: Any, kwargs: dict, *, task: Task | None,
               countdown: float | None = None, eta: Any = None, expires: Any = None,
               soft_time_limit: float | None = None, time_limit: float | None = None,
-              task_id: str | None = None, ignore_result: bool | None = None
-              ) -> tuple[str, bytes, float | None]:
+              task_id: str | None = None, ignore_result: bool | None = None,
+              unique: str | None = None) -> tuple[str, bytes, float | None]:
         task_id = task_id or str(uuid.uuid4())
         when = _absolute(eta) if eta is not None else (
             time.time() + countdown if countdown else None)
@@ -161,14 +161,37 @@ class Engine:
         body = message.encode_message(
             task_id, task_name, args, kwargs, eta=when,
             expires=_absolute(expires) if expires is not None else None,
-            soft=soft_time_limit, hard=time_limit, ignore_result=ignore_result)
+            soft=soft_time_limit, hard=time_limit, ignore_result=ignore_result, unique=unique)
         return task_id, body, when
 
     def send(self, task: Task, args: Any, kwargs: dict, *, queue: str | None = None,
              **options: Any) -> AsyncResult:
         queue = queue or task.queue or self.conf.task_default_queue
+        unique_for = options.pop("unique_for", None) or task.unique_for
+        if unique_for:
+            return self._send_unique(task, args, kwargs, queue, unique_for, options)
         task_id, body, when = self._body(task.name, args, kwargs, task=task, **options)
         with self._sending():
+            self.broker.enqueue(queue, body, eta=when)
+        return AsyncResult(task_id, self, task_name=task.name)
+
+    def _send_unique(self, task: Task, args: Any, kwargs: dict, queue: str,
+                     seconds: float, options: dict) -> AsyncResult:
+        """Send unless the same task with the same arguments is pending or running (at
+        most ``seconds``): then the first one's result handle, and nothing is sent."""
+        from engine import flow
+        task_id = options.pop("task_id", None) or str(uuid.uuid4())
+        try:
+            key = flow.Keys(self.broker.keys.prefix).unique(task.name, args, kwargs)
+        except (TypeError, ValueError, OverflowError):
+            message.check_arguments(task.name, args, kwargs)   # raises, naming the argument
+            raise
+        with self._sending():
+            holder = flow.claim_unique(self, key, task_id, seconds)
+            if holder is not None:
+                return AsyncResult(holder, self, task_name=task.name)
+            _, body, when = self._body(task.name, args, kwargs, task=task, task_id=task_id,
+                                       unique=key, **options)
             self.broker.enqueue(queue, body, eta=when)
         return AsyncResult(task_id, self, task_name=task.name)
 

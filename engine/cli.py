@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     ctl = sub.add_parser("control", help="steer running workers")
     app_arg(ctl)
     ctl.add_argument("verb", choices=CONTROL_VERBS)
-    ctl.add_argument("argument", nargs="?", help="task id for revoke, N for pool-grow/shrink")
+    ctl.add_argument("argument", nargs="?", help="task id for revoke, N for pool-grow/shrink, "
+                     "task name for rate-limit, queue for pause/resume")
+    ctl.add_argument("value", nargs="?", help="for rate-limit: N/s, N/m or N/h (0: none)")
     ctl.add_argument("--lane", help="for pool-grow/shrink: the lane (default: the first)")
     ctl.add_argument("--terminate", action="store_true", help="for revoke: end it if running")
     ctl.add_argument("-d", "--destination", help="comma-separated worker names (default all)")

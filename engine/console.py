@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engine import control
+from engine import control, flow
 from engine.app import load_app
 
 if TYPE_CHECKING:
@@ -118,6 +118,24 @@ def control_command(args) -> int:
                   f"got {args.argument!r}", file=sys.stderr)
             return 2
         arguments = {"n": n, "lane": args.lane}
+    elif args.verb == "rate-limit":
+        rate = getattr(args, "value", None)
+        if not args.argument or not rate:
+            print("engine control: error: rate-limit needs a task name and a rate, e.g. "
+                  "rate-limit tasks.add 50/s", file=sys.stderr)
+            return 2
+        try:
+            flow.set_rate_limit(app, args.argument, rate)   # kept for workers started later
+        except ValueError as exc:
+            print(f"engine control: error: {exc}", file=sys.stderr)
+            return 2
+        arguments = {"task": args.argument, "rate": rate}
+    elif args.verb in ("pause", "resume"):
+        if not args.argument:
+            print(f"engine control: error: {args.verb} needs a queue name", file=sys.stderr)
+            return 2
+        flow.set_paused(app, args.argument, args.verb == "pause")   # for later workers too
+        arguments = {"queue": args.argument}
     replies = control.broadcast(app, args.verb, destination=dest, timeout=args.timeout,
                                 **arguments)
     if getattr(args, "json", False):
@@ -129,6 +147,10 @@ def control_command(args) -> int:
         if not replies:
             print(f"revoked {args.argument} (no live worker answered; kept for "
                   f"{app.conf.revoke_expires:g} s for workers that start later)")
+        return 0
+    if args.verb in ("rate-limit", "pause", "resume") and not replies:
+        print(f"{args.verb} {args.argument}: stored in Redis (no live worker answered; "
+              f"workers that start later obey it)")
         return 0
     if not replies:
         print(f"engine control: no reply from {'any worker' if not dest else ', '.join(dest)} "

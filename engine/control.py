@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 REPLY_TTL = 60
 #: verbs ``engine inspect`` and ``engine control`` know
 INSPECT_VERBS = ("ping", "stats", "active", "registered", "queues")
-CONTROL_VERBS = ("shutdown", "revoke", "pool-grow", "pool-shrink")
+CONTROL_VERBS = ("shutdown", "revoke", "pool-grow", "pool-shrink", "rate-limit", "pause",
+                 "resume")
 
 
 # -- the calling side -------------------------------------------------------------------

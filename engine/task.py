@@ -34,6 +34,9 @@ TASK_OPTIONS: dict[str, Any] = {
     "ignore_result": False,
     "idempotent": False,           # record completion by id and skip re-runs
     "expires": None,
+    "rate_limit": None,            # "N/s", "N/m", "N/h": for the whole fleet (engine.flow)
+    "max_concurrency": None,       # at most N running at once across the fleet
+    "unique_for": None,            # seconds: a second identical send returns the first
 }
 
 
@@ -93,6 +96,12 @@ class Task:
         self.ignore_result: bool = opts["ignore_result"]
         self.idempotent: bool = opts["idempotent"]
         self.expires: float | None = opts["expires"]
+        self.rate_limit: str | None = opts["rate_limit"]
+        self.max_concurrency: int | None = opts["max_concurrency"]
+        self.unique_for: float | None = opts["unique_for"]
+        if self.rate_limit is not None:
+            from engine.flow import parse_rate
+            parse_rate(self.rate_limit)   # a bad rate fails at declaration, not in a worker
         functools.update_wrapper(self, fn)
 
     @property
@@ -126,10 +135,12 @@ class Task:
                     countdown: float | None = None, eta: Any = None, expires: Any = None,
                     queue: str | None = None, soft_time_limit: float | None = None,
                     time_limit: float | None = None, task_id: str | None = None,
-                    ignore_result: bool | None = None) -> "AsyncResult":
+                    ignore_result: bool | None = None,
+                    unique_for: float | None = None) -> "AsyncResult":
         return self.app.send(self, args, kwargs or {}, countdown=countdown, eta=eta,
                              expires=expires, queue=queue, soft_time_limit=soft_time_limit,
-                             time_limit=time_limit, task_id=task_id, ignore_result=ignore_result)
+                             time_limit=time_limit, task_id=task_id, ignore_result=ignore_result,
+                             unique_for=unique_for)
 
     def delay_many(self, calls: Any, *, queue: str | None = None) -> list["AsyncResult"]:
         """Send many calls in pipelined round trips. Each item is an args tuple, or an

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import msgpack
 import redis
 
+from engine import flow
 from engine.control import REPLY_TTL
 from engine.exceptions import NotSupported
 
@@ -67,7 +68,12 @@ def _revoke(sup: "Supervisor", command: dict) -> dict:
     task_id = command.get("id")
     if not isinstance(task_id, str):
         raise ValueError("revoke needs a task id")
-    sup.revoke(task_id, terminate=bool(command.get("terminate")))
+    sup.revoked.add(task_id)
+    delivery = sup.inflight.get(task_id)
+    if delivery is not None and command.get("terminate"):
+        # submitted but maybe not started (or its start notice not read yet): end it now
+        # when the pool can end a job that waits, and again when it starts
+        delivery.revoked = delivery.lane.end(task_id)
     for lane in sup.lanes:
         lane.forward(command)
     return {"ok": f"revoked {task_id}"}
@@ -78,6 +84,27 @@ def _shutdown(sup: "Supervisor", command: dict) -> dict:
     return {"ok": "shutting down"}
 
 
+def _rate_limit(sup: "Supervisor", command: dict) -> dict:
+    task, rate = command.get("task"), command.get("rate")
+    if not isinstance(task, str) or not isinstance(rate, str):
+        raise ValueError("rate-limit needs a task name and a rate")
+    flow.parse_rate(rate)           # a bad rate is an error reply, not a silent no-op
+    sup.limiter.set_rate(task, rate)
+    return {"ok": f"rate limit of {task}: {rate}"}
+
+
+def _pause(paused: bool) -> Callable[["Supervisor", dict], dict]:
+    def pause(sup: "Supervisor", command: dict) -> dict:
+        queue = command.get("queue")
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"{'pause' if paused else 'resume'} needs a queue name")
+        # a new set: fetch threads notice the change by its identity
+        limiter = sup.limiter
+        limiter.paused = (limiter.paused | {queue}) if paused else (limiter.paused - {queue})
+        return {"ok": f"{'paused' if paused else 'resumed'} {queue}"}
+    return pause
+
+
 def _ping(sup: "Supervisor", command: dict) -> dict:
     return {"ok": "pong"}
 
@@ -86,7 +113,8 @@ def _stats(sup: "Supervisor", command: dict) -> dict:
     info = sup.info().as_dict()
     info.update(uptime=time.time() - sup.started_at, revoked=len(sup.revoked),
                 prefetched=sum(lane["buffered"] for lane in info["lanes"]),
-                events=bool(sup.events.enabled), beat=bool(sup.beat))
+                events=bool(sup.events.enabled), beat=bool(sup.beat),
+                limits=sup.limiter.describe(), paused=sorted(sup.limiter.paused))
     return info
 
 
@@ -135,5 +163,6 @@ def _resize(grow: bool) -> Callable[["Supervisor", dict], dict]:
 HANDLERS: dict[str, Callable[["Supervisor", dict], Any]] = {
     "ping": _ping, "stats": _stats, "active": _active, "registered": _registered,
     "queues": _queues, "pool-grow": _resize(True), "pool-shrink": _resize(False),
-    "revoke": _revoke, "shutdown": _shutdown,
+    "revoke": _revoke, "shutdown": _shutdown, "rate-limit": _rate_limit,
+    "pause": _pause(True), "resume": _pause(False),
 }

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine import limits, message
+from engine import flow, limits, message
 from engine.exceptions import WorkerLostError
 from engine.results import FAILURE, encode_record
 from engine.wire import fields_get, text
@@ -21,6 +21,7 @@ from engine.worker.lanes import Delivery, PoolLane
 
 if TYPE_CHECKING:
     from engine.events import EventBuffer
+    from engine.flow import Limiter
     from engine.worker.ledger import Ledger
 
 log = logging.getLogger("engine.worker")
@@ -30,7 +31,7 @@ WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
 
 class Intake:
     def __init__(self, app: Any, worker: str, ledger: "Ledger", events: "EventBuffer", *,
-                 revoked: Callable[[Delivery, str], None]) -> None:
+                 revoked: Callable[[Delivery, str], None], limiter: "Limiter") -> None:
         conf = app.conf
         self.tasks = app.tasks
         self.keys = app.broker.keys
@@ -38,6 +39,8 @@ class Intake:
         self.ledger = ledger
         self.events = events
         self.revoked = revoked     #: ``Settler.revoked``
+        self.limiter = limiter
+        self._held: dict[str, list[Delivery]] = {}   # limited tasks of the batch in hand
         self.max_deliveries = int(conf.task_max_deliveries)
         # read once: settings are fixed for a worker's life, and Config lookups are layered
         self.default_limits = (conf.task_soft_time_limit, conf.task_time_limit)
@@ -54,6 +57,8 @@ class Intake:
                 count = deliveries.get(text(entry_id), 1) if deliveries else 1
                 if not self.accept(lane, stream, queue_name, entry_id, fields, count, now):
                     lane.returned += 1
+        if self._held:
+            self._admit_held(lane, now)
 
     def accept(self, lane: PoolLane, stream: str, queue_name: str, entry_id: bytes,
                fields: Any, count: int, now: float) -> bool:
@@ -109,10 +114,41 @@ class Intake:
                 (spec.soft_time_limit, spec.time_limit), self.default_limits)
             delivery.soft, delivery.hard = soft, hard
             job.soft_limit, job.hard_limit = soft, hard
+        if job.task in self.limiter.names:
+            # asked for once per batch and task, once the whole batch is in (_admit_held)
+            delivery.unique = body.get("uq")
+            self._held.setdefault(job.task, []).append(delivery)
+            return True
+        if "uq" in body:
+            delivery.unique = body["uq"]
         self.events.task("task-received", job.id, job.task, queue=queue_name,
                          retries=job.retries)
         lane.buffer.append(delivery)
         return True
+
+    def _admit_held(self, lane: PoolLane, now: float) -> None:
+        """What the fleet's limits let run of the batch's limited tasks goes into the lane;
+        the rest back to its queue's delayed set, due when the limit allows (it waits in
+        Redis, and comes back as a new entry: it is not counted as a delivery)."""
+        held, self._held = self._held, {}
+        limiter = self.limiter
+        for task, deliveries in held.items():
+            granted, wait = limiter.admit(task, len(deliveries))
+            slot = task in limiter.concurrency
+            for delivery in deliveries[:granted]:
+                delivery.slot = slot
+                job = delivery.job
+                self.events.task("task-received", job.id, job.task, queue=job.queue,
+                                 retries=job.retries)
+                lane.buffer.append(delivery)
+            rate = limiter.rates.get(task)
+            for index, delivery in enumerate(deliveries[granted:]):
+                self.ledger.push(delivery.job.queue, delivery.job.body,
+                                 flow.held_eta(now, wait, index, rate))
+                self.ledger.ack(delivery.stream, delivery.entry_id)
+                lane.returned += 1
+            if granted < len(deliveries):
+                limiter.held[task] = limiter.held.get(task, 0) + len(deliveries) - granted
 
     def _dead_letter(self, queue_name: str, raw: bytes, reason: str, stream: str,
                      entry_id: bytes) -> None:

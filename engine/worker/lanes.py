@@ -79,6 +79,8 @@ class Delivery:
     acked: bool = False
     started: float | None = None    #: monotonic, once the pool says it began
     revoked: bool = False           #: killed by revoke(terminate=True): record REVOKED
+    slot: bool = False              #: holds a fleet concurrency slot (engine.flow)
+    unique: str | None = None       #: the unique lock its message carries (engine.flow)
 
 
 class Lane:
@@ -161,7 +163,8 @@ class PoolLane(Lane):
 
     def __init__(self, spec: LaneSpec, pool: Pool, broker_keys: Any, *,
                  make_broker: Callable[[], Broker], consumer: str,
-                 deliver: Callable[[Any], None], stopping: threading.Event) -> None:
+                 deliver: Callable[[Any], None], stopping: threading.Event,
+                 paused: Callable[[], set[str]] = set) -> None:
         self.spec = spec
         self.name = spec.name
         self.pool = pool
@@ -183,6 +186,7 @@ class PoolLane(Lane):
         self._consumer = consumer
         self._deliver = deliver
         self._stopping = stopping
+        self._paused = paused      #: queues the fleet does not fetch now (engine.flow)
 
     # -- life cycle --------------------------------------------------------------------
     def start(self, take_back: Callable[[Lane], None]) -> None:
@@ -339,11 +343,19 @@ class PoolLane(Lane):
     def _fetch_loop(self) -> None:
         broker = self._make_broker()
         stopping = self._stopping
+        paused: set[str] = set()
         streams = {stream: ">" for stream in self.streams}
         backoff = RECONNECT_BACKOFF
         while not stopping.is_set() and self.fetching:
             room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
             if room <= 0 or stopping.is_set() or not self.fetching:
+                continue
+            if self._paused() is not paused:   # a new set: pauses changed
+                paused = self._paused()
+                streams = {stream: ">" for queue, stream in zip(self.queues, self.streams)
+                           if queue not in paused}
+            if not streams:
+                stopping.wait(FETCH_BLOCK_MS / 1000)
                 continue
             # XREADGROUP's COUNT is per stream; split the room so a lane never overfills
             count = max(room // len(streams), 1)

@@ -56,10 +56,12 @@ class Recovery:
                 lane.hold(len(entries))
                 self.accept(lane, [(stream, entries)], counts)
 
-    def reclaim(self, lanes: list[Lane]) -> None:
-        """Take over the pending messages of workers whose heartbeat has expired."""
+    def reclaim(self, lanes: list[Lane], *, forget: Callable[[set[str]], None]) -> None:
+        """Take over the pending messages of workers whose heartbeat has expired;
+        ``forget(alive)`` frees what the others held of the fleet's limits."""
         broker = self.broker
         alive = broker.alive_workers() | {self.worker}
+        forget(alive)
         for lane in lanes:
             if not lane.streams:
                 continue

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from engine import message
+from engine import flow, message
 from engine.results import REVOKED, RETRY, encode_record
 from engine.worker.intake import WORKER_LOST
 from engine.worker.lanes import Delivery
@@ -20,6 +20,7 @@ from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
 
 if TYPE_CHECKING:
     from engine.events import EventBuffer
+    from engine.flow import Limiter
     from engine.worker.ledger import Ledger
 
 log = logging.getLogger("engine.worker")
@@ -27,11 +28,12 @@ log = logging.getLogger("engine.worker")
 
 class Settler:
     def __init__(self, worker: str, ledger: "Ledger", events: "EventBuffer", *,
-                 max_deliveries: int) -> None:
+                 max_deliveries: int, limiter: "Limiter") -> None:
         self.worker = worker
         self.ledger = ledger
         self.events = events
         self.max_deliveries = max_deliveries
+        self.limiter = limiter
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> bool:
         """Note what ``outcome`` owes; False when the job goes back to its lane instead
@@ -73,9 +75,31 @@ class Settler:
                              rejected=True)
         else:
             self._failure(delivery, outcome)
+        if delivery.slot or delivery.unique:
+            # a retry or a requeued copy is still pending: its unique lock stays
+            self._release(delivery, final=state != RETRY and not (
+                state == REJECTED and outcome.requeue))
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
         return True
+
+    def unhold(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Deliveries going back to their queue unstarted give their fleet slots back."""
+        for delivery in deliveries:
+            if delivery.slot:
+                self._release(delivery, final=False)
+        return deliveries
+
+    def _release(self, delivery: Delivery, *, final: bool) -> None:
+        """Give back what the delivery holds of the fleet's limits (engine.flow)."""
+        if delivery.slot:
+            command = self.limiter.release_command(delivery.job.task)
+            if command is not None:
+                self.ledger.extend([command])
+            delivery.slot = False
+        if final and delivery.unique:
+            self.ledger.extend([flow.release_unique_command(delivery.unique, delivery.job.id)])
+            delivery.unique = None
 
     def revoked(self, delivery: Delivery, why: str) -> None:
         """Record REVOKED (expired, revoked, terminated) and ack: the task will not run."""
@@ -83,6 +107,8 @@ class Settler:
         self._store(delivery, encode_record(REVOKED, exc_message=why, retries=job.retries,
                                             task=job.task, worker=self.worker))
         self.events.task("task-revoked", job.id, job.task, reason=why)
+        if delivery.slot or delivery.unique:
+            self._release(delivery, final=True)
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
             delivery.acked = True

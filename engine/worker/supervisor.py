@@ -27,6 +27,7 @@ from engine import control, limits
 from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError
+from engine.flow import Limiter
 from engine.results import STARTED, encode_record
 from engine.worker import commands, ossignals
 from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox
@@ -71,10 +72,8 @@ class Supervisor:
         self.app = app
         self.conf = conf = app.conf
         self.name = (name or default_name()).replace("%h", socket.gethostname())
-        self.specs = lanes
-        self.beat = beat
-        #: the supervisor's name when this worker is one of its lane processes (--lane-of)
-        self.parent = parent
+        # parent: the supervisor's name when this worker is one of its lane processes
+        self.specs, self.beat, self.parent = lanes, beat, parent
         self.keys = app.broker.keys
         self.inbox: Any = make_inbox()
         self._polled: list = []     # pools that publish to the inbox's waker (Pool.poll)
@@ -88,9 +87,10 @@ class Supervisor:
                                   enabled=bool(conf.worker_send_events),
                                   maxlen=int(conf.events_maxlen))
         self.ledger = Ledger(app.broker)
-        self.settler = Settler(self.name, self.ledger, self.events,
+        self.limiter = Limiter(app, self.name)
+        self.settler = Settler(self.name, self.ledger, self.events, limiter=self.limiter,
                                max_deliveries=int(conf.task_max_deliveries))
-        self.intake = Intake(app, self.name, self.ledger, self.events,
+        self.intake = Intake(app, self.name, self.ledger, self.events, limiter=self.limiter,
                              revoked=self.settler.revoked)
         self.recovery = Recovery(app.broker, self.name, self.intake.accept_batch)
         self._acks_late, self._track_started = bool(conf.task_acks_late), bool(conf.task_track_started)
@@ -139,6 +139,7 @@ class Supervisor:
         name takes back (the claim script spares a live heartbeat)."""
         self.presence.check_name()
         self.presence.figures, self.revoked = process_figures(), control.revoked_ids(self.app)
+        self.limiter.start()
         for spec in self.specs:
             self.app.broker.ensure_groups(spec.queues)
             self.lanes.append(self._build_lane(spec))
@@ -174,7 +175,8 @@ class Supervisor:
         # fetch threads read on clients of their own, off the connections used for acks
         make_broker = lambda: Broker(self.app.new_client(), prefix=self.keys.prefix)  # noqa: E731
         return PoolLane(spec, pool, self.keys, make_broker=make_broker,
-                        consumer=self.name, deliver=self.inbox.put, stopping=self._stopping)
+                        consumer=self.name, deliver=self.inbox.put, stopping=self._stopping,
+                        paused=lambda: self.limiter.paused)
 
     # -- the loop ----------------------------------------------------------------------
     def _wake(self, intent: str) -> None:
@@ -252,9 +254,9 @@ class Supervisor:
                                start=delivery.started)
         self.events.task("task-started", job_id, delivery.job.task)
         if self._track_started and not delivery.job.ignore_result:
-            self.ledger.status(job_id, encode_record(STARTED, task=delivery.job.task,
-                                                     worker=self.name,
-                                                     retries=delivery.job.retries))
+            job = delivery.job
+            self.ledger.status(job_id, encode_record(STARTED, task=job.task, worker=self.name,
+                                                     retries=job.retries))
 
     def handle_outcome(self, outcome: Outcome) -> None:
         delivery = self.inflight.pop(outcome.job_id, None)
@@ -288,14 +290,6 @@ class Supervisor:
     def request_shutdown(self) -> None:
         """As a signal would, on the next turn (a control command's reply goes out first)."""
         self.inbox.put((SIGNAL, ossignals.SHUTDOWN))
-
-    def revoke(self, task_id: str, *, terminate: bool) -> None:
-        self.revoked.add(task_id)
-        delivery = self.inflight.get(task_id)
-        if delivery is not None and terminate:
-            # submitted but maybe not started (or its start notice not read yet): kill
-            # now when the pool can end a job that waits, and again when it starts
-            delivery.revoked = delivery.lane.end(delivery.job.id)
 
     # -- feeding -----------------------------------------------------------------------
     def _admit(self, delivery: Delivery) -> bool:
@@ -373,8 +367,9 @@ class Supervisor:
                 self.presence.snapshot = self.info().to_wire()
             if rounds % max(int(self.lost_after * RECLAIM_SHARE / HOUSEKEEPING_INTERVAL),
                             1) == 0:
-                self.recovery.reclaim(self.lanes)
+                self.recovery.reclaim(self.lanes, forget=self.limiter.forget_lost)
             if rounds % 40 == 0:
+                self.limiter.refresh()
                 self.revoked = control.revoked_ids(self.app) | {
                     d for d in self.revoked if d in self.inflight}
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -394,8 +389,8 @@ class Supervisor:
         self._blocking_stop = True
         for lane in self.lanes:
             never_started = lane.stop(float(self.conf.worker_shutdown_timeout))
-            self.recovery.give_back([self.inflight.pop(i) for i in never_started
-                                     if i in self.inflight])
+            unstarted = [self.inflight.pop(i) for i in never_started if i in self.inflight]
+            self.recovery.give_back(self.settler.unhold(unstarted))
         self._blocking_stop = False
         self._drain_inbox()
         self._writer.offer(self.ledger, self.events, sync=True)
@@ -408,7 +403,7 @@ class Supervisor:
         deliveries = [d for lane in self.lanes for d in lane.give_back()]
         deliveries += [d for copies in self.aside.values() for d in copies]
         self.aside.clear()
-        return deliveries
+        return self.settler.unhold(deliveries)
 
     def _drain_inbox(self) -> None:
         """Take in what is left: batches, outcomes and start notices (not commands)."""
