@@ -158,8 +158,8 @@ class ProcessLane(Lane):
         # the child takes back what its name held itself, before it fetches
         self._spawn()
         deadline = limits.now() + START_TIMEOUT
-        # "ready" means every lane takes work: wait for the child's first heartbeat
-        while not self._read_snapshot():
+        # "ready" means every lane takes work: wait for the child's heartbeat with its lanes
+        while not getattr(self._read_snapshot(), "lanes", None):
             code = self.proc.poll()
             if code is not None:
                 raise ConfigurationError(f"lane {self.spec.name}: its {self.pool_name} process "

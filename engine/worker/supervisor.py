@@ -149,6 +149,8 @@ class Supervisor:
             self.presence.beat(online=True)
             for lane in self.lanes:
                 lane.start(self.recovery.take_back)
+            self.presence.snapshot = self.info().to_wire()   # now with its lanes: ready
+            self.presence.beat()
             self._writer.start()
             self.presence.start()
             if self.beat:
