@@ -28,7 +28,7 @@ from engine.exceptions import BrokerUnavailable, ConfigurationError
 from engine.registry import (APPS, SHARED, TaskRegistry, current_app,  # noqa: F401 (public)
                              set_current, set_default_factory)
 from engine.results import AsyncResult, ResultBackend, ResultSet
-from engine.task import Task
+from engine.task import Task, check_priority
 
 log = logging.getLogger("engine")
 
@@ -146,7 +146,8 @@ class Engine:
               countdown: float | None = None, eta: Any = None, expires: Any = None,
               soft_time_limit: float | None = None, time_limit: float | None = None,
               task_id: str | None = None, ignore_result: bool | None = None,
-              unique: str | None = None) -> tuple[str, bytes, float | None]:
+              unique: str | None = None, priority: int = 0
+              ) -> tuple[str, bytes, float | None]:
         task_id = task_id or str(uuid.uuid4())
         when = _absolute(eta) if eta is not None else (
             time.time() + countdown if countdown else None)
@@ -161,18 +162,20 @@ class Engine:
         body = message.encode_message(
             task_id, task_name, args, kwargs, eta=when,
             expires=_absolute(expires) if expires is not None else None,
-            soft=soft_time_limit, hard=time_limit, ignore_result=ignore_result, unique=unique)
+            soft=soft_time_limit, hard=time_limit, ignore_result=ignore_result, unique=unique,
+            priority=priority)
         return task_id, body, when
 
     def send(self, task: Task, args: Any, kwargs: dict, *, queue: str | None = None,
              **options: Any) -> AsyncResult:
         queue = queue or task.queue or self.conf.task_default_queue
         unique_for = options.pop("unique_for", None) or task.unique_for
+        priority = options["priority"] = check_priority(options.get("priority")) or task.priority
         if unique_for:
             return self._send_unique(task, args, kwargs, queue, unique_for, options)
         task_id, body, when = self._body(task.name, args, kwargs, task=task, **options)
         with self._sending():
-            self.broker.enqueue(queue, body, eta=when)
+            self.broker.enqueue(queue, body, eta=when, priority=priority)
         return AsyncResult(task_id, self, task_name=task.name)
 
     def _send_unique(self, task: Task, args: Any, kwargs: dict, queue: str,
@@ -192,7 +195,7 @@ class Engine:
                 return AsyncResult(holder, self, task_name=task.name)
             _, body, when = self._body(task.name, args, kwargs, task=task, task_id=task_id,
                                        unique=key, **options)
-            self.broker.enqueue(queue, body, eta=when)
+            self.broker.enqueue(queue, body, eta=when, priority=options.get("priority", 0))
         return AsyncResult(task_id, self, task_name=task.name)
 
     def send_task(self, name: str, args: Any = (), kwargs: dict | None = None, *,
@@ -200,9 +203,11 @@ class Engine:
         """Send by name; the task need not be importable here."""
         task = self.tasks.get(name)
         queue = queue or (task.queue if task else None) or self.conf.task_default_queue
+        priority = options["priority"] = check_priority(options.get("priority")) or (
+            task.priority if task else 0)
         task_id, body, when = self._body(name, args, kwargs or {}, task=task, **options)
         with self._sending():
-            self.broker.enqueue(queue, body, eta=when)
+            self.broker.enqueue(queue, body, eta=when, priority=priority)
         return AsyncResult(task_id, self, task_name=name)
 
     def send_many(self, task: Task, calls: Iterable[Any], *,

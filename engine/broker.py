@@ -7,7 +7,10 @@ literal braces, a Redis Cluster hash tag, so each queue's keys share one shard):
 key               type    what
 ================  ======  ==============================================================
 P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body; group ``engine``;
-                          entries are deleted once acked, so XLEN = waiting + unacked
+                          entries are deleted once acked, so XLEN = waiting + unacked;
+                          priority 0 (the default: producers that know no priority)
+P:q:{Q}:pN        stream  priority N of the queue (1 to 9, higher runs first), as above
+P:priorities      set     ``Q:N`` for every queue and priority level above 0 ever used
 P:dlq:{Q}         stream  dead letters: ``m`` (original bytes), ``reason``, ``queue``, ``at``
 P:delayed:{Q}     zset    bodies waiting for their eta (score: unix seconds)
 P:queues          set     every queue name ever used (inspect, purge, monitor)
@@ -31,15 +34,25 @@ from engine.wire import Wire, text as _s
 
 GROUP = "engine"
 
-#: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time
+#: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time; a
+#: body with a ``priority`` goes to that level's stream (same slot: the name keeps {Q})
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, body in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'm', body)
+  local stream = KEYS[2]
+  if string.find(body, 'priority', 1, true) then
+    local ok, decoded = pcall(cmsgpack.unpack, body)
+    local level = ok and type(decoded) == 'table' and tonumber(decoded['priority'])
+    if level and level >= 1 and level <= 9 then stream = stream .. ':p' .. math.floor(level) end
+  end
+  redis.call('XADD', stream, '*', 'm', body)
   redis.call('ZREM', KEYS[1], body)
 end
 return #due
 """
+
+#: priority levels a queue may have besides 0
+PRIORITIES = range(1, 10)
 
 #: claims the pending entries of one dead consumer for a live one, atomically: nothing
 #: happens while the dead one's heartbeat key exists (a worker restarted under the same
@@ -84,8 +97,11 @@ class Keys:
         self.revoked = f"{prefix}:revoked"
         self.control = f"{prefix}:control"
         self.events = f"{prefix}:events"
+        self.priorities = f"{prefix}:priorities"
 
-    def queue(self, name: str) -> str:
+    def queue(self, name: str, priority: int = 0) -> str:
+        if priority:
+            return f"{self.prefix}:q:{{{name}}}:p{priority}"
         return f"{self.prefix}:q:{{{name}}}"
 
     def dlq(self, name: str) -> str:
@@ -115,14 +131,18 @@ class Broker:
         self.keys = Keys(prefix)
         self._move_due = client.register_script(_MOVE_DUE)
         self._claim_dead = client.register_script(_CLAIM_DEAD)
-        self._known_queues: set[str] = set()
+        self._known_queues: set = set()    # queue names, and (queue, priority) pairs
 
     # -- producing ---------------------------------------------------------------------
-    def enqueue(self, queue: str, body: bytes, *, eta: float | None = None) -> None:
-        commands = [self.push_command(queue, body, eta)]
+    def enqueue(self, queue: str, body: bytes, *, eta: float | None = None,
+                priority: int = 0) -> None:
+        commands = [self.push_command(queue, body, eta, priority)]
         if queue not in self._known_queues:
             commands.append(("SADD", self.keys.queues, queue))
             self._known_queues.add(queue)
+        if priority and (queue, priority) not in self._known_queues:
+            commands.append(("SADD", self.keys.priorities, f"{queue}:{priority}"))
+            self._known_queues.add((queue, priority))
         if len(commands) == 1:
             self.wire.call(*commands[0])
         else:
@@ -151,22 +171,38 @@ class Broker:
         if commands:
             self.wire.pipeline(commands)
 
-    def push_command(self, queue: str, body: bytes, eta: float | None = None) -> tuple:
-        """XADD to the queue, or ZADD to its delayed set when ``eta`` is still to come."""
+    def push_command(self, queue: str, body: bytes, eta: float | None = None,
+                     priority: int = 0) -> tuple:
+        """XADD to the queue (at its ``priority``), or ZADD to its delayed set when ``eta``
+        is still to come (the body carries its priority there)."""
         if eta is not None and eta > time.time():
             return ("ZADD", self.keys.delayed(queue), eta, body)
-        return ("XADD", self.keys.queue(queue), "*", "m", body)
+        return ("XADD", self.keys.queue(queue, priority), "*", "m", body)
+
+    def levels(self) -> dict[str, list[int]]:
+        """Queue -> its priority levels above 0 that were ever used, highest first."""
+        found: dict[str, list[int]] = {}
+        for item in self.client.smembers(self.keys.priorities):
+            queue, _, level = _s(item).rpartition(":")
+            if level.isdigit() and int(level) in PRIORITIES:
+                found.setdefault(queue, []).append(int(level))
+        return {queue: sorted(levels, reverse=True) for queue, levels in found.items()}
 
     def delay_command(self, queue: str, body: bytes, eta: float) -> tuple:
         """ZADD to the delayed set whatever ``eta`` (the mover sends it when due)."""
         return ("ZADD", self.keys.delayed(queue), eta, body)
 
     # -- consuming ---------------------------------------------------------------------
-    def ensure_groups(self, queues: Sequence[str]) -> None:
+    def ensure_groups(self, queues: Sequence[str], levels: Sequence[tuple[str, int]] = ()
+                      ) -> None:
+        """The consumer group on every queue's stream (and on these (queue, priority)
+        streams), created where missing."""
         pipe = self.client.pipeline(transaction=False)
         for queue in queues:
             pipe.xgroup_create(self.keys.queue(queue), GROUP, id="0", mkstream=True)
             pipe.sadd(self.keys.queues, queue)
+        for queue, level in levels:
+            pipe.xgroup_create(self.keys.queue(queue, level), GROUP, id="0", mkstream=True)
         for result in pipe.execute(raise_on_error=False):
             if isinstance(result, redis.ResponseError) and "BUSYGROUP" not in str(result):
                 raise result
@@ -232,7 +268,8 @@ class Broker:
         return moved
 
     def claim_from_dead(self, consumer: str, queues: Sequence[str], *, alive: set[str],
-                        count: int = 200) -> list[tuple[str, list, dict[str, int]]]:
+                        count: int = 200, streams: Sequence[str] | None = None
+                        ) -> list[tuple[str, list, dict[str, int]]]:
         """Claim the pending entries of consumers whose heartbeat key has expired.
 
         Returns ``[(stream, entries, deliveries_by_id)]`` where deliveries include this one.
@@ -241,8 +278,8 @@ class Broker:
         decisive check runs inside the claim script (see ``_CLAIM_DEAD``).
         """
         claimed = []
-        for queue in queues:
-            stream = self.keys.queue(queue)
+        # the queues' streams, or (``streams``) those given, priority levels included
+        for stream in streams or [self.keys.queue(queue) for queue in queues]:
             try:
                 consumers = self.client.xinfo_consumers(stream, GROUP)
             except redis.ResponseError:

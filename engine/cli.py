@@ -162,7 +162,7 @@ def load(args: argparse.Namespace):
 # -- commands ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.worker.supervisor import Supervisor
-    from engine.worker.lanes import LaneSpec, parse_lane
+    from engine.worker.lanespec import LaneSpec, parse_lane
     from pools import describe, resolve
     from pools.base import PoolOptions
     parent = None

@@ -103,7 +103,8 @@ def check_arguments(task_name: str, args: Any, kwargs: Any) -> None:
 def encode_message(task_id: str, task: str, args: Any, kwargs: dict, *, retries: int = 0,
                    eta: float | None = None, expires: float | None = None,
                    soft: float | None = None, hard: float | None = None,
-                   ignore_result: bool = False, unique: str | None = None) -> bytes:
+                   ignore_result: bool = False, unique: str | None = None,
+                   priority: int = 0) -> bytes:
     """The wire body of one task message; TypeError naming the argument if it cannot be sent."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": task_id, "task": task,
                             "args": list(args), "kwargs": kwargs, "retries": retries}
@@ -117,6 +118,8 @@ def encode_message(task_id: str, task: str, args: Any, kwargs: dict, *, retries:
         body["hard"] = float(hard)
     if ignore_result:
         body["ignore_result"] = True
+    if priority:
+        body["priority"] = priority   # kept through delays and retries (engine.broker)
     if unique is not None:
         body["uq"] = unique      # the unique lock (engine.flow) the worker releases at the end
     try:

@@ -37,6 +37,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "rate_limit": None,            # "N/s", "N/m", "N/h": for the whole fleet (engine.flow)
     "max_concurrency": None,       # at most N running at once across the fleet
     "unique_for": None,            # seconds: a second identical send returns the first
+    "priority": 0,                 # 0 to 9 within its queue: higher is fetched first
 }
 
 
@@ -71,6 +72,15 @@ def pop_request() -> None:
     _context.stack.pop()
 
 
+def check_priority(priority: Any) -> int:
+    """0 to 9 (None: 0); anything else is a ValueError."""
+    if priority is None:
+        return 0
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ValueError(f"priority must be a whole number from 0 to 9, got {priority!r}")
+    return priority
+
+
 class Task:
     """A registered task. Calling it runs the function here; ``delay`` sends it."""
 
@@ -99,6 +109,7 @@ class Task:
         self.rate_limit: str | None = opts["rate_limit"]
         self.max_concurrency: int | None = opts["max_concurrency"]
         self.unique_for: float | None = opts["unique_for"]
+        self.priority: int = check_priority(opts["priority"])
         if self.rate_limit is not None:
             from engine.flow import parse_rate
             parse_rate(self.rate_limit)   # a bad rate fails at declaration, not in a worker
@@ -136,11 +147,12 @@ class Task:
                     queue: str | None = None, soft_time_limit: float | None = None,
                     time_limit: float | None = None, task_id: str | None = None,
                     ignore_result: bool | None = None,
-                    unique_for: float | None = None) -> "AsyncResult":
+                    unique_for: float | None = None,
+                    priority: int | None = None) -> "AsyncResult":
         return self.app.send(self, args, kwargs or {}, countdown=countdown, eta=eta,
                              expires=expires, queue=queue, soft_time_limit=soft_time_limit,
                              time_limit=time_limit, task_id=task_id, ignore_result=ignore_result,
-                             unique_for=unique_for)
+                             unique_for=unique_for, priority=priority)
 
     def delay_many(self, calls: Any, *, queue: str | None = None) -> list["AsyncResult"]:
         """Send many calls in pipelined round trips. Each item is an args tuple, or an

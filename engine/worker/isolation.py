@@ -29,7 +29,7 @@ from engine.worker.snapshot import LaneInfo, WorkerSnapshot
 from pools.base import Pool
 
 if TYPE_CHECKING:
-    from engine.worker.lanes import LaneSpec
+    from engine.worker.lanespec import LaneSpec
 
 log = logging.getLogger("engine.worker")
 
@@ -182,6 +182,9 @@ class ProcessLane(Lane):
 
     def give_back(self) -> list[Delivery]:
         return []
+
+    def set_levels(self, levels: dict[str, list[int]]) -> list[tuple[str, int]]:
+        return []    # the child reads its own
 
     def maintain(self, due: bool) -> None:
         if not due or self.proc is None or self.state in ("stopping", "stopped"):

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import redis
@@ -22,7 +22,8 @@ from engine.broker import Broker
 from engine.exceptions import NotSupported
 from engine.worker import ossignals
 from engine.worker.snapshot import LaneInfo
-from pools.base import Job, Pool, PoolOptions
+from engine.worker.lanespec import LaneSpec
+from pools.base import Job, Pool
 
 if TYPE_CHECKING:
     from engine.task import Task
@@ -41,27 +42,6 @@ FETCH_BLOCK_MS = 500
 FETCH_JOIN_TIMEOUT = 2.0
 #: seconds between reconnect attempts of a fetch thread, doubled up to the maximum
 RECONNECT_BACKOFF, RECONNECT_BACKOFF_MAX = 0.1, 5.0
-
-
-@dataclass
-class LaneSpec:
-    """What ``--pool/-c/-Q`` or one ``--lane QUEUES=POOL:CONCURRENCY`` asks for."""
-
-    queues: list[str]
-    pool: str = "prefork"
-    concurrency: int = 1
-    prefetch: int = 4
-    soft_time_limit: float | None = None
-    time_limit: float | None = None
-    name: str = ""
-    options: PoolOptions = field(default_factory=PoolOptions)
-    #: run the pool in a child ``engine run`` of its own (engine.worker.isolation); None: decide
-    #: from the pool (``needs_own_process``, or max-memory on a pool that cannot recycle)
-    isolate: bool | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            self.name = ",".join(self.queues)
 
 
 @dataclass(slots=True, eq=False)
@@ -148,6 +128,11 @@ class Lane:
     def shrink(self, n: int) -> int:
         raise NotImplementedError
 
+    def set_levels(self, levels: dict[str, list[int]]) -> list[tuple[str, int]]:
+        """Priority levels in use per queue (``Broker.levels``): the lane reads them highest
+        first from now on; returns the (queue, level) streams it did not read before."""
+        raise NotImplementedError
+
     def forward(self, command: dict) -> None:
         """A control command the supervisor handled that the lane's own process must hear
         too (revoke): a pool lane shares the supervisor's process and needs nothing."""
@@ -170,7 +155,11 @@ class PoolLane(Lane):
         self.pool = pool
         self.pool_cls = type(pool)
         self.queues = list(spec.queues)
+        self._keys = broker_keys
         self.streams = [broker_keys.queue(q) for q in self.queues]
+        self._ordered = self.streams           #: what the fetch thread reads, best first
+        self._queue_of = dict(zip(self.streams, self.queues))
+        self._level_pairs: list[tuple[str, int]] = []   # (queue, priority above 0)
         self.capacity = max(spec.concurrency * max(spec.prefetch, 1), spec.concurrency)
         self.low_water = max(self.capacity // 2, 1)
         self.returned = 0    #: left the lane this loop turn (``settle`` gives the budget back)
@@ -343,25 +332,32 @@ class PoolLane(Lane):
     def _fetch_loop(self) -> None:
         broker = self._make_broker()
         stopping = self._stopping
-        paused: set[str] = set()
-        streams = {stream: ">" for stream in self.streams}
+        paused: set[str] | None = None
+        reading: list[str] | None = None
+        streams: dict[str, str] = {}
         backoff = RECONNECT_BACKOFF
         while not stopping.is_set() and self.fetching:
             room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
             if room <= 0 or stopping.is_set() or not self.fetching:
                 continue
-            if self._paused() is not paused:   # a new set: pauses changed
-                paused = self._paused()
-                streams = {stream: ">" for queue, stream in zip(self.queues, self.streams)
-                           if queue not in paused}
+            if self._paused() is not paused or self._ordered is not reading:
+                # new sets (pauses, priority levels) are new objects: compare identities
+                paused, reading = self._paused(), self._ordered
+                streams = {stream: ">" for stream in reading
+                           if self._queue_of[stream] not in paused}
             if not streams:
                 stopping.wait(FETCH_BLOCK_MS / 1000)
                 continue
-            # XREADGROUP's COUNT is per stream; split the room so a lane never overfills
-            count = max(room // len(streams), 1)
             try:
-                batch = broker.fetch(self._consumer, streams, count=count,
-                                     block_ms=FETCH_BLOCK_MS)
+                batch = None
+                if self._level_pairs:
+                    batch = self._fetch_by_priority(broker, streams, room)
+                if not batch:
+                    # XREADGROUP's COUNT is per stream; split the room so a lane never
+                    # overfills
+                    batch = broker.fetch(self._consumer, streams,
+                                         count=max(room // len(streams), 1),
+                                         block_ms=FETCH_BLOCK_MS)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("lane %s: fetch failed (%s); retrying in %.1f s", self.name, exc,
                             backoff)
@@ -369,8 +365,8 @@ class PoolLane(Lane):
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
                 continue
             except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):   # the stream was deleted under us: recreate
-                    broker.ensure_groups(self.queues)
+                if "NOGROUP" in str(exc):   # a stream was deleted under us: recreate
+                    broker.ensure_groups(self.queues, self._levels())
                     continue
                 raise
             backoff = RECONNECT_BACKOFF
@@ -380,61 +376,45 @@ class PoolLane(Lane):
         broker.close()
         broker.client.close()
 
+    def _fetch_by_priority(self, broker: Broker, streams: dict[str, str], room: int) -> list:
+        """Higher levels first: a stream is read only when every higher one had nothing
+        (one non-blocking read per level; the caller blocks on all when none had any)."""
+        batch: list = []
+        for stream in streams:          # ``_ordered``: highest priority first
+            got = broker.fetch(self._consumer, {stream: ">"}, count=room, block_ms=None)
+            if got and got[0][1]:
+                batch += got
+                room -= len(got[0][1])
+                if room <= 0:
+                    break
+        return batch
 
-#: per-lane options after ``QUEUES=POOL:N``: key -> (LaneSpec or PoolOptions field, type)
-LANE_OPTIONS = {
-    "prefetch": ("prefetch", int), "soft": ("soft_time_limit", float),
-    "hard": ("time_limit", float), "name": ("name", str), "isolate": ("isolate", "bool"),
-    "max-tasks": ("max_tasks_per_child", int), "max-memory": ("max_memory_per_child", int),
-}
+    # -- priority levels ---------------------------------------------------------------
+    def set_levels(self, levels: dict[str, list[int]]) -> list[tuple[str, int]]:
+        """The priority levels in use for this lane's queues (``Broker.levels``); returns
+        the (queue, level) pairs that are new, whose groups the caller creates first."""
+        known = set(self._level_pairs)
+        pairs = [(q, n) for q in self.queues for n in levels.get(q, ())]
+        new = [pair for pair in pairs if pair not in known]
+        if new or len(pairs) != len(self._level_pairs):
+            self._level_pairs = pairs
+            ordered = sorted(((n, i, self._keys.queue(q, n)) for i, (q, n) in enumerate(
+                pairs + [(q, 0) for q in self.queues])), key=lambda t: (-t[0], t[1]))
+            self._queue_of = {self._keys.queue(q, n): q for q, n in
+                              pairs + [(q, 0) for q in self.queues]}
+            # new lists, swapped whole: the fetch thread notices by identity
+            self.streams = [stream for _, _, stream in ordered]
+            self._ordered = self.streams
+        return new
 
+    def _levels(self) -> list[tuple[str, int]]:
+        return list(self._level_pairs)
 
-def parse_lane(text: str, *, prefetch: int = 4, options: PoolOptions = PoolOptions()) -> LaneSpec:
-    """``QUEUES=POOL:CONCURRENCY[,KEY=VALUE...]`` -> LaneSpec.
-
-    E.g. ``io,mail=gevent:500`` or ``cpu=prefork:4,prefetch=2,soft=5,hard=10,max-memory=200000``.
-    Keys are those of LANE_OPTIONS; they override the worker-wide flags for this lane only.
-    """
-    import dataclasses
-    from engine.exceptions import ConfigurationError
-    queues_text, sep, rest = text.partition("=")
-    pool_text, *option_texts = rest.split(",")
-    pool, _, concurrency_text = pool_text.rpartition(":")
-    queues = [q.strip() for q in queues_text.split(",") if q.strip()]
-    if not sep or not queues or not pool:
-        raise ConfigurationError(f"bad lane {text!r}: expected QUEUES=POOL:CONCURRENCY, "
-                                 f"e.g. cpu=prefork:4")
-    try:
-        concurrency = int(concurrency_text)
-        if concurrency < 1:
-            raise ValueError
-    except ValueError:
-        raise ConfigurationError(f"bad lane {text!r}: concurrency must be a whole number "
-                                 f"above 0") from None
-    spec_fields: dict[str, Any] = {"prefetch": prefetch}
-    pool_fields: dict[str, Any] = {}
-    for option in option_texts:
-        key, eq, value = (part.strip() for part in option.partition("="))
-        if key not in LANE_OPTIONS or not eq or not value:
-            raise ConfigurationError(f"bad lane {text!r}: unknown option {option!r} (known: "
-                                     f"{', '.join(f'{k}=...' for k in LANE_OPTIONS)})")
-        attr, kind = LANE_OPTIONS[key]
-        try:
-            if kind == "bool":
-                if value.lower() not in ("yes", "no", "true", "false", "1", "0"):
-                    raise ValueError
-                parsed: Any = value.lower() in ("yes", "true", "1")
-            else:
-                parsed = kind(value)
-                if kind is not str and parsed <= 0:
-                    raise ValueError
-        except ValueError:
-            wanted = "yes or no" if kind == "bool" else f"a positive {getattr(kind, '__name__', kind)}"
-            raise ConfigurationError(f"bad lane {text!r}: {key} takes {wanted}, "
-                                     f"got {value!r}") from None
-        (pool_fields if attr in ("max_tasks_per_child", "max_memory_per_child")
-         else spec_fields)[attr] = parsed
-    if pool_fields:
-        options = dataclasses.replace(options, **pool_fields)
-    return LaneSpec(queues=queues, pool=pool, concurrency=concurrency, options=options,
-                    **spec_fields)
+def read_levels(broker: Broker, lanes: list[Lane]) -> None:
+    """Priority levels producers use: each lane reads them, highest first, from now on
+    (their consumer groups are created here, before the lane's next fetch)."""
+    levels = broker.levels()
+    for lane in lanes:
+        new = lane.set_levels(levels)
+        if new:
+            broker.ensure_groups((), new)

@@ -66,7 +66,7 @@ class Recovery:
             if not lane.streams:
                 continue
             for stream, entries, deliveries in broker.claim_from_dead(
-                    self.worker, lane.queues, alive=alive):
+                    self.worker, lane.queues, alive=alive, streams=lane.streams):
                 log.warning("reclaimed %d message(s) of a lost worker from %s",
                             len(entries), stream)
                 lane.hold(len(entries))

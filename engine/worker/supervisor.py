@@ -33,7 +33,8 @@ from engine.worker import commands, ossignals
 from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox
 from engine.worker.intake import Intake
 from engine.worker.isolation import ProcessLane, control_channel, wants_isolation
-from engine.worker.lanes import Delivery, Lane, LaneSpec, PoolLane
+from engine.worker.lanes import Delivery, Lane, PoolLane, read_levels
+from engine.worker.lanespec import LaneSpec
 from engine.worker.ledger import Ledger
 from engine.worker.presence import RECLAIM_SHARE, Presence, process_figures
 from engine.worker.recovery import Recovery
@@ -147,6 +148,7 @@ class Supervisor:
         with ossignals.masked():   # threads started here never take the supervisor's signals
             self.presence.snapshot = self.info(lanes=False).to_wire()
             self.presence.beat(online=True)
+            read_levels(self.app.broker, self.lanes)
             for lane in self.lanes:
                 lane.start(self.recovery.take_back)
             self.presence.snapshot = self.info().to_wire()   # now with its lanes: ready
@@ -364,6 +366,8 @@ class Supervisor:
             self.app.broker.move_due([q for lane in self.lanes for q in lane.queues])
             for lane in self.lanes:
                 lane.resize()
+            if rounds % 4 == 0:
+                read_levels(self.app.broker, self.lanes)
             if rounds % 8 == 0:
                 # the heartbeat thread publishes it: only the loop may call pools
                 self.presence.snapshot = self.info().to_wire()

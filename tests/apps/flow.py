@@ -50,3 +50,9 @@ def once(tag, seconds=0.0):
     app.client.incr(key(f"runs:{tag}"))
     time.sleep(seconds)
     return tag
+
+
+@app.task
+def ordered(tag):
+    app.client.rpush(key("order"), tag)
+    return tag

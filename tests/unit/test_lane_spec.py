@@ -4,7 +4,7 @@ import pytest
 
 from engine.exceptions import ConfigurationError
 from engine.worker.isolation import child_name, wants_isolation
-from engine.worker.lanes import parse_lane
+from engine.worker.lanespec import parse_lane
 from pools.base import PoolOptions
 from pools.prefork import PreforkPool
 from pools.solo import SoloPool
@@ -59,7 +59,8 @@ def test_a_lane_process_name_is_safe_in_a_destination_list():
 def _lane(concurrency: int, prefetch: int):
     from engine.broker import Keys
     import threading
-    from engine.worker.lanes import LaneSpec, PoolLane
+    from engine.worker.lanes import PoolLane
+    from engine.worker.lanespec import LaneSpec
     # the budget alone: no pool, and no fetch thread is ever started
     return PoolLane(LaneSpec(queues=["q"], pool="threads", concurrency=concurrency,
                              prefetch=prefetch), pool=None, broker_keys=Keys("t"),
