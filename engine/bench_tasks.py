@@ -18,6 +18,11 @@ def noop() -> None:
     pass
 
 
+@app.task(ignore_result=True, rate_limit="1000000/s")
+def noop_limited() -> None:
+    """A no-op under a fleet rate limit that never binds: what the limit itself costs."""
+
+
 @app.task(ignore_result=True)
 def sleep(seconds: float) -> None:
     time.sleep(seconds)

@@ -29,6 +29,7 @@ the scripts under ``bench/``; the worker process itself is an ``engine.testing.W
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -44,7 +45,10 @@ import redis
 from engine import console
 from engine.testing import Worker, engine_env, temp_log
 
-DEFAULT_N = {"noop": 20000, "sleep": 2000, "cpu": 200, "payload": 5000}
+DEFAULT_N = {"noop": 20000, "sleep": 2000, "cpu": 200, "payload": 5000,
+             "noop-limited": 20000, "noop-levels": 20000}
+#: the priority levels ``--kind noop-levels`` spreads its no-ops over, in turn
+LEVELS = (0, 4, 9)
 SLEEP_S = 0.05
 CPU_MS = 20.0
 SINGLE = 2000          # delay() calls timed before switching to delay_many
@@ -226,7 +230,7 @@ def _redis_cpu(client: redis.Redis) -> float | None:
 
 # -- the run ----------------------------------------------------------------------------
 def task_args(kind: str, payload_bytes: int, cpu_iters: int | None) -> tuple:
-    if kind == "noop":
+    if kind in ("noop", "noop-limited", "noop-levels"):
         return ()
     if kind == "sleep":
         return (SLEEP_S,)
@@ -282,7 +286,8 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
     app.conf.from_cli(broker_url=url, result_backend=url, key_prefix=prefix)
     cpu_iters = bench_tasks.calibrate(CPU_MS) if kind == "cpu" else None
     args = task_args(kind, payload_bytes, cpu_iters)
-    fn = getattr(bench_tasks, kind)
+    fn = getattr(bench_tasks, {"noop-limited": "noop_limited", "noop-levels": "noop"}.get(
+        kind, kind))
     client = redis.Redis.from_url(url)
     queue = app.conf.task_default_queue
     worker: Worker | None = None
@@ -302,7 +307,14 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         app.broker.ensure_groups([queue])   # group at 0: the backlog is read from its start
         # 1. enqueue, timed alone
         single = min(SINGLE, max(1, n // 2)) if n > 1 else 1
-        delay = fn.delay
+        if kind == "noop-levels":   # one call per task, each level in turn
+            levels = itertools.cycle(LEVELS)
+            single = n
+
+            def delay(*call: Any) -> Any:
+                return fn.apply_async(call, priority=next(levels))
+        else:
+            delay = fn.delay
         t0 = time.perf_counter()
         for _ in range(single):
             delay(*args)

@@ -132,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-c", "--concurrency", type=_positive_int, default=None)
     bench.add_argument("-n", "--tasks", type=_positive_int, default=None,
                        help="tasks to run (default: noop 20000, sleep 2000, cpu 200, payload 5000)")
-    bench.add_argument("--kind", default="noop", choices=["noop", "sleep", "cpu", "payload"])
+    bench.add_argument("--kind", default="noop", choices=["noop", "sleep", "cpu", "payload",
+                                                          "noop-limited", "noop-levels"],
+                       help="noop-limited: under a rate limit that never binds; noop-levels: "
+                       "spread over priorities 0, 4 and 9")
     bench.add_argument("--payload-bytes", type=_positive_int, default=10240)
     bench.add_argument("--broker", help="Redis URL (default: the embedded Redis)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
