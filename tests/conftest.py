@@ -7,7 +7,10 @@ never touch a Redis they did not start. This module keeps the fixtures and the t
 
 from __future__ import annotations
 
+import importlib
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -69,6 +72,26 @@ def run_worker(env, tmp_path):
     yield start
     for worker in started:
         worker.kill_all()
+
+
+@pytest.fixture
+def engine(env):
+    """Runs the real ``engine`` command line with this test's environment."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "engine", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    return run
+
+
+def app_fixture(module: str):
+    """A fixture giving ``module``'s app, its connections made with the test's environment."""
+    @pytest.fixture
+    def fixture(env):
+        app = importlib.import_module(module).app
+        app.close()   # connections are remade with this test's environment
+        yield app
+        app.close()
+    return fixture
 
 
 def events_of(app, kind: str | None = None) -> list[dict]:

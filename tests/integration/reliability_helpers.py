@@ -8,16 +8,12 @@ import os
 import pytest
 
 from engine.testing import private_redis
+from tests.conftest import app_fixture
 
 APP = "tests.apps.reliable"
 
 
-@pytest.fixture
-def rapp(env):
-    from tests.apps.reliable import app
-    app.close()   # connections are remade with this test's environment
-    yield app
-    app.close()
+rapp = app_fixture("tests.apps.reliable")
 
 
 @pytest.fixture

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import wait_for
 
 APP = "tests.apps.basic"
-
-
-@pytest.fixture
-def engine(env):
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "engine", *args], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
-    return run
 
 
 @pytest.fixture

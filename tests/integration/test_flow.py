@@ -4,30 +4,13 @@ tasks and paused queues, with real workers sharing one Redis."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-import pytest
-
-from tests.conftest import ROOT, wait_for
+from tests.conftest import app_fixture, wait_for
 
 APP = "tests.apps.flow"
 
 
-@pytest.fixture
-def fapp(env):
-    from tests.apps.flow import app
-    app.close()   # connections are remade with this test's environment
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def engine(env):
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "engine", *args], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
-    return run
+fapp = app_fixture("tests.apps.flow")
 
 
 def starts(app) -> list[float]:

@@ -7,7 +7,7 @@ import pytest
 
 from engine import message
 from tests.conftest import wait_for
-from tests.integration.test_flow import APP, engine, fapp  # noqa: F401
+from tests.integration.test_flow import APP, fapp  # noqa: F401
 
 
 def test_higher_priorities_run_first_with_one_slot(fapp, run_worker):
@@ -38,7 +38,7 @@ def test_a_delayed_message_comes_back_at_its_level(fapp):
     assert fapp.client.xlen(keys.queue("pq")) == 0
 
 
-def test_countdown_keeps_the_priority(fapp, run_worker, engine):  # noqa: F811
+def test_countdown_keeps_the_priority(fapp, run_worker, engine):
     from tests.apps.flow import ordered
     keys = fapp.broker.keys
     # Given a worker serving a paused queue (its housekeeping still moves due messages)
