@@ -24,6 +24,7 @@ from redis.retry import Retry
 from engine import message
 from engine.broker import Broker
 from engine.config import Config
+from engine.connection import redact
 from engine.exceptions import BrokerUnavailable, ConfigurationError
 from engine.registry import (APPS, SHARED, TaskRegistry, current_app,  # noqa: F401 (public)
                              set_current, set_default_factory)
@@ -216,7 +217,7 @@ class Engine:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(
-                f"cannot reach the broker at {self.conf.broker_url}: gave up after "
+                f"cannot reach the broker at {redact(self.broker_url)}: gave up after "
                 f"{self.conf.broker_connection_retries} retries ({exc})") from exc
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,

@@ -207,7 +207,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    from engine.connection import probe
     app = load(args)
+    probe(app.broker_url)
     broker = app.broker
     queues = [q for q in (args.queues or "").split(",") if q] or broker.known_queues()
     if not queues:
@@ -263,6 +265,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _unreachable(exc: Exception) -> str | None:
+    """One line for a broker that cannot be reached (never a traceback); None otherwise."""
+    from engine.exceptions import BrokerUnavailable
+    if isinstance(exc, BrokerUnavailable):
+        return str(exc)
+    import redis
+    from engine.connection import reason
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return f"lost the broker: {reason(exc)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if _wants_gevent(argv):
@@ -276,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        line = _unreachable(exc)
+        if line is None:
+            raise
+        print(f"{PROG} {args.command}: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -8,27 +8,15 @@ module; the command line (``engine.cli``) and the worker's start-up log line do.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from engine import control
+from engine.connection import probe, redact
 from engine.app import load_app
 
 if TYPE_CHECKING:
     from engine.worker.supervisor import Supervisor
-
-
-def redact(url: str) -> str:
-    """The URL with its password (in the authority or a ``password=`` query) hidden."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return "<unparsable URL>"
-    if password:
-        url = url.replace(f":{password}@", ":***@", 1)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def banner(supervisor: "Supervisor") -> str:
@@ -75,6 +63,7 @@ def _destination(args) -> list[str] | None:
 def inspect_command(args) -> int:
     """``engine inspect VERB``: exit 0 with replies, 1 when no worker answered."""
     app = load_app(args.app or "")
+    probe(app.broker_url)   # no broker: one line at once, not a traceback later
     dest = _destination(args)
     replies = control.broadcast(app, args.verb, destination=dest, timeout=args.timeout)
     if args.verb == "queues":
@@ -101,6 +90,7 @@ def control_command(args) -> int:
     """``engine control VERB [ARG]``: exit 0 when some worker answered without an error
     (revoke also succeeds with none: the revocation is stored for later workers)."""
     app = load_app(args.app or "")
+    probe(app.broker_url)   # no broker: one line at once, not a traceback later
     dest = _destination(args)
     arguments: dict[str, Any] = {}
     if args.verb == "revoke":

@@ -1,0 +1,107 @@
+"""The operator's first week (issue 17): what a person sees when something is wrong.
+
+Every case runs the real ``engine`` command and checks the exact number of lines it prints
+and its exit code: one clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from engine import embedded
+from tests.conftest import ROOT, wait_for
+
+
+def engine(*args, env=None, timeout=60, input=None):
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def nowhere(env):
+    """The environment with a broker URL (with a password) that nothing answers on."""
+    return dict(env, ENGINE_BROKER_URL=f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+
+
+# -- 1. an unreachable broker ---------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["inspect", "ping"], ["inspect", "stats"], ["control", "shutdown"], ["control", "pool-grow"],
+    ["purge", "-f"], ["events", "--dump"],
+])
+def test_cli_commands_answer_one_line_when_the_broker_is_unreachable(nowhere, args):
+    result = engine(*args, "-A", "tests.apps.basic", env=nowhere)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = lines(result.stderr)
+    assert line.startswith(f"engine {args[0]}: error: cannot reach the broker at redis://:***@")
+    assert "s3cret" not in line and "Connection refused" in line
+
+
+def test_cli_commands_answer_one_line_for_a_bad_host_name(env):
+    bad = dict(env, ENGINE_BROKER_URL="redis://no-such-host.invalid:6379/0")
+    result = engine("inspect", "ping", "-A", "tests.apps.basic", env=bad)
+    assert result.returncode == 1
+    [line] = lines(result.stderr)
+    assert "cannot reach the broker at redis://no-such-host.invalid:6379/0" in line
+
+
+def test_worker_logs_one_line_per_retry_then_gives_up(nowhere):
+    # Given an app allowing two retries (tests.apps.impatient) and no broker
+    result = engine("run", "-A", "tests.apps.impatient", "-c", "1", "--pool", "solo", env=nowhere)
+    # Then: one line per retry (URL redacted, next attempt time), one line giving up, exit 1
+    assert result.returncode == 1, result.stderr
+    out = lines(result.stderr)
+    assert len(out) == 3, result.stderr
+    assert "retry 1/2 in 1 s (at " in out[0] and "retry 2/2 in 2 s (at " in out[1]
+    assert all("redis://:***@127.0.0.1:" in line for line in out)
+    assert out[2].startswith("engine run: error: cannot reach the broker")
+    assert out[2].endswith("(gave up after 2 retries)")
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_worker_without_retry_gives_up_at_once(nowhere, tmp_path):
+    (tmp_path / "noretry.py").write_text(
+        "from engine import Engine\napp = Engine('noretry', broker_connection_retry=False)\n")
+    env = dict(nowhere, PYTHONPATH=f"{tmp_path}:{nowhere['PYTHONPATH']}")
+    result = engine("run", "-A", "noretry", "--pool", "solo", env=env)
+    assert result.returncode == 1
+    [line] = lines(result.stderr)
+    assert line.startswith("engine run: error: cannot reach the broker")
+
+
+def test_worker_waits_for_the_broker_and_starts_when_it_comes(env, run_worker, tmp_path):
+    # Given a worker started while nothing listens on its broker's port
+    port = free_port()
+    worker = run_worker("--pool", "solo", app="tests.apps.basic", ready=False,
+                        extra_env={"ENGINE_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+    wait_for(lambda: "retry 1/100" in worker.log, message="the first retry line")
+    # When a Redis starts on that port
+    args = embedded.server_args(tmp_path, socket=tmp_path / "late.sock", daemonize=False,
+                                aof=False)
+    args[args.index("--port") + 1] = str(port)
+    server = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        # Then the worker connects and becomes ready, saying it got through
+        worker.wait_ready()
+        assert "connected to the broker at redis://127.0.0.1:" in worker.log
+        assert "Traceback" not in worker.log
+    finally:
+        worker.kill_all()
+        server.terminate()
+        server.wait(15)
