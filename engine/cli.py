@@ -288,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args) or 0
     except ConfigurationError as exc:
+        if exc.__cause__ is not None and logging.getLogger().isEnabledFor(logging.DEBUG):
+            import traceback   # -l debug: how the app's import failed, in full
+            traceback.print_exception(exc.__cause__)
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

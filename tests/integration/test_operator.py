@@ -105,3 +105,55 @@ def test_worker_waits_for_the_broker_and_starts_when_it_comes(env, run_worker, t
         worker.kill_all()
         server.terminate()
         server.wait(15)
+
+
+# -- 2. an app module that does not import ------------------------------------------------
+BROKEN = {
+    "broken_syntax.py": "from engine import Engine\napp = Engine('b')\ndef f(:\n    pass\n",
+    "broken_import.py": "from engine import Engine\nimport no_such_dependency_xyz\napp = Engine('b')\n",
+    "discovers.py": "from engine import Engine\napp = Engine('b')\napp.autodiscover_tasks(['pkg'])\n",
+    "includes.py": "from engine import Engine\napp = Engine('b', include=['pkg.tasks'])\n",
+    "two_apps.py": "from engine import Engine\napp = Engine('a')\nother = Engine('b')\nalias = app\n",
+    "pkg/__init__.py": "",
+    "pkg/tasks.py": "import os\n\nraise RuntimeError('boom')\n",
+}
+
+
+@pytest.fixture
+def broken(env, tmp_path):
+    for name, text in BROKEN.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return dict(env, PYTHONPATH=f"{tmp_path}:{env['PYTHONPATH']}"), tmp_path
+
+
+@pytest.mark.parametrize("module, where, what", [
+    ("broken_syntax", "broken_syntax.py, line 3", "SyntaxError: invalid syntax"),
+    ("broken_import", "broken_import.py, line 2",
+     "ModuleNotFoundError: No module named 'no_such_dependency_xyz'"),
+    ("discovers", "pkg/tasks.py, line 3", "RuntimeError: boom"),
+    ("includes", "pkg/tasks.py, line 3", "RuntimeError: boom"),
+])
+def test_a_broken_app_module_gives_one_line_naming_file_line_and_error(broken, module, where,
+                                                                        what):
+    env, tmp_path = broken
+    result = engine("run", "-A", module, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = lines(result.stderr)
+    assert line.startswith(f"engine run: error: cannot import app module {module!r}: {tmp_path}/")
+    assert f"{where}: {what}" in line
+    # with -l debug the traceback comes first, the same line last
+    debug = engine("run", "-A", module, "-l", "debug", env=env)
+    assert debug.returncode == 2
+    assert lines(debug.stderr)[0].startswith(("Traceback", "  File")), debug.stderr
+    assert lines(debug.stderr)[-1] == line
+
+
+def test_a_module_with_two_apps_is_refused_naming_both(broken):
+    env, _ = broken
+    result = engine("inspect", "ping", "-A", "two_apps", env=env)
+    assert result.returncode == 2
+    assert lines(result.stderr) == [
+        "engine inspect: error: module 'two_apps' defines 2 Engine apps (app, other): "
+        "say which with -A two_apps:app or -A two_apps:other"]
