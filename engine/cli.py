@@ -16,6 +16,7 @@ import sys
 from typing import Callable
 
 PROG = "engine"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _wants_gevent(argv: list[str]) -> bool:
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-A", "--app", default=os.environ.get("ENGINE_APP"),
                        help="module or module:attribute of the Engine app (default $ENGINE_APP)")
 
+    def loglevel_arg(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument("-l", "--loglevel", default=default, type=str.lower, choices=LOG_LEVELS,
+                       metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)}, in any case "
+                       f"(default {default}; debug also shows tracebacks of a failed app import)")
+
     run = sub.add_parser("run", help="start a worker")
     app_arg(run)
     run.add_argument("-P", "--pool", help="prefork, gevent, threads, solo, custom "
@@ -94,19 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-B", "--beat", action="store_true", help="also run the beat scheduler")
     run.add_argument("-n", "--hostname", help="worker name (default engine-PID@HOST; %%h is the host)")
     run.add_argument("--no-events", action="store_true", help="do not publish events")
-    run.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    loglevel_arg(run, "info")
 
     beat = sub.add_parser("beat", help="run the periodic task scheduler")
     app_arg(beat)
-    beat.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    loglevel_arg(beat, "info")
 
     events = sub.add_parser("events", help="live terminal monitor of workers, queues and tasks")
     app_arg(events)
+    loglevel_arg(events, "warning")   # quiet: info lines only with -l info/debug
     events.add_argument("--dump", action="store_true", help="print one JSON event a line")
     events.add_argument("--since", default="$", help="with --dump: stream id to start from (0: all)")
 
     inspect = sub.add_parser("inspect", help="ask running workers")
     app_arg(inspect)
+    loglevel_arg(inspect, "warning")   # quiet: info lines only with -l info/debug
     inspect.add_argument("verb", choices=INSPECT_VERBS)
     inspect.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
     inspect.add_argument("-t", "--timeout", type=_seconds, default=1.0, help="seconds to wait for replies")
@@ -114,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl = sub.add_parser("control", help="steer running workers")
     app_arg(ctl)
+    loglevel_arg(ctl, "warning")   # quiet: info lines only with -l info/debug
     ctl.add_argument("verb", choices=CONTROL_VERBS)
     ctl.add_argument("argument", nargs="?", help="task id for revoke, N for pool-grow/shrink")
     ctl.add_argument("--lane", help="for pool-grow/shrink: the lane (default: the first)")
@@ -124,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     purge = sub.add_parser("purge", help="delete waiting messages")
     app_arg(purge)
+    loglevel_arg(purge, "warning")   # quiet: info lines only with -l info/debug
     purge.add_argument("-Q", "--queues", help="comma-separated queues (default: all known)")
     purge.add_argument("-f", "--force", action="store_true", help="do not ask")
 
@@ -142,8 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dash = sub.add_parser("dashboard", help="web dashboard of the fleet")
     app_arg(dash)
-    dash.add_argument("--port", type=_positive_int, default=5555)
-    dash.add_argument("--address", default="127.0.0.1")
+    dash.add_argument("--port", type=_positive_int, default=5555,
+                      help="TCP port to listen on (default 5555)")
+    dash.add_argument("--address", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1: this machine only; "
+                      "0.0.0.0 or :: for every interface)")
     dash.add_argument("--basic-auth", default=os.environ.get("ENGINE_DASHBOARD_AUTH"),
                       help="user:password (or $ENGINE_DASHBOARD_AUTH)")
     return parser

@@ -157,3 +157,51 @@ def test_a_module_with_two_apps_is_refused_naming_both(broken):
     assert lines(result.stderr) == [
         "engine inspect: error: module 'two_apps' defines 2 Engine apps (app, other): "
         "say which with -A two_apps:app or -A two_apps:other"]
+
+
+# -- 3. log levels ------------------------------------------------------------------------
+@pytest.fixture
+def embedded_env(env):
+    """No broker configured: the embedded Redis under this session's ENGINE_HOME."""
+    return {k: v for k, v in env.items() if k != "ENGINE_BROKER_URL"}
+
+
+@pytest.mark.parametrize("flag", [[], ["-l", "warning"], ["--loglevel", "Error"]])
+def test_operator_commands_are_quiet_about_the_embedded_redis(embedded_env, flag):
+    result = engine("inspect", "ping", "-A", "tests.apps.basic", "-t", "0.2", *flag,
+                    env=embedded_env)
+    assert result.returncode == 1
+    assert lines(result.stderr) == ["engine inspect: no reply from any worker within 0.2 s"]
+
+
+@pytest.mark.parametrize("flag", [["-l", "INFO"], ["-l", "Info"], ["--loglevel", "DEBUG"]])
+def test_log_levels_in_any_case_and_the_long_alias(embedded_env, flag):
+    # an explicit info or debug level shows the embedded Redis line (shared by the user)
+    result = engine("purge", "-f", "-A", "tests.apps.basic", "-Q", "nothing_here", *flag,
+                    env=embedded_env)
+    assert result.returncode == 0, result.stderr
+    embedded_lines = [line for line in lines(result.stderr) if "embedded Redis" in line]
+    assert len(embedded_lines) == 1
+    assert "shared by every checkout" in embedded_lines[0]
+    assert lines(result.stdout) == ["nothing_here: 0 message(s) deleted", "purged 0 message(s)"]
+
+
+def test_a_bad_log_level_is_one_line(env):
+    result = engine("run", "-A", "tests.apps.basic", "-l", "loud", env=env)
+    assert result.returncode == 2
+    [line] = lines(result.stderr)
+    assert "invalid choice: 'loud'" in line
+
+
+@pytest.mark.parametrize("command", ["run", "beat", "inspect", "control", "purge", "events"])
+def test_every_command_with_l_has_loglevel_with_help(env, command):
+    result = engine(command, "--help", env=env)
+    assert result.returncode == 0
+    assert "-l LEVEL, --loglevel LEVEL" in result.stdout
+    assert "debug, info, warning, error, in any case" in " ".join(result.stdout.split())
+
+
+def test_dashboard_port_and_address_have_help(env):
+    text = " ".join(engine("dashboard", "--help", env=env).stdout.split())
+    assert "--port PORT TCP port to listen on (default 5555)" in text
+    assert "--address ADDRESS address to listen on (default 127.0.0.1" in text
