@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.control import CONTROL_VERBS, INSPECT_VERBS   # msgpack only: gevent-safe
     parser = _Parser(prog=PROG, description="A task engine: producers send tasks through "
                      "Redis; workers run them in interchangeable pools.")
+    from engine import __version__
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
 
     def app_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("-A", "--app", default=os.environ.get("ENGINE_APP"),
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl = sub.add_parser("control", help="steer running workers")
     app_arg(ctl)
     loglevel_arg(ctl, "warning")   # quiet: info lines only with -l info/debug
-    ctl.add_argument("verb", choices=CONTROL_VERBS)
+    ctl.add_argument("verb", choices=CONTROL_VERBS, type=lambda verb: verb.replace("_", "-"),
+                     help="(pool_grow and pool_shrink, Celery's spelling, work too)")
     ctl.add_argument("argument", nargs="?", help="task id for revoke, N for pool-grow/shrink")
     ctl.add_argument("--lane", help="for pool-grow/shrink: the lane (default: the first)")
     ctl.add_argument("--terminate", action="store_true", help="for revoke: end it if running")
@@ -295,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     if _wants_gevent(argv):
         from gevent import monkey
         monkey.patch_all()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:   # bare ``engine``: the usage, as a mistake (exit 2)
+        parser.print_help(sys.stderr)
+        return 2
     setup_logging(getattr(args, "loglevel", "info"))
     from engine.exceptions import ConfigurationError
     try:

@@ -205,3 +205,30 @@ def test_dashboard_port_and_address_have_help(env):
     text = " ".join(engine("dashboard", "--help", env=env).stdout.split())
     assert "--port PORT TCP port to listen on (default 5555)" in text
     assert "--address ADDRESS address to listen on (default 127.0.0.1" in text
+
+
+# -- 4. smaller ones ------------------------------------------------------------------------
+def test_bare_engine_prints_the_usage_and_exits_2(env):
+    result = engine(env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    err = lines(result.stderr)
+    assert err[0] == "usage: engine [-h] [--version] COMMAND ..."
+    assert any(line.split()[:1] == ["run"] for line in err)
+
+
+def test_version(env):
+    from engine import __version__
+    result = engine("--version", env=env)
+    assert result.returncode == 0
+    assert lines(result.stdout) == [f"engine {__version__}"]
+
+
+def test_control_takes_celerys_underscore_spelling(env):
+    # a bad count is reported under the verb's canonical name: the spelling was accepted
+    result = engine("control", "-A", "tests.apps.basic", "pool_grow", "many", env=env)
+    assert result.returncode == 2
+    assert lines(result.stderr) == ["engine control: error: pool-grow needs a positive number, "
+                                    "got 'many'"]
+    bad = engine("control", "-A", "tests.apps.basic", "pool_explode", env=env)
+    assert bad.returncode == 2 and "invalid choice: 'pool-explode'" in bad.stderr
