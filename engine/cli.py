@@ -150,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
     broker = sub.add_parser("broker", help="the embedded Redis")
-    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("action", choices=["start", "stop", "status"],
+                        help="status: the configured broker ($ENGINE_BROKER_URL) when one is "
+                        "set, else the embedded Redis")
+    broker.add_argument("--json", action="store_true", help="status: print JSON")
 
     dash = sub.add_parser("dashboard", help="web dashboard of the fleet")
     app_arg(dash)
@@ -254,10 +257,24 @@ def cmd_broker(args: argparse.Namespace) -> int:
     elif args.action == "stop":
         print("stopped" if embedded.stop() else "not running")
     else:
-        info = embedded.status()
-        print(json.dumps(info, indent=2))
-        return 0 if info["running"] else 3
+        return _broker_status(args)
     return 0
+
+
+def _broker_status(args: argparse.Namespace) -> int:
+    """The configured broker when a URL is set (exit 1 if it does not answer), else the
+    embedded Redis (exit 3 when it is not running); a table, or JSON with ``--json``."""
+    from engine import embedded
+    from engine.config import Config
+    from engine.console import format_broker_status
+    url = Config().broker_url
+    if url:
+        from engine.connection import server_info
+        info = server_info(url)   # BrokerUnavailable: one line and exit 1 (main)
+    else:
+        info = dict(embedded.status(), configured=False)
+    print(json.dumps(info, indent=2) if args.json else format_broker_status(info))
+    return 0 if info["running"] else 3
 
 
 def _delegate(module: str, function: str = "command") -> Callable[[argparse.Namespace], int]:

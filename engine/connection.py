@@ -72,6 +72,24 @@ def probe(url: str, *, timeout: float = PROBE_TIMEOUT) -> None:
         client.close()
 
 
+def server_info(url: str, *, timeout: float = PROBE_TIMEOUT) -> dict:
+    """``broker status`` of a configured broker: its redacted URL, version, pid and uptime;
+    BrokerUnavailable when it does not answer."""
+    probe(url, timeout=timeout)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                  retry=Retry(NoBackoff(), 0))
+    try:
+        server = client.info("server")
+    except UNREACHABLE as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {redact(url)}: "
+                                f"{reason(exc)}") from None
+    finally:
+        client.close()
+    return {"broker": redact(url), "configured": True, "running": True,
+            "version": server.get("redis_version"), "pid": server.get("process_id"),
+            "uptime_s": server.get("uptime_in_seconds")}
+
+
 def next_wait(attempt: int) -> float:
     """Seconds to wait after the ``attempt``-th failed try (1, 2, 4, ... up to 30)."""
     return min(RETRY_FIRST_WAIT * 2 ** (attempt - 1), RETRY_MAX_WAIT)

@@ -184,3 +184,18 @@ def _kib(value: Any) -> str:
     if not value:
         return "?"
     return f"{value / 1024:.1f} MiB"
+
+
+def format_broker_status(info: dict) -> str:
+    """``engine broker status`` as a small table: which broker, whether it runs, and what."""
+    if info.get("configured"):
+        rows = [("broker", f"{info['broker']} (configured: ENGINE_BROKER_URL)")]
+    else:
+        rows = [("broker", "the embedded Redis (no broker configured)"),
+                ("socket", info.get("socket", "?")), ("home", info.get("home", "?"))]
+    rows.append(("running", "yes" if info.get("running") else "no"))
+    if info.get("running"):
+        rows += [("version", str(info.get("version"))), ("pid", str(info.get("pid"))),
+                 ("uptime", f"{info.get('uptime_s', 0)} s")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)

@@ -232,3 +232,31 @@ def test_control_takes_celerys_underscore_spelling(env):
                                     "got 'many'"]
     bad = engine("control", "-A", "tests.apps.basic", "pool_explode", env=env)
     assert bad.returncode == 2 and "invalid choice: 'pool-explode'" in bad.stderr
+
+
+def test_broker_status_of_a_configured_broker(env, redis_server):
+    result = engine("broker", "status", env=env)
+    assert result.returncode == 0, result.stderr
+    out = lines(result.stdout)
+    assert out[0] == f"broker  : {redis_server.url} (configured: ENGINE_BROKER_URL)"
+    assert out[1] == "running : yes"
+    assert len(out) == 5 and out[2].startswith("version : ")
+    as_json = engine("broker", "status", "--json", env=env)
+    info = __import__("json").loads(as_json.stdout)
+    assert info["broker"] == redis_server.url and info["configured"] and info["running"]
+
+
+def test_broker_status_of_an_unreachable_configured_broker(nowhere):
+    result = engine("broker", "status", env=nowhere)
+    assert result.returncode == 1 and result.stdout == ""
+    [line] = lines(result.stderr)
+    assert line.startswith("engine broker: error: cannot reach the broker at redis://:***@")
+
+
+def test_broker_status_of_the_embedded_redis_when_none_is_configured(embedded_env, tmp_path):
+    env = dict(embedded_env, ENGINE_HOME=str(tmp_path / "home"))
+    result = engine("broker", "status", env=env)
+    assert result.returncode == 3   # not running
+    assert lines(result.stdout) == [
+        "broker  : the embedded Redis (no broker configured)",
+        f"socket  : {tmp_path}/home/redis.sock", f"home    : {tmp_path}/home", "running : no"]
