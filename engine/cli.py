@@ -298,9 +298,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _unreachable(exc: Exception) -> str | None:
-    """One line for a broker that cannot be reached (never a traceback); None otherwise."""
-    from engine.exceptions import BrokerUnavailable
-    if isinstance(exc, BrokerUnavailable):
+    """One line for a broker that cannot be reached or an address the dashboard cannot
+    listen on (never a traceback); None for anything else."""
+    from engine.exceptions import BrokerUnavailable, CannotListen
+    if isinstance(exc, (BrokerUnavailable, CannotListen)):
         return str(exc)
     import redis
     from engine.connection import reason

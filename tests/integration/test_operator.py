@@ -260,3 +260,15 @@ def test_broker_status_of_the_embedded_redis_when_none_is_configured(embedded_en
     assert lines(result.stdout) == [
         "broker  : the embedded Redis (no broker configured)",
         f"socket  : {tmp_path}/home/redis.sock", f"home    : {tmp_path}/home", "running : no"]
+
+
+def test_a_busy_dashboard_port_is_one_line_and_exit_1(env):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = engine("dashboard", "-A", "tests.apps.basic", "--port", str(port), env=env)
+    assert result.returncode == 1
+    assert lines(result.stderr) == [
+        f"engine dashboard: error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another dashboard? choose one with --port)"]
