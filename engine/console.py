@@ -143,15 +143,24 @@ def _format_reply(verb: str, worker: str, payload: Any) -> str:
     if verb == "active":
         if not payload:
             return f"{head}: no running tasks"
-        lines = [f"{head}: {len(payload)} task(s)"]
+        lines = [f"{head}: {len(payload)} running"]
         for job in payload:
             runtime = f"{job['runtime']:.1f}s" if job.get("runtime") is not None else "waiting"
             lines.append(f"    * {job['task']}[{job['id']}] args={job['args']!r} "
                          f"kwargs={job['kwargs']!r} queue={job['queue']} {runtime}")
         return "\n".join(lines)
+    if verb == "reserved":
+        if not payload:
+            return f"{head}: nothing reserved"
+        lines = [f"{head}: {len(payload)} reserved (prefetched, not started)"]
+        lines += [f"    * {job['task']}[{job['id']}] args={job['args']!r} "
+                  f"kwargs={job['kwargs']!r} queue={job['queue']} in {job.get('where', '?')}"
+                  for job in payload]
+        return "\n".join(lines)
     if verb == "stats":
         lines = [f"{head}: pid {payload.get('pid')} on {payload.get('host')}, "
                  f"up {payload.get('uptime', 0):.0f}s, {payload.get('active', 0)} running, "
+                 f"{payload.get('prefetched', 0)} prefetched, "
                  f"rss {_kib(payload.get('rss'))}, load {payload.get('load', 0):.2f}"]
         for lane in payload.get("lanes", []):
             lines.append(f"    lane {lane['name']}: {lane['pool']}:{lane['concurrency']} "

@@ -108,7 +108,7 @@ class Supervisor:
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
-            active=lambda: len(self.inflight),
+            active=lambda: commands.running(self),
             # a lane process hears only what its supervisor forwards to it
             channel=(self.keys.control if parent is None
                      else control_channel(self.keys, self.name)),
@@ -461,6 +461,6 @@ class Supervisor:
         figures = self.presence.figures
         return WorkerSnapshot(
             name=self.name, host=socket.gethostname(), pid=os.getpid(),
-            started=self.started_at, at=time.time(), active=len(self.inflight),
+            started=self.started_at, at=time.time(), active=commands.running(self),
             load=figures["load"], rss=figures["rss"], cpu=figures["cpu"], parent=self.parent,
             lanes=[lane.info() for lane in self.lanes] if lanes else [])

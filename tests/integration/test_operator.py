@@ -272,3 +272,42 @@ def test_a_busy_dashboard_port_is_one_line_and_exit_1(env):
     assert lines(result.stderr) == [
         f"engine dashboard: error: cannot listen on 127.0.0.1:{port}: Address already in use "
         "(another dashboard? choose one with --port)"]
+
+
+# -- 5. inspect active and reserved ---------------------------------------------------------
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_active_counts_only_started_jobs_and_reserved_lists_the_rest(app, env, run_worker,
+                                                                     pool):
+    import json
+
+    from tests.apps.basic import sleep
+    from tests.conftest import wait_started
+    # Given a one-slot worker holding more than it runs
+    run_worker("--pool", pool, "-c", "1", "--prefetch", "4", "-n", f"one-{pool}")
+    results = [sleep.delay(60) for _ in range(4)]
+    wait_started(app, results[0].id)
+
+    def ask(verb):
+        out = engine("inspect", "-A", "tests.apps.basic", verb, "--json", "-t", "5", env=env)
+        return json.loads(out.stdout).get(f"one-{pool}") if out.stdout.strip() else None
+
+    # Then active lists the one started job, never more than the slots ...
+    wait_for(lambda: len(ask("reserved") or ()) == 3, message="three reserved")
+    active = ask("active")
+    assert [job["id"] for job in active] == [results[0].id]
+    assert active[0]["runtime"] >= 0
+    # ... reserved the three prefetched ones, and stats agree
+    assert {job["id"] for job in ask("reserved")} == {r.id for r in results[1:]}
+    stats = ask("stats")
+    assert stats["active"] == 1 and stats["prefetched"] == 3
+    human = engine("inspect", "-A", "tests.apps.basic", "stats", "-t", "5", env=env).stdout
+    assert ", 1 running, 3 prefetched, " in lines(human)[0]
+    human = lines(engine("inspect", "-A", "tests.apps.basic", "reserved", "-t", "5",
+                         env=env).stdout)
+    assert human[0] == f"-> one-{pool}: 3 reserved (prefetched, not started)"
+    assert len(human) == 4 and all(f"tests.apps.basic.sleep[" in line for line in human[1:])
+    human = lines(engine("inspect", "-A", "tests.apps.basic", "active", "-t", "5",
+                         env=env).stdout)
+    assert human[0] == f"-> one-{pool}: 1 running" and len(human) == 2
+    for r in results:
+        r.revoke(terminate=True)
