@@ -74,6 +74,15 @@ def test_worker_logs_one_line_per_retry_then_gives_up(nowhere):
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_beat_waits_for_the_broker_like_a_worker(nowhere):
+    result = engine("beat", "-A", "tests.apps.impatient", env=nowhere)
+    assert result.returncode == 1, result.stderr
+    out = lines(result.stderr)
+    assert len(out) == 3, result.stderr
+    assert "retry 1/2 in 1 s" in out[0] and "retry 2/2 in 2 s" in out[1]
+    assert out[2].startswith("engine beat: error: cannot reach the broker at redis://:***@")
+
+
 def test_worker_without_retry_gives_up_at_once(nowhere, tmp_path):
     (tmp_path / "noretry.py").write_text(
         "from engine import Engine\napp = Engine('noretry', broker_connection_retry=False)\n")
