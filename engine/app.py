@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -24,6 +25,7 @@ from redis.retry import Retry
 from engine import message
 from engine.broker import Broker
 from engine.config import Config
+from engine.connection import redact
 from engine.exceptions import BrokerUnavailable, ConfigurationError
 from engine.registry import (APPS, SHARED, TaskRegistry, current_app,  # noqa: F401 (public)
                              set_current, set_default_factory)
@@ -244,7 +246,7 @@ class Engine:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(
-                f"cannot reach the broker at {self.conf.broker_url}: gave up after "
+                f"cannot reach the broker at {redact(self.broker_url)}: gave up after "
                 f"{self.conf.broker_connection_retries} retries ({exc})") from exc
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,
@@ -312,7 +314,9 @@ def load_app(target: str) -> Engine:
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from None
-        raise
+        raise ConfigurationError(_import_failure(module_name, exc)) from exc
+    except Exception as exc:   # a syntax error, a missing import, anything its import raised
+        raise ConfigurationError(_import_failure(module_name, exc)) from exc
     if attr:
         obj: Any = module
         for part in attr.split("."):
@@ -323,13 +327,39 @@ def load_app(target: str) -> Engine:
             raise ConfigurationError(f"{target} is a {type(obj).__name__}, not an Engine app")
         app = obj
     else:
-        found = [v for v in vars(module).values() if isinstance(v, Engine)]
+        found: dict[int, list[str]] = {}   # one app under two names is one app
+        for name, value in vars(module).items():
+            if isinstance(value, Engine):
+                found.setdefault(id(value), []).append(name)
         if not found:
             raise ConfigurationError(f"module {module_name!r} defines no Engine app "
                                      f"(use -A {module_name}:attribute)")
-        app = found[0]
-    app.import_includes()
+        if len(found) > 1:
+            names = [names[0] for names in found.values()]
+            raise ConfigurationError(
+                f"module {module_name!r} defines {len(names)} Engine apps ({', '.join(names)}): "
+                f"say which with " + " or ".join(f"-A {module_name}:{n}" for n in names))
+        app = next(v for v in vars(module).values() if isinstance(v, Engine))
+    try:
+        app.import_includes()
+    except Exception as exc:
+        raise ConfigurationError(_import_failure(module_name, exc)) from exc
     return app
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    """One line for an app module (or a module it includes) that failed to import: the
+    file, the line and the error, from the innermost frame outside the import machinery."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}, line {exc.lineno}"
+        what = f"{type(exc).__name__}: {exc.msg}"
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not f.filename.startswith("<frozen")]
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else "?"
+        what = " ".join(traceback.format_exception_only(type(exc), exc)[-1].split())
+    return (f"cannot import app module {module_name!r}: {where}: {what} "
+            f"(-l debug shows the traceback)")
 
 
 def shared_task(fn: Callable | None = None, **options: Any) -> Any:

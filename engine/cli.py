@@ -16,6 +16,7 @@ import sys
 from typing import Callable
 
 PROG = "engine"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _wants_gevent(argv: list[str]) -> bool:
@@ -56,12 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.control import CONTROL_VERBS, INSPECT_VERBS   # msgpack only: gevent-safe
     parser = _Parser(prog=PROG, description="A task engine: producers send tasks through "
                      "Redis; workers run them in interchangeable pools.")
+    from engine import __version__
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
 
     def app_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("-A", "--app", default=os.environ.get("ENGINE_APP"),
                        help="module or module:attribute of the Engine app (default $ENGINE_APP)")
+
+    def loglevel_arg(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument("-l", "--loglevel", default=default, type=str.lower, choices=LOG_LEVELS,
+                       metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)}, in any case "
+                       f"(default {default}; debug also shows tracebacks of a failed app import)")
 
     run = sub.add_parser("run", help="start a worker")
     app_arg(run)
@@ -92,19 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-B", "--beat", action="store_true", help="also run the beat scheduler")
     run.add_argument("-n", "--hostname", help="worker name (default engine-PID@HOST; %%h is the host)")
     run.add_argument("--no-events", action="store_true", help="do not publish events")
-    run.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    loglevel_arg(run, "info")
 
     beat = sub.add_parser("beat", help="run the periodic task scheduler")
     app_arg(beat)
-    beat.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    loglevel_arg(beat, "info")
 
     events = sub.add_parser("events", help="live terminal monitor of workers, queues and tasks")
     app_arg(events)
+    loglevel_arg(events, "warning")   # quiet: info lines only with -l info/debug
     events.add_argument("--dump", action="store_true", help="print one JSON event a line")
     events.add_argument("--since", default="$", help="with --dump: stream id to start from (0: all)")
 
     inspect = sub.add_parser("inspect", help="ask running workers")
     app_arg(inspect)
+    loglevel_arg(inspect, "warning")   # quiet: info lines only with -l info/debug
     inspect.add_argument("verb", choices=INSPECT_VERBS)
     inspect.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
     inspect.add_argument("-t", "--timeout", type=_seconds, default=1.0, help="seconds to wait for replies")
@@ -112,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl = sub.add_parser("control", help="steer running workers")
     app_arg(ctl)
-    ctl.add_argument("verb", choices=CONTROL_VERBS)
+    loglevel_arg(ctl, "warning")   # quiet: info lines only with -l info/debug
+    ctl.add_argument("verb", choices=CONTROL_VERBS, type=lambda verb: verb.replace("_", "-"),
+                     help="(pool_grow and pool_shrink, Celery's spelling, work too)")
     ctl.add_argument("argument", nargs="?", help="task id for revoke, N for pool-grow/shrink, "
                      "task name for rate-limit, queue for pause/resume")
     ctl.add_argument("value", nargs="?", help="for rate-limit: N/s, N/m or N/h (0: none)")
@@ -124,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     purge = sub.add_parser("purge", help="delete waiting messages")
     app_arg(purge)
+    loglevel_arg(purge, "warning")   # quiet: info lines only with -l info/debug
     purge.add_argument("-Q", "--queues", help="comma-separated queues (default: all known)")
     purge.add_argument("-f", "--force", action="store_true", help="do not ask")
 
@@ -141,12 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
     broker = sub.add_parser("broker", help="the embedded Redis")
-    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("action", choices=["start", "stop", "status"],
+                        help="status: the configured broker ($ENGINE_BROKER_URL) when one is "
+                        "set, else the embedded Redis")
+    broker.add_argument("--json", action="store_true", help="status: print JSON")
 
     dash = sub.add_parser("dashboard", help="web dashboard of the fleet")
     app_arg(dash)
-    dash.add_argument("--port", type=_positive_int, default=5555)
-    dash.add_argument("--address", default="127.0.0.1")
+    dash.add_argument("--port", type=_positive_int, default=5555,
+                      help="TCP port to listen on (default 5555)")
+    dash.add_argument("--address", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1: this machine only; "
+                      "0.0.0.0 or :: for every interface)")
     dash.add_argument("--basic-auth", default=os.environ.get("ENGINE_DASHBOARD_AUTH"),
                       help="user:password (or $ENGINE_DASHBOARD_AUTH)")
     return parser
@@ -210,7 +228,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    from engine.connection import probe
     app = load(args)
+    probe(app.broker_url)
     broker = app.broker
     queues = [q for q in (args.queues or "").split(",") if q] or broker.known_queues()
     if not queues:
@@ -240,10 +260,24 @@ def cmd_broker(args: argparse.Namespace) -> int:
     elif args.action == "stop":
         print("stopped" if embedded.stop() else "not running")
     else:
-        info = embedded.status()
-        print(json.dumps(info, indent=2))
-        return 0 if info["running"] else 3
+        return _broker_status(args)
     return 0
+
+
+def _broker_status(args: argparse.Namespace) -> int:
+    """The configured broker when a URL is set (exit 1 if it does not answer), else the
+    embedded Redis (exit 3 when it is not running); a table, or JSON with ``--json``."""
+    from engine import embedded
+    from engine.config import Config
+    from engine.console import format_broker_status
+    url = Config().broker_url
+    if url:
+        from engine.connection import server_info
+        info = server_info(url)   # BrokerUnavailable: one line and exit 1 (main)
+    else:
+        info = dict(embedded.status(), configured=False)
+    print(json.dumps(info, indent=2) if args.json else format_broker_status(info))
+    return 0 if info["running"] else 3
 
 
 def _delegate(module: str, function: str = "command") -> Callable[[argparse.Namespace], int]:
@@ -266,19 +300,45 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _unreachable(exc: Exception) -> str | None:
+    """One line for a broker that cannot be reached or an address the dashboard cannot
+    listen on (never a traceback); None for anything else."""
+    from engine.exceptions import BrokerUnavailable, CannotListen
+    if isinstance(exc, (BrokerUnavailable, CannotListen)):
+        return str(exc)
+    import redis
+    from engine.connection import reason
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return f"lost the broker: {reason(exc)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if _wants_gevent(argv):
         from gevent import monkey
         monkey.patch_all()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:   # bare ``engine``: the usage, as a mistake (exit 2)
+        parser.print_help(sys.stderr)
+        return 2
     setup_logging(getattr(args, "loglevel", "info"))
     from engine.exceptions import ConfigurationError
     try:
         return COMMANDS[args.command](args) or 0
     except ConfigurationError as exc:
+        if exc.__cause__ is not None and logging.getLogger().isEnabledFor(logging.DEBUG):
+            import traceback   # -l debug: how the app's import failed, in full
+            traceback.print_exception(exc.__cause__)
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        line = _unreachable(exc)
+        if line is None:
+            raise
+        print(f"{PROG} {args.command}: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

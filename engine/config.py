@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "revoke_expires": 3600,          # seconds a revocation is remembered
     "broker_connection_retries": 6,  # retries of a command while Redis is unreachable
     "broker_connection_backoff_max": 2.0,   # seconds, cap of the doubling wait between them
+    "broker_connection_retry": True,        # a starting worker waits for an unreachable broker
+    "broker_connection_max_retries": 100,   # ... this many retries (0 or None: forever)
 }
 
 #: environment variable -> setting (ENGINE_APP and ENGINE_CUSTOM_POOL are read by the CLI

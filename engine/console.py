@@ -8,27 +8,15 @@ module; the command line (``engine.cli``) and the worker's start-up log line do.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from engine import control, flow
+from engine.connection import probe, redact
 from engine.app import load_app
 
 if TYPE_CHECKING:
     from engine.worker.supervisor import Supervisor
-
-
-def redact(url: str) -> str:
-    """The URL with its password (in the authority or a ``password=`` query) hidden."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return "<unparsable URL>"
-    if password:
-        url = url.replace(f":{password}@", ":***@", 1)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def banner(supervisor: "Supervisor") -> str:
@@ -75,6 +63,7 @@ def _destination(args) -> list[str] | None:
 def inspect_command(args) -> int:
     """``engine inspect VERB``: exit 0 with replies, 1 when no worker answered."""
     app = load_app(args.app or "")
+    probe(app.broker_url)   # no broker: one line at once, not a traceback later
     dest = _destination(args)
     replies = control.broadcast(app, args.verb, destination=dest, timeout=args.timeout)
     if args.verb == "queues":
@@ -101,6 +90,7 @@ def control_command(args) -> int:
     """``engine control VERB [ARG]``: exit 0 when some worker answered without an error
     (revoke also succeeds with none: the revocation is stored for later workers)."""
     app = load_app(args.app or "")
+    probe(app.broker_url)   # no broker: one line at once, not a traceback later
     dest = _destination(args)
     arguments: dict[str, Any] = {}
     if args.verb == "revoke":
@@ -175,15 +165,24 @@ def _format_reply(verb: str, worker: str, payload: Any) -> str:
     if verb == "active":
         if not payload:
             return f"{head}: no running tasks"
-        lines = [f"{head}: {len(payload)} task(s)"]
+        lines = [f"{head}: {len(payload)} running"]
         for job in payload:
             runtime = f"{job['runtime']:.1f}s" if job.get("runtime") is not None else "waiting"
             lines.append(f"    * {job['task']}[{job['id']}] args={job['args']!r} "
                          f"kwargs={job['kwargs']!r} queue={job['queue']} {runtime}")
         return "\n".join(lines)
+    if verb == "reserved":
+        if not payload:
+            return f"{head}: nothing reserved"
+        lines = [f"{head}: {len(payload)} reserved (prefetched, not started)"]
+        lines += [f"    * {job['task']}[{job['id']}] args={job['args']!r} "
+                  f"kwargs={job['kwargs']!r} queue={job['queue']} in {job.get('where', '?')}"
+                  for job in payload]
+        return "\n".join(lines)
     if verb == "stats":
         lines = [f"{head}: pid {payload.get('pid')} on {payload.get('host')}, "
                  f"up {payload.get('uptime', 0):.0f}s, {payload.get('active', 0)} running, "
+                 f"{payload.get('prefetched', 0)} prefetched, "
                  f"rss {_kib(payload.get('rss'))}, load {payload.get('load', 0):.2f}"]
         for lane in payload.get("lanes", []):
             lines.append(f"    lane {lane['name']}: {lane['pool']}:{lane['concurrency']} "
@@ -216,3 +215,18 @@ def _kib(value: Any) -> str:
     if not value:
         return "?"
     return f"{value / 1024:.1f} MiB"
+
+
+def format_broker_status(info: dict) -> str:
+    """``engine broker status`` as a small table: which broker, whether it runs, and what."""
+    if info.get("configured"):
+        rows = [("broker", f"{info['broker']} (configured: ENGINE_BROKER_URL)")]
+    else:
+        rows = [("broker", "the embedded Redis (no broker configured)"),
+                ("socket", info.get("socket", "?")), ("home", info.get("home", "?"))]
+    rows.append(("running", "yes" if info.get("running") else "no"))
+    if info.get("running"):
+        rows += [("version", str(info.get("version"))), ("pid", str(info.get("pid"))),
+                 ("uptime", f"{info.get('uptime_s', 0)} s")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 #: seconds an unread reply list is kept
 REPLY_TTL = 60
 #: verbs ``engine inspect`` and ``engine control`` know
-INSPECT_VERBS = ("ping", "stats", "active", "registered", "queues")
+INSPECT_VERBS = ("ping", "stats", "active", "reserved", "registered", "queues")
 CONTROL_VERBS = ("shutdown", "revoke", "pool-grow", "pool-shrink", "rate-limit", "pause",
                  "resume")
 

@@ -90,8 +90,9 @@ def ensure_running(base: Path | None = None) -> str:
     """Start the embedded server unless it already answers; return its URL."""
     base = base or home()
     started = _start(base)
-    log.info("no broker configured: using the embedded Redis at %s (%s; 'engine broker stop' "
-             "stops it)", socket_path(base), "started now" if started else "already running")
+    log.info("no broker configured: using the embedded Redis at %s (%s; shared by every "
+             "checkout and app of this user that sets no broker; 'engine broker stop' stops it)",
+             socket_path(base), "started now" if started else "already running")
     return url(base)
 
 

@@ -21,6 +21,11 @@ class BrokerUnavailable(EngineError, ConnectionError):
     A built-in ``ConnectionError``: sending fails with it rather than hanging."""
 
 
+class CannotListen(EngineError):
+    """A server of ours (the dashboard) cannot listen on its address; the message says which
+    and why. The command line prints it as one line and exits 1."""
+
+
 class NotSupported(EngineError):
     """A pool was asked for something it cannot do (see ``Pool.capabilities``)."""
 

@@ -243,7 +243,9 @@ def dump(app: "Engine", *, since: str = "$", out=None) -> None:
 def command(args) -> int:
     """``engine events``: the live view, or ``--dump``."""
     from engine.app import load_app
+    from engine.connection import probe
     app = load_app(args.app or "")
+    probe(app.broker_url)
     try:
         if args.dump:
             dump(app, since=args.since)

@@ -8,10 +8,13 @@ only here, so the engine itself never needs them.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
+import os
+import socket
 
-from engine.exceptions import ConfigurationError
+from engine.exceptions import CannotListen, ConfigurationError
 
 log = logging.getLogger("engine.dashboard")
 
@@ -37,6 +40,7 @@ def command(args: argparse.Namespace) -> int:
                     "can shut workers down (use --basic-auth user:password)", args.address)
     web = create_app(app, credentials=credentials, address=args.address)
     host = f"[{args.address}]" if ":" in args.address else args.address
+    _check_free(args.address, host, args.port)
     log.info("dashboard of %s on http://%s:%d/%s", app.main, host, args.port,
              " (password required)" if credentials else "")
     uvicorn.run(web, host=args.address, port=args.port, log_level="warning",
@@ -51,3 +55,16 @@ def _is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _check_free(address: str, host: str, port: int) -> None:
+    """Bind and close the address first, so a busy port is one clear line (CannotListen)
+    rather than uvicorn's log; uvicorn sets SO_REUSEADDR as ``create_server`` does."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        socket.create_server((address, port), family=family).close()
+    except OSError as exc:
+        busy = exc.errno == errno.EADDRINUSE
+        hint = " (another dashboard? choose one with --port)" if busy else ""
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CannotListen(f"cannot listen on {host}:{port}: {why}{hint}") from None

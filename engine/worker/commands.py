@@ -112,22 +112,42 @@ def _ping(sup: "Supervisor", command: dict) -> dict:
 def _stats(sup: "Supervisor", command: dict) -> dict:
     info = sup.info().as_dict()
     info.update(uptime=time.time() - sup.started_at, revoked=len(sup.revoked),
-                prefetched=sum(lane["buffered"] for lane in info["lanes"]),
+                prefetched=sum(lane["buffered"] for lane in info["lanes"]) + sum(
+                    1 for d in sup.inflight.values() if d.started is None) + sum(
+                    len(copies) for copies in sup.aside.values()),
                 events=bool(sup.events.enabled), beat=bool(sup.beat),
                 limits=sup.limiter.describe(), paused=sorted(sup.limiter.paused))
     return info
 
 
+def running(sup: "Supervisor") -> int:
+    """Jobs a pool has started and not finished: never more than the slots (a job handed to
+    a pool that queues locally, prefork's ring, is reserved until it starts)."""
+    return sum(1 for delivery in sup.inflight.values() if delivery.started is not None)
+
+
+def _job(delivery: Any) -> dict:
+    job = delivery.job
+    return {"id": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs,
+            "queue": job.queue, "lane": delivery.lane.name, "retries": job.retries}
+
+
 def _active(sup: "Supervisor", command: dict) -> list[dict]:
+    """Started jobs only, with how long each has run."""
     now = time.monotonic()
-    active = []
-    for delivery in sup.inflight.values():
-        job = delivery.job
-        active.append({"id": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs,
-                       "queue": job.queue, "lane": delivery.lane.name,
-                       "retries": job.retries, "started": delivery.started is not None,
-                       "runtime": (now - delivery.started) if delivery.started else None})
-    return active
+    return [dict(_job(d), started=True, runtime=now - d.started)
+            for d in sup.inflight.values() if d.started is not None]
+
+
+def _reserved(sup: "Supervisor", command: dict) -> list[dict]:
+    """Prefetched and not started: in a lane's buffer, handed to a pool that has not begun
+    it, or a copy waiting aside for a running one of its id. An isolated lane's jobs are
+    its child's (a ProcessLane has no buffer here)."""
+    found = [dict(_job(d), where="pool") for d in sup.inflight.values() if d.started is None]
+    for lane in sup.lanes:
+        found += [dict(_job(d), where="buffer") for d in getattr(lane, "buffer", ())]
+    found += [dict(_job(d), where="aside") for copies in sup.aside.values() for d in copies]
+    return found
 
 
 def _registered(sup: "Supervisor", command: dict) -> list[str]:
@@ -161,7 +181,8 @@ def _resize(grow: bool) -> Callable[["Supervisor", dict], dict]:
 
 
 HANDLERS: dict[str, Callable[["Supervisor", dict], Any]] = {
-    "ping": _ping, "stats": _stats, "active": _active, "registered": _registered,
+    "ping": _ping, "stats": _stats, "active": _active, "reserved": _reserved,
+    "registered": _registered,
     "queues": _queues, "pool-grow": _resize(True), "pool-shrink": _resize(False),
     "revoke": _revoke, "shutdown": _shutdown, "rate-limit": _rate_limit,
     "pause": _pause(True), "resume": _pause(False),

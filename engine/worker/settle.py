@@ -112,7 +112,11 @@ class Settler:
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
             delivery.acked = True
-        log.info("task %s[%s] %s: not run", job.task, job.id, why)
+        if why == "terminated":   # revoke --terminate ended it while it ran
+            log.info("task %s[%s] terminated: ended while running (revoked with terminate)",
+                     job.task, job.id)
+        else:
+            log.info("task %s[%s] %s: not run", job.task, job.id, why)
 
     def _failure(self, delivery: Delivery, outcome: Outcome) -> None:
         job = delivery.job

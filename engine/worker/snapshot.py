@@ -36,7 +36,7 @@ class WorkerSnapshot:
     pid: int
     started: float                  #: unix seconds
     at: float                       #: when this snapshot was taken, unix seconds
-    active: int = 0                 #: jobs handed to a pool and not finished
+    active: int = 0                 #: jobs started and not finished (at most the slots)
     load: float = 0.0
     rss: int = 0                    #: KiB of the worker's process tree
     cpu: float = 0.0                #: CPU seconds of the tree, reaped children included

@@ -25,6 +25,7 @@ import redis
 
 from engine import control, limits
 from engine.broker import Broker
+from engine.connection import wait_for_broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError
 from engine.flow import Limiter
@@ -73,8 +74,7 @@ class Supervisor:
         self.app = app
         self.conf = conf = app.conf
         self.name = (name or default_name()).replace("%h", socket.gethostname())
-        # parent: the supervisor's name when this worker is one of its lane processes
-        self.specs, self.beat, self.parent = lanes, beat, parent
+        self.specs, self.beat, self.parent = lanes, beat, parent   # parent: of a lane process
         self.keys = app.broker.keys
         self.inbox: Any = make_inbox()
         self._polled: list = []     # pools that publish to the inbox's waker (Pool.poll)
@@ -107,7 +107,7 @@ class Supervisor:
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
-            active=lambda: len(self.inflight),
+            active=lambda: commands.running(self),
             # a lane process hears only what its supervisor forwards to it
             channel=(self.keys.control if parent is None
                      else control_channel(self.keys, self.name)),
@@ -138,6 +138,8 @@ class Supervisor:
         """Check the name, build the lanes, go online, start every lane, then the helpers.
         Online comes before any lane starts: a survivor must not reclaim what this worker
         name takes back (the claim script spares a live heartbeat)."""
+        wait_for_broker(self.app.broker_url, retry=bool(self.conf.broker_connection_retry),
+                        max_retries=self.conf.broker_connection_max_retries or None)
         self.presence.check_name()
         self.presence.figures, self.revoked = process_figures(), control.revoked_ids(self.app)
         self.limiter.start()
@@ -460,6 +462,6 @@ class Supervisor:
         figures = self.presence.figures
         return WorkerSnapshot(
             name=self.name, host=socket.gethostname(), pid=os.getpid(),
-            started=self.started_at, at=time.time(), active=len(self.inflight),
+            started=self.started_at, at=time.time(), active=commands.running(self),
             load=figures["load"], rss=figures["rss"], cpu=figures["cpu"], parent=self.parent,
             lanes=[lane.info() for lane in self.lanes] if lanes else [])

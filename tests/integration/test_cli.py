@@ -101,13 +101,13 @@ def test_embedded_broker_start_status_stop(tmp_path):
             out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                                  capture_output=True, text=True, timeout=120)
             assert out.stdout.strip() == "7", out.stderr
-            status = engine("broker", "status", env=env)
+            status = engine("broker", "status", "--json", env=env)
             assert status.returncode == 0 and '"running": true' in status.stdout
             assert (tmp_path / "home" / "redis.sock").exists()
         finally:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(60) == 0
-            assert "embedded Redis" in worker.stderr.read()
+            assert worker.stderr.read().count("using the embedded Redis") == 1   # once
     finally:
         stopped = engine("broker", "stop", env=env)
     assert stopped.stdout.strip() == "stopped"

@@ -109,12 +109,12 @@ def test_pool_grow_and_shrink(two_workers, inspect, engine):
     assert stats["alpha"]["lanes"][0]["pool_info"]["concurrency"] == 5
     assert stats["alpha"]["lanes"][0]["concurrency"] == 5
     assert stats["beta"]["lanes"][0]["concurrency"] == 2
-    # When it shrinks by 2, naming the lane
-    out = engine("control", "-A", APP, "pool-shrink", "2", "--lane", "default", "-d", "alpha",
+    # When it shrinks by 2, naming the lane (Celery's spelling, pool_shrink, works too)
+    out = engine("control", "-A", APP, "pool_shrink", "2", "--lane", "default", "-d", "alpha",
                  "--json", "-t", "5")
     assert json.loads(out.stdout)["alpha"]["concurrency"] == 3
     # And a lane that does not exist is an error reply, not a crash
-    out = engine("control", "-A", APP, "pool-grow", "1", "--lane", "nope", "-d", "alpha", "-t", "5")
+    out = engine("control", "-A", APP, "pool_grow", "1", "--lane", "nope", "-d", "alpha", "-t", "5")
     assert out.returncode == 1 and "ERROR no lane named 'nope'" in out.stdout
     # And a grow past the cap is refused (a typo must not fork thousands of children)
     out = engine("control", "-A", APP, "pool-grow", "100000", "-d", "alpha", "-t", "5")

@@ -25,6 +25,10 @@ def test_terminate_ends_a_running_task(rapp, run_worker, pool):
     r.revoke(terminate=True)
     # Then it ends as REVOKED, acked, without running again, and the worker goes on
     wait_for(lambda: r.state == "REVOKED", message="the task to be revoked")
+    # and the log says it was ended while running, not that it never ran
+    wait_for(lambda: f"[{r.id}] terminated: ended while running" in worker.log,
+             message="the terminated line in the log")
+    assert f"[{r.id}] terminated: not run" not in worker.log
     assert logged_sleep.delay("next", 0).get(timeout=60) == "next"
     wait_for(lambda: rapp.broker.depth("default")["unacked"] == 0, message="all acked")
     assert len(runs(rapp, "victim")) == 1

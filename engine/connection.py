@@ -1,0 +1,126 @@
+"""Whether the broker can be reached: one quick probe, and the worker's wait at start.
+
+A client made by ``engine.app.connect`` retries each command for a while (it rides out a
+restarting Redis), which leaves a person waiting seconds for a traceback when no Redis is
+there at all. This module asks once, without retries, and turns the answer into one line:
+commands of the CLI probe before they talk to the broker; a starting worker probes again
+and again with a doubling wait (Celery's ``broker_connection_retry`` and
+``broker_connection_max_retries``), logging one line per failed attempt, and gives up with
+``BrokerUnavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from urllib.parse import urlsplit
+
+import redis
+from redis.retry import Retry
+from redis.backoff import NoBackoff
+
+from engine.exceptions import BrokerUnavailable, ConfigurationError
+
+log = logging.getLogger("engine.worker")
+
+#: seconds a probe waits for the connection and for the PING answer
+PROBE_TIMEOUT = 3.0
+#: seconds before the first retry at start; each later wait doubles, up to RETRY_MAX_WAIT
+RETRY_FIRST_WAIT = 1.0
+RETRY_MAX_WAIT = 30.0
+
+#: errors that mean "the broker is not there" (a bad host name is an OSError inside redis-py)
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def redact(url: str) -> str:
+    """The URL with its password (in the authority or a ``password=`` query) hidden."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return "<unparsable URL>"
+    if password:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+
+
+def reason(exc: BaseException) -> str:
+    """The part of a connection error a person needs: redis-py's text, on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.rstrip(".")
+
+
+def probe(url: str, *, timeout: float = PROBE_TIMEOUT) -> None:
+    """PING the broker at ``url`` once; BrokerUnavailable (one line, password hidden) if it
+    does not answer."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                      retry=Retry(NoBackoff(), 0))
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from None
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise BrokerUnavailable(f"the broker at {redact(url)} refused the login: "
+                                f"{reason(exc)}") from None
+    except UNREACHABLE as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {redact(url)}: "
+                                f"{reason(exc)}") from None
+    finally:
+        client.close()
+
+
+def server_info(url: str, *, timeout: float = PROBE_TIMEOUT) -> dict:
+    """``broker status`` of a configured broker: its redacted URL, version, pid and uptime;
+    BrokerUnavailable when it does not answer."""
+    probe(url, timeout=timeout)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                  retry=Retry(NoBackoff(), 0))
+    try:
+        server = client.info("server")
+    except UNREACHABLE as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {redact(url)}: "
+                                f"{reason(exc)}") from None
+    finally:
+        client.close()
+    return {"broker": redact(url), "configured": True, "running": True,
+            "version": server.get("redis_version"), "pid": server.get("process_id"),
+            "uptime_s": server.get("uptime_in_seconds")}
+
+
+def next_wait(attempt: int) -> float:
+    """Seconds to wait after the ``attempt``-th failed try (1, 2, 4, ... up to 30)."""
+    return min(RETRY_FIRST_WAIT * 2 ** (attempt - 1), RETRY_MAX_WAIT)
+
+
+def wait_for_broker(url: str, *, retry: bool = True, max_retries: int | None = 100,
+                    stopping: threading.Event | None = None) -> None:
+    """Return once the broker answers. Each failed attempt logs one warning with the URL
+    and when the next attempt is; after ``max_retries`` retries (0 or None: forever) or
+    with ``retry`` off, raise BrokerUnavailable. ``stopping`` set ends the wait too."""
+    attempt = 0
+    while True:
+        try:
+            probe(url)
+            if attempt:
+                log.info("connected to the broker at %s after %d retr%s", redact(url), attempt,
+                         "y" if attempt == 1 else "ies")
+            return
+        except BrokerUnavailable as exc:
+            if not retry:
+                raise
+            attempt += 1
+            if max_retries and attempt > max_retries:
+                raise BrokerUnavailable(f"{exc} (gave up after {max_retries} "
+                                        f"retr{'y' if max_retries == 1 else 'ies'})") from None
+            wait = next_wait(attempt)
+            at = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
+            of = f"/{max_retries}" if max_retries else ""
+            log.warning("%s; retry %d%s in %g s (at %s)", exc, attempt, of, wait, at)
+        if stopping is not None:
+            if stopping.wait(wait):
+                raise BrokerUnavailable(f"stopped while waiting for the broker at {redact(url)}")
+        else:
+            time.sleep(wait)
