@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--hostname", help="worker name (default engine-PID@HOST; %%h is the host)")
     run.add_argument("--no-events", action="store_true", help="do not publish events")
     run.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["text", "json"],
+                     help="text, or json: one JSON object a line (default: worker_log_format)")
 
     beat = sub.add_parser("beat", help="run the periodic task scheduler")
     app_arg(beat)
@@ -149,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    from engine import logs   # standard library only: gevent-safe
+    logs.configure(level, fmt)
 
 
 def load(args: argparse.Namespace):
@@ -178,7 +180,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                   worker_max_tasks_per_child=args.max_tasks_per_child,
                   worker_max_memory_per_child=args.max_memory_per_child,
                   worker_send_events=False if args.no_events else None,
-                  worker_import_in_child=True if args.import_in_child else None)
+                  worker_import_in_child=True if args.import_in_child else None,
+                  worker_log_format=args.log_format)
+    if conf.worker_log_format != (args.log_format or "text"):
+        setup_logging(args.loglevel, conf.worker_log_format)   # the app's setting
     options = PoolOptions(max_tasks_per_child=conf.worker_max_tasks_per_child,
                           max_memory_per_child=conf.worker_max_memory_per_child,
                           import_in_child=bool(conf.worker_import_in_child), app_path=args.app)
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         from gevent import monkey
         monkey.patch_all()
     args = build_parser().parse_args(argv)
-    setup_logging(getattr(args, "loglevel", "info"))
+    setup_logging(getattr(args, "loglevel", "info"), getattr(args, "log_format", None) or "text")
     from engine.exceptions import ConfigurationError
     try:
         return COMMANDS[args.command](args) or 0

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from engine import message
+from engine.logs import task_context
 from engine.results import REVOKED, RETRY, encode_record
 from engine.worker.intake import WORKER_LOST
 from engine.worker.lanes import Delivery
@@ -46,7 +47,8 @@ class Settler:
         if state == FAILURE and outcome.exc_type == WORKER_LOST and not delivery.acked:
             if delivery.deliveries < self.max_deliveries:
                 log.warning("task %s[%s] lost its process; delivering it again", job.task,
-                            job.id)
+                            job.id,
+                            extra=task_context(job.id, job.task, job.queue, self.worker))
                 delivery.deliveries += 1
                 delivery.started = None
                 return False
@@ -86,16 +88,20 @@ class Settler:
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
             delivery.acked = True
-        log.info("task %s[%s] %s: not run", job.task, job.id, why)
+        log.info("task %s[%s] %s: not run", job.task, job.id, why,
+                 extra=task_context(job.id, job.task, job.queue, self.worker))
 
     def _failure(self, delivery: Delivery, outcome: Outcome) -> None:
         job = delivery.job
         delivery.lane.failed += 1
+        # a failure is an ERROR with its traceback (Celery's habit), a time limit included
+        context = task_context(job.id, job.task, job.queue, self.worker, outcome.traceback)
         if outcome.exc_type.endswith("TimeLimitExceeded"):
-            log.warning("task %s[%s] hit its time limit", job.task, job.id)
+            log.error("task %s[%s] hit its time limit: %s", job.task, job.id,
+                      outcome.exc_message, extra=context)
         else:
-            log.info("task %s[%s] failed: %s: %s", job.task, job.id, outcome.exc_type,
-                     outcome.exc_message)
+            log.error("task %s[%s] failed: %s: %s", job.task, job.id, outcome.exc_type,
+                      outcome.exc_message, extra=context)
         self._store(delivery, encode_record(
             FAILURE, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
             traceback=outcome.traceback, retries=job.retries, task=job.task,
@@ -116,8 +122,9 @@ class Settler:
                 RETRY, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
                 traceback=outcome.traceback, retries=retries, task=job.task,
                 worker=self.worker))
-        log.info("task %s[%s] will retry (%d) in %.1f s: %s", job.task, job.id, retries,
-                 max((outcome.retry_at or 0) - time.time(), 0), outcome.exc_message)
+        log.warning("task %s[%s] will retry (%d) in %.1f s: %s", job.task, job.id, retries,
+                    max((outcome.retry_at or 0) - time.time(), 0), outcome.exc_message,
+                    extra=task_context(job.id, job.task, job.queue, self.worker))
         self.events.task("task-retried", job.id, job.task, retries=retries,
                          exception=outcome.exc_type, message=outcome.exc_message)
 

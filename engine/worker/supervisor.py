@@ -27,6 +27,7 @@ from engine import control, limits
 from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError
+from engine.logs import task_context
 from engine.results import STARTED, encode_record
 from engine.worker import commands, ossignals
 from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox
@@ -354,13 +355,15 @@ class Supervisor:
             delivery = self.inflight.get(job_id)
             if delivery is None:
                 continue
+            job = delivery.job
+            context = task_context(job_id, job.task, job.queue, self.name)
             if kind == limits.SOFT:
-                log.info("task %s[%s]: soft time limit (%.3g s)", delivery.job.task, job_id,
-                         delivery.soft)
+                log.info("task %s[%s]: soft time limit (%.3g s)", job.task, job_id,
+                         delivery.soft, extra=context)
                 delivery.lane.interrupt(job_id)
             else:
                 log.warning("task %s[%s]: hard time limit (%.3g s), ending it",
-                            delivery.job.task, job_id, delivery.hard)
+                            job.task, job_id, delivery.hard, extra=context)
                 delivery.lane.end(job_id)
 
     # -- housekeeping ------------------------------------------------------------------
