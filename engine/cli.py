@@ -39,6 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -95,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--hostname", help="worker name (default engine-PID@HOST; %%h is the host)")
     run.add_argument("--no-events", action="store_true", help="do not publish events")
     run.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics of this "
+                     "worker on this port (0: any free port; default: worker_metrics_port)")
     run.add_argument("--log-format", choices=["text", "json"],
                      help="text, or json: one JSON object a line (default: worker_log_format)")
 
@@ -138,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--payload-bytes", type=_positive_int, default=10240)
     bench.add_argument("--broker", help="Redis URL (default: the embedded Redis)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--metrics-port", type=_port,
+                       help="run the worker with --metrics-port (0: any free port)")
 
     broker = sub.add_parser("broker", help="the embedded Redis")
     broker.add_argument("action", choices=["start", "stop", "status"])
@@ -181,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   worker_max_memory_per_child=args.max_memory_per_child,
                   worker_send_events=False if args.no_events else None,
                   worker_import_in_child=True if args.import_in_child else None,
-                  worker_log_format=args.log_format)
+                  worker_log_format=args.log_format, worker_metrics_port=args.metrics_port)
     if conf.worker_log_format != (args.log_format or "text"):
         setup_logging(args.loglevel, conf.worker_log_format)   # the app's setting
     options = PoolOptions(max_tasks_per_child=conf.worker_max_tasks_per_child,

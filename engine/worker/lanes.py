@@ -270,6 +270,11 @@ class PoolLane(Lane):
         with self._room:
             self._held += n
 
+    @property
+    def held(self) -> int:
+        """Messages the lane holds now (buffered, in its pool, or settled this turn)."""
+        return self._held
+
     def settle(self) -> None:
         if self.returned:
             n, self.returned = self.returned, 0

@@ -22,6 +22,7 @@ from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
 if TYPE_CHECKING:
     from engine.events import EventBuffer
     from engine.worker.ledger import Ledger
+    from engine.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("engine.worker")
 
@@ -33,6 +34,8 @@ class Settler:
         self.ledger = ledger
         self.events = events
         self.max_deliveries = max_deliveries
+        #: set by the supervisor with --metrics-port only (else one None check per outcome)
+        self.metrics: "WorkerMetrics | None" = None
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> bool:
         """Note what ``outcome`` owes; False when the job goes back to its lane instead
@@ -75,6 +78,8 @@ class Settler:
                              rejected=True)
         else:
             self._failure(delivery, outcome)
+        if self.metrics is not None:
+            self.metrics.settled(delivery, state, outcome.runtime)
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
         return True
@@ -85,6 +90,8 @@ class Settler:
         self._store(delivery, encode_record(REVOKED, exc_message=why, retries=job.retries,
                                             task=job.task, worker=self.worker))
         self.events.task("task-revoked", job.id, job.task, reason=why)
+        if self.metrics is not None:
+            self.metrics.revoked(delivery)
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
             delivery.acked = True

@@ -117,6 +117,10 @@ class Supervisor:
                               events_maxlen=int(conf.events_maxlen),
                               cancelled=lambda: self._shutdown == "cold",
                               pack_events=self.events.pack, sleep=self._retry_sleep)
+        self.metrics = None     # engine.worker.metrics.WorkerMetrics, with --metrics-port
+        if conf.worker_metrics_port is not None and parent is None:
+            from engine.worker.metrics import WorkerMetrics   # prometheus_client: only then
+            self.metrics = self.settler.metrics = WorkerMetrics()
         self._handlers: dict[str, Callable[[Any], None]] = {
             START: self.handle_start, SIGNAL: self.handle_signal, CONTROL: self.handle_control}
 
@@ -153,6 +157,10 @@ class Supervisor:
                 lane.start(self.recovery.take_back)
             self._writer.start()
             self.presence.start()
+            if self.metrics is not None:
+                from engine.worker.metrics import serve
+                serve(self, self.metrics, int(self.conf.worker_metrics_port),
+                      str(self.conf.worker_metrics_address))
             if self.beat:
                 from engine.beat import Beat   # only with -B
                 self._beat = Beat(self.app)
@@ -247,6 +255,8 @@ class Supervisor:
         if delivery is None or delivery.started is not None:
             return
         delivery.started = limits.now()
+        if self.metrics is not None:
+            self.metrics.started(delivery)
         if delivery.revoked:   # revoke(terminate=True) came before it started
             delivery.lane.end(delivery.job.id)
             return

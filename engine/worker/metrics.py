@@ -1,0 +1,187 @@
+"""Worker metrics: a Prometheus endpoint of one ``engine run`` (``--metrics-port``).
+
+Only imported when a port is set: a worker without one imports neither this module nor
+prometheus_client, and its loop pays one ``is not None`` check per start and per outcome.
+
+Cost with metrics on: the loop thread keeps its figures in plain Python (a dict per
+(task, queue), integer bucket counts), taking no lock and building no prometheus_client
+objects per task; ``WorkerCollector`` turns them into metric families only when scraped,
+on the HTTP server's thread. The copies it takes (``list(d.items())``) are single C calls
+under the GIL, so a scrape never sees a dict change size under it; a histogram's count is
+the sum of its buckets as copied, so the two always agree.
+
+Counted in the supervisor, for every lane whose pool runs in its process (prefork
+children report their outcomes to it, so they count here); an isolated lane's process
+(``engine.worker.isolation``) settles its own tasks and is not counted (docs/observability.md).
+
+- ``engine_tasks_total{task,queue,state}``: outcomes settled (SUCCESS, FAILURE, RETRY,
+  REJECTED, REVOKED: revoked, expired or terminated).
+- ``engine_task_runtime_seconds{task,queue}``: run time of every outcome a pool reported.
+- ``engine_task_wait_seconds{task,queue}``: enqueue to start. The enqueue time is the
+  millisecond part of the stream entry id, which Redis sets at XADD (for a retried or
+  delayed task: when it was moved to the stream, i.e. when it became due).
+- ``engine_worker_slots{lane}``, ``engine_worker_busy_slots{lane}`` (started, not ended),
+  ``engine_worker_prefetched{lane}`` (held by the lane, not started): read at scrape.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
+from prometheus_client.registry import Collector
+
+from engine.results import REVOKED
+
+if TYPE_CHECKING:
+    from engine.worker.lanes import Delivery
+    from engine.worker.supervisor import Supervisor
+
+log = logging.getLogger("engine.worker")
+
+#: histogram upper bounds, seconds: 100 µs to 4 hours (+Inf is added at scrape)
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+           14400.0)
+_LE = tuple(str(b) for b in BUCKETS) + ("+Inf",)
+
+
+class Histogram:
+    """Bucket counts (not cumulative: one slot per bound, the last for +Inf) and a sum."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le)
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> tuple[list[tuple[str, int]], float, int]:
+        counts, total = list(self.counts), self.sum
+        running, buckets = 0, []
+        for le, n in zip(_LE, counts):
+            running += n
+            buckets.append((le, running))
+        return buckets, total, running
+
+
+class TaskFigures:
+    """What one (task, queue) has done on this worker."""
+
+    __slots__ = ("states", "runtime", "wait")
+
+    def __init__(self) -> None:
+        self.states: dict[str, int] = {}
+        self.runtime = Histogram()
+        self.wait = Histogram()
+
+
+def enqueued_at(entry_id: bytes | str) -> float:
+    """Unix time of a stream entry id's XADD (its millisecond part)."""
+    if isinstance(entry_id, str):
+        entry_id = entry_id.encode()
+    return int(entry_id[:entry_id.index(b"-")]) / 1000.0
+
+
+class WorkerMetrics:
+    """The loop's side: ``started`` and ``settled`` are called on the supervisor's thread."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[tuple[str, str], TaskFigures] = {}
+        self.supervisor: "Supervisor | None" = None
+
+    def _figures(self, task: str, queue: str) -> TaskFigures:
+        key = (task, queue)
+        figures = self.tasks.get(key)
+        if figures is None:
+            figures = self.tasks[key] = TaskFigures()
+        return figures
+
+    def started(self, delivery: "Delivery") -> None:
+        job = delivery.job
+        try:
+            wait = time.time() - enqueued_at(delivery.entry_id)
+        except ValueError:
+            return   # not a stream id (a hand-made delivery): no wait to tell
+        self._figures(job.task, job.queue).wait.observe(wait if wait > 0.0 else 0.0)
+
+    def settled(self, delivery: "Delivery", state: str, runtime: float | None) -> None:
+        """An outcome settled in ``state``; ``runtime`` None when the task never ran."""
+        job = delivery.job
+        figures = self._figures(job.task, job.queue)
+        states = figures.states
+        states[state] = states.get(state, 0) + 1
+        if runtime is not None:
+            figures.runtime.observe(runtime)
+
+    def revoked(self, delivery: "Delivery") -> None:
+        self.settled(delivery, REVOKED, None)
+
+
+class WorkerCollector(Collector):
+    """Builds the metric families from ``WorkerMetrics`` and the supervisor's lanes at
+    scrape time (on the HTTP server's thread; it only reads)."""
+
+    def __init__(self, metrics: WorkerMetrics, supervisor: "Supervisor") -> None:
+        self.metrics = metrics
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Any]:
+        tasks = CounterMetricFamily("engine_tasks", "Tasks settled by this worker, by state",
+                                    labels=["task", "queue", "state"])
+        runtime = HistogramMetricFamily("engine_task_runtime_seconds",
+                                        "Task run time, seconds", labels=["task", "queue"])
+        wait = HistogramMetricFamily("engine_task_wait_seconds",
+                                     "Enqueue (XADD) to start, seconds",
+                                     labels=["task", "queue"])
+        for (task, queue), figures in list(self.metrics.tasks.items()):
+            for state, n in list(figures.states.items()):
+                tasks.add_metric([task, queue, state], n)
+            for family, histogram in ((runtime, figures.runtime), (wait, figures.wait)):
+                buckets, total, _ = histogram.cumulative()
+                family.add_metric([task, queue], buckets, total)
+        yield tasks
+        yield runtime
+        yield wait
+        yield from self._lanes()
+
+    def _lanes(self) -> Iterator[Any]:
+        slots = GaugeMetricFamily("engine_worker_slots", "Execution slots", labels=["lane"])
+        busy = GaugeMetricFamily("engine_worker_busy_slots", "Slots running a task",
+                                 labels=["lane"])
+        prefetched = GaugeMetricFamily("engine_worker_prefetched",
+                                       "Messages held by the lane, not started",
+                                       labels=["lane"])
+        supervisor = self.supervisor
+        running = list(supervisor.inflight.values())
+        for lane in list(supervisor.lanes):
+            if not lane.streams:
+                continue   # an isolated lane: its process counts its own (not served yet)
+            started = sum(1 for d in running if d.lane is lane and d.started is not None)
+            slots.add_metric([lane.name], lane.spec.concurrency)
+            busy.add_metric([lane.name], started)
+            prefetched.add_metric([lane.name], max(lane.held - started, 0))
+        yield slots
+        yield busy
+        yield prefetched
+
+
+def serve(supervisor: "Supervisor", metrics: WorkerMetrics, port: int,
+          address: str) -> int:
+    """Start the HTTP endpoint (a daemon thread); returns the port it listens on (``port``
+    0 picks a free one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerCollector(metrics, supervisor))
+    server, _thread = start_http_server(port, addr=address, registry=registry)
+    bound = server.server_port
+    log.info("metrics on http://%s:%d/metrics", address, bound)
+    return bound
