@@ -153,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--metrics-port", type=_port,
                        help="run the worker with --metrics-port (0: any free port)")
 
+    exporter = sub.add_parser("exporter", help="Prometheus figures of the whole fleet, read "
+                              "from Redis (queue depths, dead letters, workers online)")
+    app_arg(exporter)
+    exporter.add_argument("--port", type=_port, default=9809, help="0: any free port")
+    exporter.add_argument("--address", default="0.0.0.0")
+    exporter.add_argument("-l", "--loglevel", default="info",
+                          choices=["debug", "info", "warning", "error"])
+    exporter.add_argument("--log-format", choices=["text", "json"])
+
     broker = sub.add_parser("broker", help="the embedded Redis")
     broker.add_argument("action", choices=["start", "stop", "status"])
 
@@ -279,6 +288,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "control": _delegate("engine.console", "control_command"),
     "bench": _delegate("engine.benchmark"),
     "dashboard": _delegate("engine.dashboard"),
+    "exporter": _delegate("engine.exporter"),
 }
 
 
