@@ -1,11 +1,11 @@
 """Worker metrics: a Prometheus endpoint of one ``engine run`` (``--metrics-port``).
 
 Only imported when a port is set: a worker without one imports neither this module nor
-prometheus_client, and its loop pays one ``is not None`` check per start and per outcome.
+prometheus_client, and its loop pays one ``is not None`` check per outcome.
 
-Cost with metrics on: the loop thread keeps its figures in plain Python (a dict per
-(task, queue), integer bucket counts), taking no lock and building no prometheus_client
-objects per task; ``WorkerCollector`` turns them into metric families only when scraped,
+Cost with metrics on: one call per outcome on the loop thread (``WorkerMetrics.settled``),
+which keeps the figures in plain Python (a dict per (task, queue), integer bucket counts),
+reads no clock, takes no lock and builds no prometheus_client object; ``WorkerCollector`` turns them into metric families only when scraped,
 on the HTTP server's thread. The copies it takes (``list(d.items())``) are single C calls
 under the GIL, so a scrape never sees a dict change size under it; a histogram's count is
 the sum of its buckets as copied, so the two always agree.
@@ -17,9 +17,10 @@ children report their outcomes to it, so they count here); an isolated lane's pr
 - ``engine_tasks_total{task,queue,state}``: outcomes settled (SUCCESS, FAILURE, RETRY,
   REJECTED, REVOKED: revoked, expired or terminated).
 - ``engine_task_runtime_seconds{task,queue}``: run time of every outcome a pool reported.
-- ``engine_task_wait_seconds{task,queue}``: enqueue to start. The enqueue time is the
-  millisecond part of the stream entry id, which Redis sets at XADD (for a retried or
-  delayed task: when it was moved to the stream, i.e. when it became due).
+- ``engine_task_wait_seconds{task,queue}``: enqueue to start, observed when the task's
+  outcome is settled. The enqueue time is the millisecond part of the stream entry id,
+  which Redis sets at XADD (for a retried or delayed task: when it was moved to the
+  stream, i.e. when it became due); the start is when the pool said it began.
 - ``engine_worker_slots{lane}``, ``engine_worker_busy_slots{lane}`` (started, not ended),
   ``engine_worker_prefetched{lane}`` (held by the lane, not started): read at scrape.
 """
@@ -36,6 +37,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 from prometheus_client.registry import Collector
 
+from engine import limits
 from engine.results import REVOKED
 
 if TYPE_CHECKING:
@@ -86,42 +88,56 @@ class TaskFigures:
 
 
 def enqueued_at(entry_id: bytes | str) -> float:
-    """Unix time of a stream entry id's XADD (its millisecond part)."""
+    """Unix time of a stream entry id's XADD (its millisecond part; ``settled`` inlines
+    this)."""
     if isinstance(entry_id, str):
         entry_id = entry_id.encode()
     return int(entry_id[:entry_id.index(b"-")]) / 1000.0
 
 
+_bisect = bisect.bisect_left
+
+
 class WorkerMetrics:
-    """The loop's side: ``started`` and ``settled`` are called on the supervisor's thread."""
+    """The loop's side: ``settled`` is called on the supervisor's thread for every outcome
+    (``revoked`` for a task settled without running)."""
 
     def __init__(self) -> None:
         self.tasks: dict[tuple[str, str], TaskFigures] = {}
-        self.supervisor: "Supervisor | None" = None
+        #: wall clock minus the loop's clock (``limits.now``): a start time on the loop's
+        #: clock becomes unix time without a clock read per task (refreshed at each scrape)
+        self.offset = time.time() - limits.now()
 
-    def _figures(self, task: str, queue: str) -> TaskFigures:
-        key = (task, queue)
+    def settled(self, delivery: "Delivery", state: str, runtime: float | None) -> None:
+        """An outcome settled in ``state``; ``runtime`` None when the task never ran.
+        Once per task on the loop: written flat, no helper calls (most of what metrics
+        cost a worker is here)."""
+        job = delivery.job
+        key = (job.task, job.queue)
         figures = self.tasks.get(key)
         if figures is None:
             figures = self.tasks[key] = TaskFigures()
-        return figures
-
-    def started(self, delivery: "Delivery") -> None:
-        job = delivery.job
-        try:
-            wait = time.time() - enqueued_at(delivery.entry_id)
-        except ValueError:
-            return   # not a stream id (a hand-made delivery): no wait to tell
-        self._figures(job.task, job.queue).wait.observe(wait if wait > 0.0 else 0.0)
-
-    def settled(self, delivery: "Delivery", state: str, runtime: float | None) -> None:
-        """An outcome settled in ``state``; ``runtime`` None when the task never ran."""
-        job = delivery.job
-        figures = self._figures(job.task, job.queue)
         states = figures.states
         states[state] = states.get(state, 0) + 1
-        if runtime is not None:
-            figures.runtime.observe(runtime)
+        if runtime is None:
+            return
+        histogram = figures.runtime
+        histogram.counts[_bisect(BUCKETS, runtime)] += 1
+        histogram.sum += runtime
+        started = delivery.started
+        if started is None:
+            return   # its pool never said when it began: no wait to tell
+        entry_id = delivery.entry_id
+        try:
+            # enqueued: the entry id's milliseconds, when Redis took the XADD
+            wait = started + self.offset - int(entry_id[:entry_id.index(b"-")]) * 0.001
+        except (ValueError, TypeError):
+            return   # not a stream id (a hand-made delivery)
+        if wait < 0.0:
+            wait = 0.0   # the clocks of two hosts
+        histogram = figures.wait
+        histogram.counts[_bisect(BUCKETS, wait)] += 1
+        histogram.sum += wait
 
     def revoked(self, delivery: "Delivery") -> None:
         self.settled(delivery, REVOKED, None)
@@ -143,6 +159,7 @@ class WorkerCollector(Collector):
         wait = HistogramMetricFamily("engine_task_wait_seconds",
                                      "Enqueue (XADD) to start, seconds",
                                      labels=["task", "queue"])
+        self.metrics.offset = time.time() - limits.now()   # one attribute write: atomic
         for (task, queue), figures in list(self.metrics.tasks.items()):
             for state, n in list(figures.states.items()):
                 tasks.add_metric([task, queue, state], n)

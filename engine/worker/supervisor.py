@@ -255,8 +255,6 @@ class Supervisor:
         if delivery is None or delivery.started is not None:
             return
         delivery.started = limits.now()
-        if self.metrics is not None:
-            self.metrics.started(delivery)
         if delivery.revoked:   # revoke(terminate=True) came before it started
             delivery.lane.end(delivery.job.id)
             return
