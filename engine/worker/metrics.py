@@ -38,6 +38,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 from prometheus_client.registry import Collector
 
 from engine import limits
+from engine.exceptions import ConfigurationError
 from engine.results import REVOKED
 
 if TYPE_CHECKING:
@@ -192,13 +193,15 @@ class WorkerCollector(Collector):
         yield prefetched
 
 
-def serve(supervisor: "Supervisor", metrics: WorkerMetrics, port: int,
-          address: str) -> int:
+def serve(supervisor: "Supervisor", metrics: WorkerMetrics, port: Any, address: Any) -> int:
     """Start the HTTP endpoint (a daemon thread); returns the port it listens on (``port``
-    0 picks a free one)."""
+    0 picks a free one). ConfigurationError when it cannot listen there."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerCollector(metrics, supervisor))
-    server, _thread = start_http_server(port, addr=address, registry=registry)
+    try:
+        server, _thread = start_http_server(int(port), addr=str(address), registry=registry)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot serve metrics on {address}:{port}: {exc}") from None
     bound = server.server_port
     log.info("metrics on http://%s:%d/metrics", address, bound)
     return bound

@@ -151,16 +151,16 @@ class Supervisor:
             self.lanes.append(self._build_lane(spec))
         ossignals.install(self._wake)
         with ossignals.masked():   # threads started here never take the supervisor's signals
+            if self.metrics is not None:   # first: a port in use fails before anything runs
+                from engine.worker.metrics import serve
+                serve(self, self.metrics, self.conf.worker_metrics_port,
+                      self.conf.worker_metrics_address)
             self.presence.snapshot = self.info(lanes=False).to_wire()
             self.presence.beat(online=True)
             for lane in self.lanes:
                 lane.start(self.recovery.take_back)
             self._writer.start()
             self.presence.start()
-            if self.metrics is not None:
-                from engine.worker.metrics import serve
-                serve(self, self.metrics, int(self.conf.worker_metrics_port),
-                      str(self.conf.worker_metrics_address))
             if self.beat:
                 from engine.beat import Beat   # only with -B
                 self._beat = Beat(self.app)

@@ -126,3 +126,16 @@ def test_histogram_buckets_and_entry_id_time():
     assert as_dict["0.25"] == 3 and as_dict[str(BUCKETS[-1])] == 3 and as_dict["+Inf"] == 4
     assert BUCKETS[0] == 0.0001 and BUCKETS[-1] >= 3600
     assert enqueued_at(b"1700000000123-7") == 1700000000.123
+
+
+def test_a_port_in_use_is_a_clear_error(app, run_worker):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = run_worker("--pool", "prefork", "-c", "1", "--metrics-port", str(port),
+                            ready=False)
+        assert worker.wait() == 2
+        assert f"cannot serve metrics on 0.0.0.0:{port}" in worker.log
+        assert "Traceback" not in worker.log
