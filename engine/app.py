@@ -21,7 +21,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import message
+from engine import message, tracing
 from engine.broker import Broker
 from engine.config import Config
 from engine.exceptions import BrokerUnavailable, ConfigurationError
@@ -168,8 +168,7 @@ class Engine:
              **options: Any) -> AsyncResult:
         queue = queue or task.queue or self.conf.task_default_queue
         task_id, body, when = self._body(task.name, args, kwargs, task=task, **options)
-        with self._sending():
-            self.broker.enqueue(queue, body, eta=when)
+        self._enqueue(task.name, task_id, queue, body, when)
         return AsyncResult(task_id, self, task_name=task.name)
 
     def send_task(self, name: str, args: Any = (), kwargs: dict | None = None, *,
@@ -178,9 +177,18 @@ class Engine:
         task = self.tasks.get(name)
         queue = queue or (task.queue if task else None) or self.conf.task_default_queue
         task_id, body, when = self._body(name, args, kwargs or {}, task=task, **options)
+        self._enqueue(name, task_id, queue, body, when)
+        return AsyncResult(task_id, self, task_name=name)
+
+    def _enqueue(self, name: str, task_id: str, queue: str, body: bytes,
+                 when: float | None) -> None:
+        if tracing.ENABLED:   # ENGINE_TRACING=1: a 'send' span, its traceparent in the body
+            with tracing.SendSpan(name, task_id, queue, body) as body:
+                with self._sending():
+                    self.broker.enqueue(queue, body, eta=when)
+            return
         with self._sending():
             self.broker.enqueue(queue, body, eta=when)
-        return AsyncResult(task_id, self, task_name=name)
 
     def send_many(self, task: Task, calls: Iterable[Any], *,
                   queue: str | None = None) -> list[AsyncResult]:

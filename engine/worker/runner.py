@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from engine import message
+from engine import message, tracing
 from engine.exceptions import Reject, Retry, TimeLimitExceeded
 from engine.results import encode_record
 from engine.task import Request, pop_request, push_request
@@ -28,6 +28,8 @@ class TaskRunner:
     def __init__(self, app: "Engine", hostname: str) -> None:
         self.app = app
         self.hostname = hostname
+        if tracing.ENABLED:   # ENGINE_TRACING=1: each run in a span (opentelemetry only then)
+            self.execute = tracing.TracedExecute(self.execute)  # type: ignore[method-assign]
 
     def load(self, body: bytes) -> Job:
         return message.load_job(body)
