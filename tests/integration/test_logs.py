@@ -103,3 +103,17 @@ def test_formatter_unit(capsys):
     assert "KeyError: 'k'" in line["traceback"] and "task_id" not in line
     with pytest.raises(ConfigurationError):
         logs.formatter("xml")
+
+
+def test_an_isolated_lane_process_logs_json_too(app, run_worker):
+    # a gevent lane runs in an engine run child of its own: it must get the format
+    worker = run_worker("--lane", "default=gevent:2", "--log-format", "json")
+    failed = fail.delay("boom in the lane")
+    with pytest.raises(Exception, match="boom in the lane"):
+        failed.get(timeout=60)
+    (line,) = wait_for(lambda: [entry for entry in json_lines(worker.log)
+                                if entry.get("task_id") == failed.id],
+                       message="the lane process's failure line")
+    assert line["level"] == "ERROR" and "CustomError: boom in the lane" in line["traceback"]
+    assert worker.stop() == 0
+    json_lines(worker.log)
