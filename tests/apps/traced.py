@@ -8,7 +8,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from tests.apps.basic import app  # noqa: F401 (the app -A loads)
+from tests.apps.basic import add, app
 
 
 class JsonLinesExporter(SpanExporter):
@@ -32,3 +32,9 @@ if os.environ.get("ENGINE_TEST_SPANS"):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(os.environ["ENGINE_TEST_SPANS"])))
     trace.set_tracer_provider(provider)
+
+
+@app.task
+def relay(x):
+    """Sends a step of its own from inside its run: that send is a child of this run."""
+    return add.delay(x, 1).id

@@ -74,6 +74,35 @@ def test_the_body_carries_tp_only_when_tracing_is_on(env, tmp_path):
     assert "tp" not in bodies[""]
 
 
+def test_a_task_sent_from_a_running_task_is_a_child_of_its_run(env, run_worker, tmp_path):
+    path = tmp_path / "spans.jsonl"
+    traced = {"ENGINE_TRACING": "1", "ENGINE_TEST_SPANS": str(path)}
+    run_worker("--pool", "prefork", "-c", "2", app="tests.apps.traced", extra_env=traced)
+    script = ("import json, tests.apps.traced as t\nfrom engine.results import AsyncResult\n"
+              "r = t.relay.delay(1)\ninner = r.get(timeout=60)\n"
+              "AsyncResult(inner, t.app).get(timeout=60)\n"
+              "print(json.dumps([r.id, inner]))\n")
+    done = subprocess.run([sys.executable, "-c", script], env=dict(env, **traced), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    outer_id, inner_id = json.loads(done.stdout)
+
+    def named(found, name, task_id):
+        return [s for s in found if s["name"] == name
+                and s["attributes"]["messaging.message.id"] == task_id]
+
+    found = wait_for(lambda: (lambda s: s if named(s, "run tests.apps.basic.add", inner_id)
+                              else None)(spans(path)), message="the inner run span")
+    (send_outer,) = named(found, "send tests.apps.traced.relay", outer_id)
+    (run_outer,) = named(found, "run tests.apps.traced.relay", outer_id)
+    (send_inner,) = named(found, "send tests.apps.basic.add", inner_id)
+    (run_inner,) = named(found, "run tests.apps.basic.add", inner_id)
+    assert run_outer["parent"] == send_outer["span_id"]
+    assert send_inner["parent"] == run_outer["span_id"]
+    assert run_inner["parent"] == send_inner["span_id"]
+    assert len({s["trace_id"] for s in (send_outer, run_outer, send_inner, run_inner)}) == 1
+
+
 @pytest.mark.parametrize("flag", ["", "1"])
 def test_off_the_engine_imports_nothing_of_tracing(app, run_worker, flag):
     # redis-py imports opentelemetry's base packages by itself when they are installed:
