@@ -1,26 +1,9 @@
-"""``engine exporter``: fleet-wide Prometheus figures read from Redis at each scrape.
+"""``engine exporter``: fleet-wide Prometheus gauges read from Redis at each scrape.
 
-Where a worker's ``--metrics-port`` tells what that worker did, the exporter tells what
-waits: one process for the whole fleet, reading the broker's keys (``engine.broker``) and
-holding no state between scrapes.
-
-- ``engine_queue_depth{queue,priority}``: entries not yet delivered to any worker (the
-  consumer group's lag; XLEN minus pending where Redis has no lag field, which is exact
-  because acked entries are deleted). ``priority`` is "0": queues have one level for now.
-- ``engine_queue_unacked{queue}``: delivered, not acked (the group's pending count).
-- ``engine_queue_delayed{queue}``: waiting for an eta or a retry countdown.
-- ``engine_dead_letters{queue}``: entries in the queue's dead-letter stream.
-- ``engine_queue_oldest_age_seconds{queue}``: age of the oldest undelivered entry (from its
-  id's XADD milliseconds against Redis's clock), 0 when none waits.
-- ``engine_workers_online``: workers with a heartbeat within ``worker_lost_after``.
-- ``engine_exporter_redis_up``: 0 when the scrape could not read Redis (the other figures
-  are then left out rather than reported as zeros).
-
-Round trips per scrape: 3, whatever the number of queues Q, all pipelined:
-(1) the queue set and Redis's TIME; (2) the live worker count (ZCOUNT of heartbeats newer
-than TIME - worker_lost_after) and per queue XINFO GROUPS, XLEN, ZCARD of the delayed set,
-XLEN of the dead letters; (3) per queue with entries waiting, one XRANGE ... COUNT 1 for
-the oldest. Commands: at most 3 + 5 Q.
+One process for the whole fleet, holding no state and writing nothing: queue depth (the
+group's lag), unacked, delayed, dead letters, the oldest undelivered entry's age, workers
+online (docs/observability.md). ``read`` makes 3 pipelined round trips per scrape, whatever
+the number of queues Q, and sends at most 3 + 5 Q commands (see ``read``).
 """
 
 from __future__ import annotations
@@ -42,11 +25,6 @@ log = logging.getLogger("engine.exporter")
 
 #: the one priority level queues have today (the label is there for when they have more)
 PRIORITY = "0"
-
-
-def round_trips_bound() -> int:
-    """Pipelined round trips one scrape makes, whatever the number of queues."""
-    return 3
 
 
 def commands_bound(queues: int) -> int:
@@ -78,7 +56,12 @@ def _entry_ms(entry_id: Any) -> int:
 
 
 def read(client: redis.Redis, keys: Keys, *, lost_after: float) -> FleetFigures:
-    """Every queue's figures and the live worker count, in three pipelined round trips."""
+    """Every queue's figures and the live worker count, in three pipelined round trips:
+    (1) SMEMBERS of the queue set, TIME; (2) ZCOUNT of heartbeats newer than TIME -
+    ``lost_after``, and per queue XINFO GROUPS, XLEN, ZCARD (delayed), XLEN (dead letters);
+    (3) per queue with entries undelivered, one XRANGE from after the group's last
+    delivered id, COUNT 1, for the oldest. Depth is the group's lag, or XLEN minus pending
+    where Redis has no lag (exact: acked entries are deleted)."""
     pipe = client.pipeline(transaction=False)
     pipe.smembers(keys.queues)
     pipe.time()

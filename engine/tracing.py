@@ -56,38 +56,31 @@ class SendSpan:
         self._span.end()
 
 
-class TracedExecute:
-    """Wraps a runner's ``execute(job)`` in a ``run <task>`` span whose parent is the
-    producer's span (from the body's ``tp``), in the process that runs the task."""
-
-    __slots__ = ("execute",)
-
-    def __init__(self, execute: Callable[[Any], Any]) -> None:
-        self.execute = execute
-
-    def __call__(self, job: Any) -> Any:
-        from opentelemetry import propagate, trace
-        from opentelemetry.trace import Status, StatusCode
-        from engine import message
-        from pools.base import FAILURE
-        try:
-            traceparent = message.loads(job.body).get(BODY_KEY)
-        except Exception:   # a body the runner will refuse anyway: trace it unparented
-            traceparent = None
-        parent = (propagate.extract({"traceparent": traceparent})
-                  if isinstance(traceparent, str) else None)
-        tracer = trace.get_tracer(TRACER)
-        with tracer.start_as_current_span(
-                f"run {job.task}", context=parent, kind=trace.SpanKind.CONSUMER,
-                attributes=_attributes(job.task, job.id, job.queue, "process"),
-                record_exception=False, set_status_on_exception=False) as span:
-            outcome = self.execute(job)
-            span.set_attribute("engine.task.state", outcome.state)
-            span.set_attribute("engine.task.retries", job.retries)
-            if outcome.state == FAILURE:
-                span.set_status(Status(StatusCode.ERROR,
-                                       f"{outcome.exc_type}: {outcome.exc_message}"))
-            return outcome
+def run_in_span(execute: Callable[[Any], Any], job: Any) -> Any:
+    """``execute(job)`` (a runner's) in a ``run <task>`` span whose parent is the producer's
+    span (from the body's ``tp``), in the process that runs the task."""
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import Status, StatusCode
+    from engine import message
+    from pools.base import FAILURE
+    try:
+        traceparent = message.loads(job.body).get(BODY_KEY)
+    except Exception:   # a body the runner will refuse anyway: trace it unparented
+        traceparent = None
+    parent = (propagate.extract({"traceparent": traceparent})
+              if isinstance(traceparent, str) else None)
+    tracer = trace.get_tracer(TRACER)
+    with tracer.start_as_current_span(
+            f"run {job.task}", context=parent, kind=trace.SpanKind.CONSUMER,
+            attributes=_attributes(job.task, job.id, job.queue, "process"),
+            record_exception=False, set_status_on_exception=False) as span:
+        outcome = execute(job)
+        span.set_attribute("engine.task.state", outcome.state)
+        span.set_attribute("engine.task.retries", job.retries)
+        if outcome.state == FAILURE:
+            span.set_status(Status(StatusCode.ERROR,
+                                   f"{outcome.exc_type}: {outcome.exc_message}"))
+        return outcome
 
 
 def _attributes(task: str, task_id: str, queue: str, operation: str) -> dict[str, Any]:

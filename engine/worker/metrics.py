@@ -1,28 +1,10 @@
-"""Worker metrics: a Prometheus endpoint of one ``engine run`` (``--metrics-port``).
+"""Worker metrics: the Prometheus endpoint of one ``engine run`` (``--metrics-port``).
 
-Only imported when a port is set: a worker without one imports neither this module nor
-prometheus_client, and its loop pays one ``is not None`` check per outcome.
-
-Cost with metrics on: one call per outcome on the loop thread (``WorkerMetrics.settled``),
-which keeps the figures in plain Python (a dict per (task, queue), integer bucket counts),
-reads no clock, takes no lock and builds no prometheus_client object; ``WorkerCollector`` turns them into metric families only when scraped,
-on the HTTP server's thread. The copies it takes (``list(d.items())``) are single C calls
-under the GIL, so a scrape never sees a dict change size under it; a histogram's count is
-the sum of its buckets as copied, so the two always agree.
-
-Counted in the supervisor, for every lane whose pool runs in its process (prefork
-children report their outcomes to it, so they count here); an isolated lane's process
-(``engine.worker.isolation``) settles its own tasks and is not counted (docs/observability.md).
-
-- ``engine_tasks_total{task,queue,state}``: outcomes settled (SUCCESS, FAILURE, RETRY,
-  REJECTED, REVOKED: revoked, expired or terminated).
-- ``engine_task_runtime_seconds{task,queue}``: run time of every outcome a pool reported.
-- ``engine_task_wait_seconds{task,queue}``: enqueue to start, observed when the task's
-  outcome is settled. The enqueue time is the millisecond part of the stream entry id,
-  which Redis sets at XADD (for a retried or delayed task: when it was moved to the
-  stream, i.e. when it became due); the start is when the pool said it began.
-- ``engine_worker_slots{lane}``, ``engine_worker_busy_slots{lane}`` (started, not ended),
-  ``engine_worker_prefetched{lane}`` (held by the lane, not started): read at scrape.
+Imported only when a port is set. The supervisor's loop counts every settled outcome here
+in plain Python (``WorkerMetrics.settled``: one call, no lock, no clock read); the
+``WorkerCollector`` turns the figures into metric families only when scraped, on the HTTP
+server's thread. Prefork children's tasks count here (their outcomes reach the supervisor);
+an isolated lane's process does not. Names and meanings: docs/observability.md.
 """
 
 from __future__ import annotations
@@ -112,7 +94,9 @@ class WorkerMetrics:
     def settled(self, delivery: "Delivery", state: str, runtime: float | None) -> None:
         """An outcome settled in ``state``; ``runtime`` None when the task never ran.
         Once per task on the loop: written flat, no helper calls (most of what metrics
-        cost a worker is here)."""
+        cost a worker is here). The wait runs from the entry id's milliseconds (Redis sets
+        them at XADD; for a delayed or retried task, when it became due) to the start the
+        pool reported (on the loop's clock, made unix time with ``offset``)."""
         job = delivery.job
         key = (job.task, job.queue)
         figures = self.tasks.get(key)
@@ -146,7 +130,9 @@ class WorkerMetrics:
 
 class WorkerCollector(Collector):
     """Builds the metric families from ``WorkerMetrics`` and the supervisor's lanes at
-    scrape time (on the HTTP server's thread; it only reads)."""
+    scrape time, on the HTTP server's thread: it only reads, and what it copies
+    (``list(d.items())``, ``list(counts)``) is one C call under the GIL, so a dict never
+    changes size under it, and a histogram's count is the sum of the buckets it copied."""
 
     def __init__(self, metrics: WorkerMetrics, supervisor: "Supervisor") -> None:
         self.metrics = metrics

@@ -28,13 +28,16 @@ class TaskRunner:
     def __init__(self, app: "Engine", hostname: str) -> None:
         self.app = app
         self.hostname = hostname
-        if tracing.ENABLED:   # ENGINE_TRACING=1: each run in a span (opentelemetry only then)
-            self.execute = tracing.TracedExecute(self.execute)  # type: ignore[method-assign]
 
     def load(self, body: bytes) -> Job:
         return message.load_job(body)
 
     def execute(self, job: Job) -> Outcome:
+        if tracing.ENABLED:   # ENGINE_TRACING=1: the run in a span (opentelemetry only then)
+            return tracing.run_in_span(self._execute, job)
+        return self._execute(job)
+
+    def _execute(self, job: Job) -> Outcome:
         start = time.perf_counter()
         try:
             task = self.app.tasks[job.task]
