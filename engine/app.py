@@ -22,7 +22,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import message
+from engine import message, tracing
 from engine.broker import Broker
 from engine.config import Config
 from engine.connection import redact
@@ -176,8 +176,7 @@ class Engine:
         if unique_for:
             return self._send_unique(task, args, kwargs, queue, unique_for, options)
         task_id, body, when = self._body(task.name, args, kwargs, task=task, **options)
-        with self._sending():
-            self.broker.enqueue(queue, body, eta=when, priority=priority)
+        self._enqueue(task.name, task_id, queue, body, when, priority)
         return AsyncResult(task_id, self, task_name=task.name)
 
     def _send_unique(self, task: Task, args: Any, kwargs: dict, queue: str,
@@ -193,11 +192,11 @@ class Engine:
             raise
         with self._sending():
             holder = flow.claim_unique(self, key, task_id, seconds)
-            if holder is not None:
-                return AsyncResult(holder, self, task_name=task.name)
-            _, body, when = self._body(task.name, args, kwargs, task=task, task_id=task_id,
-                                       unique=key, **options)
-            self.broker.enqueue(queue, body, eta=when, priority=options.get("priority", 0))
+        if holder is not None:
+            return AsyncResult(holder, self, task_name=task.name)
+        _, body, when = self._body(task.name, args, kwargs, task=task, task_id=task_id,
+                                   unique=key, **options)
+        self._enqueue(task.name, task_id, queue, body, when, options.get("priority", 0))
         return AsyncResult(task_id, self, task_name=task.name)
 
     def send_task(self, name: str, args: Any = (), kwargs: dict | None = None, *,
@@ -208,9 +207,18 @@ class Engine:
         priority = options["priority"] = check_priority(options.get("priority")) or (
             task.priority if task else 0)
         task_id, body, when = self._body(name, args, kwargs or {}, task=task, **options)
+        self._enqueue(name, task_id, queue, body, when, priority)
+        return AsyncResult(task_id, self, task_name=name)
+
+    def _enqueue(self, name: str, task_id: str, queue: str, body: bytes,
+                 when: float | None, priority: int = 0) -> None:
+        if tracing.ENABLED:   # ENGINE_TRACING=1: a 'send' span, its traceparent in the body
+            with tracing.SendSpan(name, task_id, queue, body) as body:
+                with self._sending():
+                    self.broker.enqueue(queue, body, eta=when, priority=priority)
+            return
         with self._sending():
             self.broker.enqueue(queue, body, eta=when, priority=priority)
-        return AsyncResult(task_id, self, task_name=name)
 
     def send_many(self, task: Task, calls: Iterable[Any], *,
                   queue: str | None = None) -> list[AsyncResult]:

@@ -462,7 +462,9 @@ def command(args) -> int:
     try:
         result = run(pool=args.pool, concurrency=args.concurrency, n=args.tasks, kind=args.kind,
                      payload_bytes=args.payload_bytes, broker=args.broker,
-                     progress=not args.json)
+                     progress=not args.json,
+                     worker_extra=(None if args.metrics_port is None
+                                   else ["--metrics-port", str(args.metrics_port)]))
     except RuntimeError as exc:
         print(f"engine bench: error: {exc}", file=sys.stderr)
         return 1

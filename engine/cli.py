@@ -48,6 +48,16 @@ _positive_int = _above(int, 1, "a whole number")
 _seconds = _above(float, 0.0, "seconds")
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:   # one line, exit 2 (argparse prints usage too)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -100,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--hostname", help="worker name (default engine-PID@HOST; %%h is the host)")
     run.add_argument("--no-events", action="store_true", help="do not publish events")
     loglevel_arg(run, "info")
+    run.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics of this "
+                     "worker on this port (0: any free port; default: worker_metrics_port)")
+    run.add_argument("--log-format", choices=["text", "json"],
+                     help="text, or json: one JSON object a line (default: worker_log_format)")
 
     beat = sub.add_parser("beat", help="run the periodic task scheduler")
     app_arg(beat)
@@ -151,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--payload-bytes", type=_positive_int, default=10240)
     bench.add_argument("--broker", help="Redis URL (default: the embedded Redis)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--metrics-port", type=_port,
+                       help="run the worker with --metrics-port (0: any free port)")
+
+    exporter = sub.add_parser("exporter", help="Prometheus figures of the whole fleet, read "
+                              "from Redis (queue depths, dead letters, workers online)")
+    app_arg(exporter)
+    exporter.add_argument("--port", type=_port, default=9809, help="0: any free port")
+    exporter.add_argument("--address", default="0.0.0.0")
+    exporter.add_argument("-l", "--loglevel", default="info",
+                          choices=["debug", "info", "warning", "error"])
+    exporter.add_argument("--log-format", choices=["text", "json"])
 
     broker = sub.add_parser("broker", help="the embedded Redis")
     broker.add_argument("action", choices=["start", "stop", "status"],
@@ -170,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    from engine import logs   # standard library only: gevent-safe
+    logs.configure(level, fmt)
 
 
 def load(args: argparse.Namespace):
@@ -199,7 +224,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                   worker_max_tasks_per_child=args.max_tasks_per_child,
                   worker_max_memory_per_child=args.max_memory_per_child,
                   worker_send_events=False if args.no_events else None,
-                  worker_import_in_child=True if args.import_in_child else None)
+                  worker_import_in_child=True if args.import_in_child else None,
+                  worker_log_format=args.log_format, worker_metrics_port=args.metrics_port)
+    if conf.worker_log_format != (args.log_format or "text"):
+        setup_logging(args.loglevel, conf.worker_log_format)   # the app's setting
     options = PoolOptions(max_tasks_per_child=conf.worker_max_tasks_per_child,
                           max_memory_per_child=conf.worker_max_memory_per_child,
                           import_in_child=bool(conf.worker_import_in_child), app_path=args.app)
@@ -297,6 +325,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "control": _delegate("engine.console", "control_command"),
     "bench": _delegate("engine.benchmark"),
     "dashboard": _delegate("engine.dashboard"),
+    "exporter": _delegate("engine.exporter"),
 }
 
 
@@ -323,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:   # bare ``engine``: the usage, as a mistake (exit 2)
         parser.print_help(sys.stderr)
         return 2
-    setup_logging(getattr(args, "loglevel", "info"))
+    setup_logging(getattr(args, "loglevel", "info"), getattr(args, "log_format", None) or "text")
     from engine.exceptions import ConfigurationError
     try:
         return COMMANDS[args.command](args) or 0

@@ -152,7 +152,8 @@ class Intake:
 
     def _dead_letter(self, queue_name: str, raw: bytes, reason: str, stream: str,
                      entry_id: bytes) -> None:
-        log.error("dead letter on queue %s (entry %s): %s", queue_name, text(entry_id), reason)
+        log.error("dead letter on queue %s (entry %s): %s", queue_name, text(entry_id), reason,
+                  extra={"queue": queue_name, "worker": self.worker})
         self.ledger.dead_letter(queue_name, raw, reason)
         self.ledger.ack(stream, entry_id)
 

@@ -137,6 +137,8 @@ class ProcessLane(Lane):
             argv.append("--import-in-child")
         if not conf.worker_send_events:
             argv.append("--no-events")
+        if conf.worker_log_format != "text":
+            argv += ["--log-format", conf.worker_log_format]
         return argv
 
     # -- life cycle --------------------------------------------------------------------

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import redis
 
 from engine.broker import Broker
+from engine import limits
 from engine.exceptions import NotSupported
+from engine.logs import task_context
 from engine.worker import ossignals
 from engine.worker.snapshot import LaneInfo
 from engine.worker.lanespec import LaneSpec
@@ -224,6 +226,19 @@ class PoolLane(Lane):
         except NotSupported as exc:
             log.warning("%s", exc)
 
+    def fire_limit(self, delivery: Delivery, kind: str, worker: str) -> None:
+        """A time limit of ``delivery`` fired (``engine.limits`` SOFT or HARD): carry it out."""
+        job = delivery.job
+        context = task_context(job.id, job.task, job.queue, worker)
+        if kind == limits.SOFT:
+            log.info("task %s[%s]: soft time limit (%.3g s)", job.task, job.id, delivery.soft,
+                     extra=context)
+            self.interrupt(job.id)
+        else:
+            log.warning("task %s[%s]: hard time limit (%.3g s), ending it", job.task, job.id,
+                        delivery.hard, extra=context)
+            self.end(job.id)
+
     def end(self, job_id: str) -> bool:
         """End the job now (hard limit, revoke with terminate); False when the pool cannot.
         The supervisor's signals stay blocked meanwhile: a pool may start threads here."""
@@ -263,6 +278,11 @@ class PoolLane(Lane):
         with self._room:
             self._held += n
 
+    @property
+    def held(self) -> int:
+        """Messages the lane holds now (buffered, in its pool, or settled this turn)."""
+        return self._held
+
     def settle(self) -> None:
         if self.returned:
             n, self.returned = self.returned, 0
@@ -295,10 +315,6 @@ class PoolLane(Lane):
     def room(self) -> int:
         """How many more messages the budget allows now."""
         return self.capacity - self._held
-
-    @property
-    def held(self) -> int:
-        return self._held
 
     # -- control -----------------------------------------------------------------------
     def grow(self, n: int) -> int:

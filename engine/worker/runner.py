@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from engine import message
+from engine import message, tracing
 from engine.exceptions import Reject, Retry, TimeLimitExceeded
 from engine.results import encode_record
 from engine.task import Request, pop_request, push_request
@@ -33,6 +33,11 @@ class TaskRunner:
         return message.load_job(body)
 
     def execute(self, job: Job) -> Outcome:
+        if tracing.ENABLED:   # ENGINE_TRACING=1: the run in a span (opentelemetry only then)
+            return tracing.run_in_span(self._execute, job)
+        return self._execute(job)
+
+    def _execute(self, job: Job) -> Outcome:
         start = time.perf_counter()
         try:
             task = self.app.tasks[job.task]

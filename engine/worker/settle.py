@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from engine import flow, message
+from engine.logs import task_context
 from engine.results import REVOKED, RETRY, encode_record
 from engine.worker.intake import WORKER_LOST
 from engine.worker.lanes import Delivery
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from engine.events import EventBuffer
     from engine.flow import Limiter
     from engine.worker.ledger import Ledger
+    from engine.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("engine.worker")
 
@@ -34,6 +36,8 @@ class Settler:
         self.events = events
         self.max_deliveries = max_deliveries
         self.limiter = limiter
+        #: set by the supervisor with --metrics-port only (else one None check per outcome)
+        self.metrics: "WorkerMetrics | None" = None
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> bool:
         """Note what ``outcome`` owes; False when the job goes back to its lane instead
@@ -48,7 +52,8 @@ class Settler:
         if state == FAILURE and outcome.exc_type == WORKER_LOST and not delivery.acked:
             if delivery.deliveries < self.max_deliveries:
                 log.warning("task %s[%s] lost its process; delivering it again", job.task,
-                            job.id)
+                            job.id,
+                            extra=task_context(job.id, job.task, job.queue, self.worker))
                 delivery.deliveries += 1
                 delivery.started = None
                 return False
@@ -79,6 +84,8 @@ class Settler:
             # a retry or a requeued copy is still pending: its unique lock stays
             self._release(delivery, final=state != RETRY and not (
                 state == REJECTED and outcome.requeue))
+        if self.metrics is not None:
+            self.metrics.settled(delivery, state, outcome.runtime)
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
         return True
@@ -109,23 +116,29 @@ class Settler:
         self.events.task("task-revoked", job.id, job.task, reason=why)
         if delivery.slot or delivery.unique:
             self._release(delivery, final=True)
+        if self.metrics is not None:
+            self.metrics.revoked(delivery)
         if not delivery.acked:
             self.ledger.ack(delivery.stream, delivery.entry_id)
             delivery.acked = True
+        context = task_context(job.id, job.task, job.queue, self.worker)
         if why == "terminated":   # revoke --terminate ended it while it ran
             log.info("task %s[%s] terminated: ended while running (revoked with terminate)",
-                     job.task, job.id)
+                     job.task, job.id, extra=context)
         else:
-            log.info("task %s[%s] %s: not run", job.task, job.id, why)
+            log.info("task %s[%s] %s: not run", job.task, job.id, why, extra=context)
 
     def _failure(self, delivery: Delivery, outcome: Outcome) -> None:
         job = delivery.job
         delivery.lane.failed += 1
+        # a failure is an ERROR with its traceback (Celery's habit), a time limit included
+        context = task_context(job.id, job.task, job.queue, self.worker, outcome.traceback)
         if outcome.exc_type.endswith("TimeLimitExceeded"):
-            log.warning("task %s[%s] hit its time limit", job.task, job.id)
+            log.error("task %s[%s] hit its time limit: %s", job.task, job.id,
+                      outcome.exc_message, extra=context)
         else:
-            log.info("task %s[%s] failed: %s: %s", job.task, job.id, outcome.exc_type,
-                     outcome.exc_message)
+            log.error("task %s[%s] failed: %s: %s", job.task, job.id, outcome.exc_type,
+                      outcome.exc_message, extra=context)
         self._store(delivery, encode_record(
             FAILURE, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
             traceback=outcome.traceback, retries=job.retries, task=job.task,
@@ -146,8 +159,9 @@ class Settler:
                 RETRY, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
                 traceback=outcome.traceback, retries=retries, task=job.task,
                 worker=self.worker))
-        log.info("task %s[%s] will retry (%d) in %.1f s: %s", job.task, job.id, retries,
-                 max((outcome.retry_at or 0) - time.time(), 0), outcome.exc_message)
+        log.warning("task %s[%s] will retry (%d) in %.1f s: %s", job.task, job.id, retries,
+                    max((outcome.retry_at or 0) - time.time(), 0), outcome.exc_message,
+                    extra=task_context(job.id, job.task, job.queue, self.worker))
         self.events.task("task-retried", job.id, job.task, retries=retries,
                          exception=outcome.exc_type, message=outcome.exc_message)
 

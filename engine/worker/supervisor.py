@@ -62,6 +62,15 @@ class ColdShutdown(BaseException):
     """Raised by the signal wake-up while a warm shutdown blocks in ``Pool.stop``."""
 
 
+def _metrics(conf: Any, parent: str | None) -> Any:
+    """The worker's metrics with a metrics port (not in a lane process: its supervisor
+    counts); prometheus_client is imported only then."""
+    if conf.worker_metrics_port is None or parent is not None:
+        return None
+    from engine.worker.metrics import WorkerMetrics
+    return WorkerMetrics()
+
+
 def default_name() -> str:
     return f"engine-{os.getpid()}@{socket.gethostname()}"
 
@@ -116,6 +125,8 @@ class Supervisor:
                               events_maxlen=int(conf.events_maxlen),
                               cancelled=lambda: self._shutdown == "cold",
                               pack_events=self.events.pack, sleep=self._retry_sleep)
+        # engine.worker.metrics.WorkerMetrics with --metrics-port, else None
+        self.metrics = self.settler.metrics = _metrics(conf, parent)
         self._handlers: dict[str, Callable[[Any], None]] = {
             START: self.handle_start, SIGNAL: self.handle_signal, CONTROL: self.handle_control}
 
@@ -148,6 +159,10 @@ class Supervisor:
             self.lanes.append(self._build_lane(spec))
         ossignals.install(self._wake)
         with ossignals.masked():   # threads started here never take the supervisor's signals
+            if self.metrics is not None:   # first: a port in use fails before anything runs
+                from engine.worker.metrics import serve
+                serve(self, self.metrics, self.conf.worker_metrics_port,
+                      self.conf.worker_metrics_address)
             self.presence.snapshot = self.info(lanes=False).to_wire()
             self.presence.beat(online=True)
             read_levels(self.app.broker, self.lanes)
@@ -348,16 +363,8 @@ class Supervisor:
             return
         for job_id, kind in self.deadlines.due():
             delivery = self.inflight.get(job_id)
-            if delivery is None:
-                continue
-            if kind == limits.SOFT:
-                log.info("task %s[%s]: soft time limit (%.3g s)", delivery.job.task, job_id,
-                         delivery.soft)
-                delivery.lane.interrupt(job_id)
-            else:
-                log.warning("task %s[%s]: hard time limit (%.3g s), ending it",
-                            delivery.job.task, job_id, delivery.hard)
-                delivery.lane.end(job_id)
+            if delivery is not None:
+                delivery.lane.fire_limit(delivery, kind, self.name)
 
     # -- housekeeping ------------------------------------------------------------------
     def _housekeeping(self) -> None:
