@@ -102,8 +102,8 @@ class Alarm:
         return threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
 
     def arm(self, soft: float | None, hard: float | None) -> None:
-        from engine import signals   # the only module that installs handlers
-        signals.install_alarm(self._fire)
+        from engine.worker import ossignals   # the only module that installs handlers
+        ossignals.install_alarm(self._fire)
         start = now()
         self._hard_at = start + hard if hard is not None else None
         if soft is not None:
