@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import redis
 
+from engine import signals
 from engine.exceptions import ConfigurationError
 from engine.schedules import to_schedule, zone
 
@@ -255,6 +256,8 @@ class Beat:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
+        if signals.beat_init.receivers:
+            signals.beat_init.send(sender=self)
         log.info("beat %s starting: %d entries, lease %.1f s, timezone %s", self.token,
                  len(self.entries), self.lease, self.tz)
         try:
@@ -311,7 +314,9 @@ def command(args) -> int:
     """``engine beat -A tasks``: run until SIGTERM or SIGINT."""
     from engine.worker import ossignals as signals
     from engine.app import load_app
+    from engine.worker import hooks
     app = load_app(args.app or "")
+    hooks.hand_over_logging(args.loglevel)
     beat = Beat(app)
     if not beat.entries:
         log.warning("beat: beat_schedule is empty; nothing will be sent")

@@ -5,7 +5,8 @@ Keys (``P`` is ``key_prefix``):
   P:result:<id>   list of one final record; waiters rotate it with BLMOVE so that any number
                   of them can wait on one id without polling, and it expires after
                   ``result_expires``
-  P:status:<id>   interim state (STARTED, RETRY) while no final record exists
+  P:status:<id>   interim state (STARTED, RETRY, or a task's own: ``update_state``) while no
+                  final record exists; the value of a custom state is its ``meta``
   P:done:<id>     the encoded return value of an ``idempotent=True`` task that ran to the
                   end, written by the process that ran it (SET NX, ``result_expires``); a
                   redelivered copy returns it instead of running again
@@ -116,6 +117,13 @@ class ResultBackend:
             commands.append(tuple(args))
         return commands
 
+    def set_status(self, task_id: str, state: str, value: bytes, *, task: str = "",
+                   worker: str = "", retries: int = 0) -> None:
+        """Store an interim state now, from the process running the task
+        (``Task.update_state``); ``value`` is the encoded meta."""
+        record = encode_record(state, value, task=task, worker=worker, retries=retries)
+        self.wire.call("SET", self.status_key(task_id), record, "EX", self.expires)
+
     # -- reading -----------------------------------------------------------------------
     def peek(self, task_id: str) -> dict[str, Any] | None:
         pipe = self.client.pipeline(transaction=False)
@@ -197,15 +205,18 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value, or the exception instance of a failure (None while pending)."""
+        """The return value on SUCCESS, the exception on FAILURE, RETRY or REVOKED, the
+        ``meta`` of a custom state (``update_state``), None while pending."""
         record = self._fetch()
         if not record:
             return None
         if record["state"] == SUCCESS:
             return record["value"]
-        if record["exc_type"]:
+        if record["exc_type"] or record["state"] == REVOKED:
             return rebuild_exception(record)
-        return None
+        return record["value"]
+
+    info = result
 
     @property
     def traceback(self) -> str | None:

@@ -25,10 +25,12 @@ import msgpack
 import redis
 
 from engine import control, limits, message
+from engine import signals as hooksig
 from engine.worker import ossignals as signals
 from engine.broker import Broker
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError, NotSupported, WorkerLostError
+from engine.worker import hooks
 from engine.worker.isolation import IsolatedLane, control_channel, wants_isolation
 from engine.worker.lanes import Delivery, Lane, LaneSpec
 from engine.results import REVOKED, RETRY, encode_record
@@ -227,6 +229,7 @@ class Supervisor:
         log.info("%s", banner(self))
         log.info("worker %s ready: %s", self.name, "; ".join(
             f"{lane.name}={lane.spec.pool}:{lane.spec.concurrency}" for lane in self.lanes))
+        hooks.worker_ready(self)
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -381,11 +384,15 @@ class Supervisor:
             body = message.decode_message(raw)
         except message.MessageError as exc:
             self._dead_letter(queue_name, raw, str(exc), stream, entry_id)
+            if hooksig.task_rejected.receivers:
+                hooks.rejected(self, raw, str(exc))
             lane.returned += 1
             return
         task = self.app.tasks.get(body["task"])
         if task is None:
             self._dead_letter(queue_name, raw, f"unknown task {body['task']!r}", stream, entry_id)
+            if hooksig.task_unknown.receivers:
+                hooks.unknown(self, body, raw)
             lane.returned += 1
             return
         job = message.job_from_body(body, raw, queue_name)
@@ -423,6 +430,8 @@ class Supervisor:
             job.soft_limit, job.hard_limit = soft, hard
         self.events.task("task-received", job.id, job.task, queue=queue_name,
                          retries=job.retries)
+        if hooksig.task_received.receivers:
+            hooks.received(self, job)
         lane.buffer.append(delivery)
 
     def _feed(self) -> None:
@@ -573,6 +582,8 @@ class Supervisor:
         self._store(job.id, encode_record(REVOKED, exc_message=why, retries=job.retries,
                                           task=job.task, worker=self.name), job, delivery.task)
         self.events.task("task-revoked", job.id, job.task, reason=why)
+        if hooksig.task_revoked.receivers:
+            hooks.revoked(self, job, delivery.task, why)
         if not delivery.acked:
             self._acks[delivery.stream].append(delivery.entry_id)
             delivery.acked = True
