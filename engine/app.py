@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib
 import logging
-import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import message, routing, signals
+from engine import loader, message, routing, signals
 from engine.broker import Broker
 from engine.config import Config, import_object
 from engine.exceptions import BrokerUnavailable, ConfigurationError
@@ -68,7 +67,7 @@ class Engine:
         self._backend_client: redis.Redis | None = None
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
-        self._routes_cache: tuple[Any, routing.Routes] | None = None
+        self._send_cache: _SendSettings | None = None
         for fn, options in SHARED:
             # engine.Task unless the declaration names a base: resolving task_cls here
             # would import its module while the app's own module is still being imported
@@ -97,43 +96,22 @@ class Engine:
         before Django's app registry is ready, or before the task modules can import it."""
         job = (packages, related_name)
         if force:
-            self._discover(*job)
+            loader.discover(*job)
         elif job not in self._discovery:
             self._discovery.append(job)
-
-    def _discover(self, packages: Any, related_name: str) -> None:
-        if packages is None:
-            from engine import django
-            packages = django.installed_apps()
-        elif callable(packages):
-            packages = packages()
-        for package in packages:
-            name = f"{package}.{related_name}"
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name not in (name, package):
-                    raise
 
     def discover_pending(self) -> bool:
         """Run the autodiscovery asked for so far; whether there was any."""
         pending, self._discovery = self._discovery, []
-        for job in pending:
-            self._discover(*job)
+        for packages, related_name in pending:
+            loader.discover(packages, related_name)
         return bool(pending)
 
     def import_default_modules(self) -> None:
-        """What a worker, beat or command does after loading the app: Django's registry
-        made ready (with ``DJANGO_SETTINGS_MODULE`` set), the ``include`` modules imported,
-        the pending autodiscovery done, ``import_modules`` sent."""
-        from engine import django
-        if django.wanted():
-            django.setup_worker(self)
-        for name in self.include:
-            importlib.import_module(name)
-        self.discover_pending()
-        if signals.import_modules.receivers:
-            signals.import_modules.send(sender=self)
+        """What a worker, beat or command does after loading the app (``engine.loader``):
+        Django's registry made ready when ``DJANGO_SETTINGS_MODULE`` is set, ``include``
+        imported, the pending autodiscovery done, ``import_modules`` sent."""
+        loader.import_default_modules(self)
 
     import_includes = import_default_modules   # the earlier name
 
@@ -261,7 +239,7 @@ class Engine:
              **options: Any) -> AsyncResult:
         if task.typing:
             task.check_arguments(args, kwargs)
-        if self.conf.get("task_always_eager"):
+        if self._send_settings().eager:
             return task.apply(args, kwargs, task_id=options.get("task_id"),
                               headers=options.get("headers"))
         return self._publish(task.name, task, args, kwargs, queue, options)
@@ -308,22 +286,31 @@ class Engine:
               queue: str | None, options: dict) -> str:
         """The queue a send goes to; ``options`` completed from ``task_routes``
         (``engine.routing``: Celery's precedence)."""
-        routes = self._routes()
-        if routes is None:
-            return queue or (task.queue if task is not None else None) or \
-                self.conf.task_default_queue
-        return routes.resolve(name, task, args, kwargs, queue, options,
-                              default=self.conf.task_default_queue)
+        settings = self._send_settings()
+        if settings.routes is None:
+            return queue or (task.queue if task is not None else None) or settings.queue
+        return settings.routes.resolve(name, task, args, kwargs, queue, options,
+                                       default=settings.queue)
 
     def _routes(self) -> routing.Routes | None:
-        setting = self.conf.get("task_routes")
-        if not setting:
-            return None
-        cached = self._routes_cache
-        if cached is None or cached[0] is not setting:
-            # compiled once per value set (a dict changed in place is not seen again)
-            cached = self._routes_cache = (setting, routing.Routes(setting))
-        return cached[1]
+        return self._send_settings().routes
+
+    def _send_settings(self) -> "_SendSettings":
+        """The settings every send reads, read again only after a write to ``conf``
+        (a layered lookup costs about a microsecond, a send a few)."""
+        cached = self._send_cache
+        conf = self.conf
+        if cached is None or cached.version != conf._version:
+            setting = conf.get("task_routes")
+            routes = None
+            if setting:
+                # compiled once per value set (a dict changed in place is not seen again)
+                routes = (cached.routes if cached is not None and cached.setting is setting
+                          else routing.Routes(setting))
+            cached = self._send_cache = _SendSettings(
+                conf._version, conf.task_default_queue, bool(conf.get("task_always_eager")),
+                setting, routes)
+        return cached
 
     def send_many(self, task: Task, calls: Iterable[Any], *,
                   queue: str | None = None) -> list[AsyncResult]:
@@ -332,7 +319,7 @@ class Engine:
         if routes is None or routes.by_name_only:
             queue = self.route(task.name, task, (), {}, queue, routed)
         if (signals.before_task_publish.receivers or signals.after_task_publish.receivers
-                or self.conf.get("task_always_eager") or any(routed.values())
+                or self._send_settings().eager or any(routed.values())
                 or (routes is not None and not routes.by_name_only)):
             # per-call work (publish receivers, eager runs, routes reading the arguments or
             # setting options): one send each, after checking every call first
@@ -349,7 +336,11 @@ class Engine:
         ids = message.uuid4_strings()
         check = task.check_arguments if task.typing else None
         for index, call in enumerate(calls):
-            args, kwargs = _call_pair(call)
+            if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
+                    and isinstance(call[0], (list, tuple))):
+                args, kwargs = call      # (the test of _call_pair, inline: the hot loop)
+            else:
+                args, kwargs = call, {}
             task_id = next(ids)
             try:
                 if check is not None:
@@ -385,6 +376,15 @@ class Engine:
     def revoke(self, task_id: str, *, terminate: bool = False) -> None:
         from engine import control
         control.revoke(self, task_id, terminate=terminate)
+
+
+@dataclass(slots=True)
+class _SendSettings:
+    version: int
+    queue: str
+    eager: bool
+    setting: Any
+    routes: routing.Routes | None
 
 
 #: the message fields in before_task_publish's ``headers`` (the rest are custom headers)
@@ -433,49 +433,10 @@ def _absolute(when: Any) -> float:
 
 
 def load_app(target: str) -> Engine:
-    """``module`` or ``module:attribute`` -> the Engine; ConfigurationError otherwise."""
-    if not target:
-        raise ConfigurationError("no app given: use -A module[:attribute] or set ENGINE_APP")
-    module_name, _, attr = target.partition(":")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")   # like python -m: the current directory is importable
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from None
-        raise
-    if attr:
-        obj: Any = module
-        for part in attr.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}")
-        if not isinstance(obj, Engine):
-            raise ConfigurationError(f"{target} is a {type(obj).__name__}, not an Engine app")
-        app = obj
-    else:
-        found = _apps_in(module)
-        # a package whose app lives in proj/engine.py (Celery's proj/celery.py layout,
-        # either name) without proj/__init__.py importing it
-        for submodule in ("engine", "celery"):
-            if found or not hasattr(module, "__path__"):
-                break
-            try:
-                found = _apps_in(importlib.import_module(f"{module_name}.{submodule}"))
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{module_name}.{submodule}":
-                    raise
-        if not found:
-            raise ConfigurationError(f"module {module_name!r} defines no Engine app "
-                                     f"(use -A {module_name}:attribute)")
-        app = found[0]
-    app.import_default_modules()
-    return app
-
-
-def _apps_in(module: Any) -> list[Engine]:
-    return [v for v in vars(module).values() if isinstance(v, Engine)]
+    """``module`` or ``module:attribute`` -> the Engine, its modules imported
+    (``engine.loader``); ConfigurationError otherwise."""
+    from engine import loader
+    return loader.load_app(target)
 
 
 def shared_task(fn: Callable | None = None, **options: Any) -> Any:

@@ -67,11 +67,15 @@ class Config(Mapping[str, Any]):
         self._layers["defaults"].update(DEFAULTS)
         self._layers["update"].update(initial)
         self._pending: list[tuple[Any, str]] = []   # from_object sources not read yet
+        #: bumped by every write through this class, so that hot paths (the app's send
+        #: path) may keep settings they read until it moves
+        self._version = 0
 
     # -- sources -----------------------------------------------------------------------
     def update(self, other: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         values = dict(other or {}, **kwargs)
         self._layers["update"].update({k.lower(): v for k, v in values.items()})
+        self._version += 1
 
     def from_object(self, obj: Any, *, namespace: str | None = None) -> None:
         """Settings from a mapping, a module, a ``"module"`` or ``"module:attribute"`` path,
@@ -85,9 +89,11 @@ class Config(Mapping[str, Any]):
         if isinstance(obj, str):
             obj = import_object(obj)
         self._pending.append((obj, f"{namespace}_" if namespace else ""))
+        self._version += 1
 
     def _read_pending(self) -> None:
         pending, self._pending = self._pending, []
+        self._version += 1
         layer = self._layers["object"]
         for obj, prefix in pending:
             try:
@@ -107,6 +113,7 @@ class Config(Mapping[str, Any]):
     def from_cli(self, **values: Any) -> None:
         """Flags given on the command line (None means 'not given')."""
         self._layers["cli"].update({k: v for k, v in values.items() if v is not None})
+        self._version += 1
 
     def _environment(self) -> dict[str, Any]:
         env = {}
@@ -153,6 +160,7 @@ class Config(Mapping[str, Any]):
             object.__setattr__(self, key, value)
         else:
             self._layers["update"][key] = value
+            self._version += 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._merged())

@@ -12,6 +12,7 @@ task modules are imported in a worker, inherited connections dropped after a for
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import os
 import uuid
@@ -29,13 +30,8 @@ if TYPE_CHECKING:
 def wanted() -> bool:
     """Whether this process runs under Django: its settings module is named (as
     ``manage.py`` and Celery's ``proj/celery.py`` layout do) and Django is installed."""
-    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        return False
-    try:
-        import django  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return bool(os.environ.get("DJANGO_SETTINGS_MODULE")) and \
+        importlib.util.find_spec("django") is not None
 
 
 def _django():

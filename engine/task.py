@@ -47,7 +47,10 @@ HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
 
 @dataclass
 class Request:
-    """What a running task knows about its call (``self.request`` in bound tasks)."""
+    """What a running task knows about its call (``self.request`` in bound tasks).
+
+    ``engine.worker.runner`` builds it with positional arguments (the cheap way): a new
+    field goes at the end."""
 
     id: str | None = None
     task: str | None = None

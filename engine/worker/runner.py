@@ -17,7 +17,7 @@ from engine import message
 from engine.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 from engine.results import encode_record
 from engine.signals import TASK_HOOKS as _TASK_HOOKS
-from engine.task import Request, pop_request, push_request
+from engine.task import Request, _context
 from engine.worker import hooks
 from pools.base import REJECTED, RETRY, SUCCESS, Job, Outcome
 
@@ -45,10 +45,12 @@ class TaskRunner:
                 task = self.app.tasks[job.task]
             except KeyError as exc:
                 return Outcome.from_exception(job.id, exc)
-        push_request(Request(id=job.id, task=job.task, args=job.args, kwargs=job.kwargs,
-                             retries=job.retries, hostname=self.hostname, queue=job.queue,
-                             called_directly=False, headers=job.headers, is_eager=eager),
-                     task)
+        # positional: keyword arguments cost ~0.4 us here, a sixth of the whole call
+        # (Request's field order is part of this line); the stacks pushed inline likewise
+        context = _context
+        context.stack.append(Request(job.id, job.task, job.args, job.kwargs, job.retries,
+                                     self.hostname, job.queue, False, job.headers, eager))
+        context.tasks.append(task)
         try:
             if task.idempotent:
                 done = self.app.backend.done(job.id)
@@ -64,7 +66,8 @@ class TaskRunner:
         except (Exception, SystemExit) as exc:
             return self.failed(task, job, exc, start)
         finally:
-            pop_request()
+            context.stack.pop()
+            context.tasks.pop()
 
     def succeeded(self, task: "Task", job: Job, value: Any, start: float) -> Outcome:
         """The Outcome of a run that returned ``value``; raises when it cannot be encoded."""
