@@ -257,7 +257,7 @@ class Engine:
         task_id, body, when = self._body(name, args, kwargs, task=task, **options)
         with self._sending():
             self.broker.enqueue(queue, body, eta=when)
-        return AsyncResult(task_id, self, task_name=name)
+        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
 
     def _publish_signalled(self, name: str, task: Task | None, args: Any, kwargs: dict,
                            queue: str, options: dict) -> AsyncResult:
@@ -280,7 +280,7 @@ class Engine:
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(sender=name, headers=headers, body=body,
                                             exchange="", routing_key=queue)
-        return AsyncResult(task_id, self, task_name=name)
+        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
 
     def route(self, name: str, task: Task | None, args: Any, kwargs: dict,
               queue: str | None, options: dict) -> str:
@@ -349,7 +349,7 @@ class Engine:
             except TypeError as exc:
                 raise TypeError(f"call {index}: {exc}") from None
             items.append((queue, body, None))
-            results.append(AsyncResult(task_id, self, task_name=name))
+            results.append(AsyncResult(task_id, self, task_name=name, ignore_result=ignore))
         # everything is encoded before the first byte is sent: a bad argument sends nothing
         with self._sending():
             self.broker.enqueue_many(items)
@@ -389,6 +389,11 @@ class _SendSettings:
 
 #: the message fields in before_task_publish's ``headers`` (the rest are custom headers)
 _MESSAGE_HEADERS = frozenset({"id", "task", "retries", "eta", "expires"})
+
+
+def _ignored(task: Task | None, options: dict) -> bool:
+    ignore = options.get("ignore_result")
+    return bool(task is not None and task.ignore_result) if ignore is None else bool(ignore)
 
 
 def _call_pair(call: Any) -> tuple[Any, dict]:

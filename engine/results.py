@@ -161,13 +161,16 @@ class ResultBackend:
 class AsyncResult:
     """A handle on one task's result: ``state``, ``ready()``, ``get()``, ``revoke()``."""
 
-    def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None):
+    def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None,
+                 ignore_result: bool = False):
         if app is None:
             from engine.app import current_app
             app = current_app()
         self.id = id
         self.app = app
         self.task_name = task_name
+        #: sent with ignore_result: no record will come, so ``get`` returns None at once
+        self.ignore_result = ignore_result
         self._record: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -231,6 +234,8 @@ class AsyncResult:
         """Wait for the result. Raises TimeoutError when ``timeout`` runs out; on failure
         raises the task's exception (its own type when importable, else TaskError)."""
         record = self._record
+        if record is None and self.ignore_result:
+            return None
         if record is None:
             record = self.app.backend.wait(self.id, timeout)
             if record is None:
@@ -263,7 +268,7 @@ class ResultSet:
             return []
         app = self.results[0].app
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiting = [r for r in self.results if r._record is None]
+        waiting = [r for r in self.results if r._record is None and not r.ignore_result]
         while waiting:
             raws = app.backend.peek_many([r.id for r in waiting])
             still = []
@@ -284,7 +289,8 @@ class ResultSet:
             if record is not None:
                 waiting[0]._record = record
                 waiting = waiting[1:]
-        return [_outcome(r._record, propagate) for r in self.results]
+        return [None if r._record is None else _outcome(r._record, propagate)
+                for r in self.results]
 
 
 def _outcome(record: dict[str, Any], propagate: bool) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import keyword
+import logging
 import random
 import threading
 from dataclasses import dataclass, field
@@ -89,10 +90,56 @@ def pop_request() -> None:
     _context.tasks.pop()
 
 
-def current_task() -> "Task | None":
+def get_current_task() -> "Task | None":
     """The task running in this thread (greenlet), or None."""
     tasks = _context.tasks
     return tasks[-1] if tasks else None
+
+
+class _CurrentTask:
+    """``engine.current_task``: Celery's proxy to the running task (false outside one);
+    ``current_task.request.id``, ``current_task.name``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        task = get_current_task()
+        if task is None:
+            raise AttributeError(f"no task is running here (current_task.{name})")
+        return getattr(task, name)
+
+    def __bool__(self) -> bool:
+        return get_current_task() is not None
+
+    def __repr__(self) -> str:
+        return f"<current_task: {get_current_task()!r}>"
+
+
+current_task = _CurrentTask()
+
+
+class _TaskContext(logging.Filter):
+    """Puts ``task_id`` and ``task_name`` on every record of a task logger (``"???"``
+    outside a task), for formats such as ``%(task_name)s[%(task_id)s]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stack = _context.stack
+        request = stack[-1] if stack else None
+        record.task_id = (request.id if request else None) or "???"
+        record.task_name = (request.task if request else None) or "???"
+        return True
+
+
+_TASK_CONTEXT = _TaskContext()
+
+
+def get_task_logger(name: str) -> logging.Logger:
+    """A logger for task modules (Celery's ``get_task_logger``): ``name`` under the
+    ``engine.task`` logger, its records carrying ``task_id`` and ``task_name``."""
+    logger = logging.getLogger(f"engine.task.{name}")
+    if _TASK_CONTEXT not in logger.filters:
+        logger.addFilter(_TASK_CONTEXT)
+    return logger
 
 
 class Task:

@@ -8,7 +8,8 @@ process that merely imports this module sends nothing anywhere.
 import json
 import os
 
-from engine import Engine, signals
+from engine import Engine, get_task_logger, signals
+from engine.exceptions import Ignore
 
 app = Engine("hooks")
 
@@ -166,3 +167,19 @@ def progress(self, gate, total):
 @app.task(bind=True, name="hooks.headers")
 def headers(self):
     return self.request.headers
+
+
+@app.task(bind=True, name="hooks.ignored")
+def ignored(self):
+    """Sets its own state, then ends with Ignore: nothing more is written."""
+    self.update_state(state="HANDLED-ELSEWHERE", meta={"by": "the task"})
+    raise Ignore()
+
+
+logger = get_task_logger(__name__)
+
+
+@app.task(name="hooks.logs")
+def logs():
+    logger.warning("logged from a task")
+    return True

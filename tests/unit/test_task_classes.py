@@ -320,13 +320,33 @@ def test_soft_limit_past_hard_limit_is_refused():
 
 
 def test_current_task_and_request_inside_an_eager_run():
-    from engine.task import current_task
+    from engine import current_task
     app = make_app()
 
     @app.task(bind=True)
     def who(self):
-        return current_task() is self, self.request.is_eager, self.request.headers
+        return current_task.request is self.request, self.request.is_eager, \
+            self.request.headers
 
     # eager values are not encoded: the tuple comes back as it was returned
     assert who.apply(headers={"tenant": "a"}).get() == (True, True, {"tenant": "a"})
-    assert current_task() is None
+    assert not current_task
+    with pytest.raises(AttributeError, match="no task is running"):
+        current_task.request
+
+
+def test_task_logger_records_carry_task_id_and_name(caplog):
+    from engine import get_task_logger
+    app = make_app()
+    log = get_task_logger("unit.logs")
+
+    @app.task(name="unit.logging")
+    def speak():
+        log.warning("inside")
+
+    result = speak.apply(task_id="id-42")
+    log.warning("outside")
+    inside, outside = [r for r in caplog.records if r.name == "engine.task.unit.logs"]
+    assert (inside.task_id, inside.task_name) == ("id-42", "unit.logging")
+    assert (outside.task_id, outside.task_name) == ("???", "???")
+    assert result.successful()
