@@ -58,6 +58,11 @@ def _unknown(sender=None, name=None, id=None, **kwargs):
     record("unknown", name=name, id=id)
 
 
+@signals.task_rejected.connect
+def _rejected(sender=None, message=None, exc=None, **kwargs):
+    record("rejected", message=message.decode("latin-1"), exc=str(exc))
+
+
 @signals.task_revoked.connect
 def _revoked(sender=None, request=None, expired=None, terminated=None, **kwargs):
     record("revoked", id=request.id, expired=expired, terminated=terminated)

@@ -164,3 +164,27 @@ def test_class_based_task_registered_with_register_task_runs_in_a_worker(app, ru
     value = result.get(timeout=DEADLINE)
     assert value["charged"] == 12 and value["currency"] == "USD"
     assert value["pid"] in {c.pid for c in worker.children()}
+
+
+def test_setup_logging_receiver_takes_over_the_worker_logging(run_worker):
+    # Given an app with a setup_logging receiver
+    worker = run_worker("--pool", "threads", "-c", "1", "-B", app="tests.apps.custom_logging")
+    # Then the worker's lines come through its handler, not the command line's format
+    ready = [line for line in worker.log.splitlines() if "ready:" in line]
+    assert ready and all(line.startswith("CUSTOM INFO engine.worker: ") for line in ready)
+    assert not any(" INFO    " in line for line in worker.log.splitlines()
+                   if "engine.worker" in line)
+
+
+def test_beat_init_is_sent_when_beat_starts(client, prefix, run_worker):
+    worker = run_worker("--pool", "threads", "-c", "1", "-B", app="tests.apps.custom_logging")
+    [entry] = wait_for(lambda: client.lrange(f"{prefix}:beat_init", 0, -1))
+    assert entry.decode() == f"Beat:{worker.pid}"
+
+
+def test_task_rejected_for_a_message_that_is_not_a_task(app, client, prefix, run_worker):
+    worker = run_worker("--pool", "threads", "-c", "1", app=HOOKS_APP, extra_env=RECORD)
+    client.xadd(app.broker.keys.queue("default"), {"m": b"not msgpack \xc1"})
+    [r] = wait_records(client, prefix, "rejected")
+    assert r["message"].startswith("not msgpack") and r["pid"] == worker.pid
+    assert "undecodable" in r["exc"]
