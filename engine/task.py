@@ -5,6 +5,7 @@ Sending goes through the app (``Engine.send``); running goes through ``engine.wo
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import keyword
@@ -328,11 +329,15 @@ class Task:
 
     # -- retrying ----------------------------------------------------------------------
     def retry(self, *, exc: BaseException | None = None, countdown: float | None = None,
-              eta: float | None = None, max_retries: int | None = None) -> Retry:
+              eta: "float | datetime.datetime | None" = None,
+              max_retries: int | None = None) -> Retry:
         """Ask to run again later; raises Retry (so ``raise self.retry()`` reads well).
+        ``eta`` is unix seconds or a datetime (naive: local time).
 
         Past ``max_retries`` it raises ``exc`` if given, else MaxRetriesExceededError.
         """
+        if isinstance(eta, datetime.datetime):
+            eta = (eta if eta.tzinfo is not None else eta.astimezone()).timestamp()
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:

@@ -350,3 +350,20 @@ def test_task_logger_records_carry_task_id_and_name(caplog):
     assert (inside.task_id, inside.task_name) == ("id-42", "unit.logging")
     assert (outside.task_id, outside.task_name) == ("???", "???")
     assert result.successful()
+
+
+def test_retry_takes_an_eta_datetime_as_celery_code_passes_it():
+    import datetime
+    from engine.exceptions import Retry
+    app = make_app()
+
+    @app.task(bind=True)
+    def later(self):
+        when = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+        try:
+            self.retry(eta=when)
+        except Retry as retry:
+            return retry.eta
+
+    assert later.apply().get() == datetime.datetime(2030, 1, 1,
+                                                    tzinfo=datetime.timezone.utc).timestamp()
