@@ -18,6 +18,9 @@ _PUBLIC = {
     "AsyncResult": "engine.app",
     "ResultSet": "engine.app",
     "Task": "engine.app",
+    "current_task": "engine.task",
+    "get_task_logger": "engine.task",
+    "signals": "engine.signals",
     "crontab": "engine.schedules",
 }
 
@@ -29,7 +32,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'engine' has no attribute {name!r}")
     import importlib
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    value = imported if module == f"engine.{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 

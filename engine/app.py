@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib
 import logging
-import os
-import sys
 import threading
 import time
-import traceback
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import message, tracing
+from engine import loader, message, routing, signals, tracing
 from engine.broker import Broker
-from engine.config import Config
+from engine.config import Config, import_object
 from engine.connection import redact
 from engine.exceptions import BrokerUnavailable, ConfigurationError
 from engine.registry import (APPS, SHARED, TaskRegistry, current_app,  # noqa: F401 (public)
@@ -41,22 +38,32 @@ class Engine:
 
     def __init__(self, main: str = "__main__", *, broker: str | None = None,
                  backend: str | None = None, include: Iterable[str] = (),
-                 **settings: Any) -> None:
+                 task_cls: "type[Task] | str | None" = None, **settings: Any) -> None:
         self.main = main
+        #: the default base class of this app's tasks: a class or "pkg.mod:Class", resolved
+        #: on first use (it may import modules that import this app)
+        self.task_cls = task_cls or Task
+        self._task_base: type[Task] | None = None
         self.conf = Config(**settings)
         if broker:
             self.conf.broker_url = broker
         if backend:
             self.conf.result_backend = backend
-        self.tasks = TaskRegistry()
+        self.tasks = TaskRegistry(on_miss=self.discover_pending)
+        self._discovery: list[tuple[Any, str]] = []   # autodiscover_tasks not done yet
         self.include = list(include)
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._backend_client: redis.Redis | None = None
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
+        self._send_cache: _SendSettings | None = None
         for fn, options in SHARED:
-            self._register(fn, options, app=None)
+            # engine.Task unless the declaration names a base: resolving task_cls here
+            # would import its module while the app's own module is still being imported
+            options = dict(options)
+            base = options.pop("base", None) or Task
+            self.tasks.register(base(fn, None, **options))
         set_current(self)
 
     def __repr__(self) -> str:
@@ -66,30 +73,74 @@ class Engine:
     def config_from_object(self, obj: Any, *, namespace: str | None = None) -> None:
         self.conf.from_object(obj, namespace=namespace)
 
-    def autodiscover_tasks(self, packages: Iterable[str], related_name: str = "tasks") -> None:
+    def autodiscover_tasks(self, packages: Iterable[str] | Callable[[], Iterable[str]] | None
+                           = None, related_name: str = "tasks", force: bool = False) -> None:
         """Import ``<package>.<related_name>`` for each package (missing modules are skipped,
-        errors inside them are not)."""
-        for package in packages:
-            name = f"{package}.{related_name}"
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name not in (name, package):
-                    raise
+        errors inside them are not). With no packages, under Django: every INSTALLED_APPS
+        entry. ``packages`` may be a callable returning them.
 
-    def import_includes(self) -> None:
-        for name in self.include:
-            importlib.import_module(name)
+        Lazy, as in Celery: done when a worker, beat or command loads the app
+        (``import_default_modules``), or on the first lookup of a task name not registered
+        yet; at once with ``force=True``. The module that makes the app may then call it
+        before Django's app registry is ready, or before the task modules can import it."""
+        job = (packages, related_name)
+        if force:
+            loader.discover(*job)
+        elif job not in self._discovery:
+            self._discovery.append(job)
+
+    def discover_pending(self) -> bool:
+        """Run the autodiscovery asked for so far; whether there was any."""
+        pending, self._discovery = self._discovery, []
+        for packages, related_name in pending:
+            loader.discover(packages, related_name)
+        return bool(pending)
+
+    def import_default_modules(self) -> None:
+        """What a worker, beat or command does after loading the app (``engine.loader``):
+        Django's registry made ready when ``DJANGO_SETTINGS_MODULE`` is set, ``include``
+        imported, the pending autodiscovery done, ``import_modules`` sent."""
+        loader.import_default_modules(self)
+
+    import_includes = import_default_modules   # the earlier name
 
     # -- tasks -------------------------------------------------------------------------
     def task(self, fn: Callable | None = None, **options: Any) -> Any:
-        """``@app.task`` or ``@app.task(name=..., queue=..., ...)``."""
+        """``@app.task`` or ``@app.task(name=..., queue=..., base=DbTask, ...)``."""
         if fn is not None and callable(fn) and not options:
             return self._register(fn, {}, app=self)
         return lambda f: self._register(f, options, app=self)
 
+    @property
+    def Task(self) -> type[Task]:   # noqa: N802 (Celery's name)
+        """This app's task base class (a subclass of ``task_cls`` bound to the app):
+        subclass it for hooks or class-based tasks."""
+        if self._task_base is None:
+            base = self.task_cls
+            if isinstance(base, str):
+                base = import_object(base, "task_cls")
+            if not (isinstance(base, type) and issubclass(base, Task)):
+                raise ConfigurationError(f"task_cls {self.task_cls!r} is not a Task subclass")
+            self._task_base = type(base.__name__, (base,), {
+                "_app": self, "__module__": base.__module__,
+                "__qualname__": base.__qualname__, "__doc__": base.__doc__})
+        return self._task_base
+
     def _register(self, fn: Callable, options: dict, *, app: "Engine | None") -> Task:
-        task = Task(fn, app, **options)
+        options = dict(options)
+        base = options.pop("base", None) or self.Task
+        task = base(fn, app, **options)
+        return self.tasks.register(task)
+
+    def register_task(self, task: "Task | type[Task]") -> Task:
+        """Register a class-based task (an instance, or the class: it is instantiated);
+        returns the instance. A task with no app of its own is bound to this one."""
+        if isinstance(task, type):
+            task = task()
+        if not isinstance(task, Task):
+            raise TypeError(f"register_task takes a Task or Task subclass, got {task!r}")
+        if task._app is None:
+            task._app = self
         return self.tasks.register(task)
 
     # -- connections -------------------------------------------------------------------
@@ -148,7 +199,7 @@ class Engine:
               countdown: float | None = None, eta: Any = None, expires: Any = None,
               soft_time_limit: float | None = None, time_limit: float | None = None,
               task_id: str | None = None, ignore_result: bool | None = None,
-              unique: str | None = None, priority: int = 0
+              headers: dict | None = None, unique: str | None = None, priority: int = 0
               ) -> tuple[str, bytes, float | None]:
         task_id = task_id or str(uuid.uuid4())
         when = _absolute(eta) if eta is not None else (
@@ -161,54 +212,125 @@ class Engine:
             raise TypeError(f"{task_name}: args must be a list or tuple, got {type(args).__name__}")
         if not isinstance(kwargs, dict):
             raise TypeError(f"{task_name}: kwargs must be a dict, got {type(kwargs).__name__}")
+        if (soft_time_limit is not None and time_limit is not None
+                and soft_time_limit > time_limit):
+            raise ValueError(f"{task_name}: soft_time_limit ({soft_time_limit}) is past "
+                             f"time_limit ({time_limit})")
+        if headers is not None and not isinstance(headers, dict):
+            raise TypeError(f"{task_name}: headers must be a dict, got {type(headers).__name__}")
         body = message.encode_message(
             task_id, task_name, args, kwargs, eta=when,
             expires=_absolute(expires) if expires is not None else None,
-            soft=soft_time_limit, hard=time_limit, ignore_result=ignore_result, unique=unique,
-            priority=priority)
+            soft=soft_time_limit, hard=time_limit, ignore_result=ignore_result,
+            headers=headers, unique=unique, priority=priority)
         return task_id, body, when
 
     def send(self, task: Task, args: Any, kwargs: dict, *, queue: str | None = None,
              **options: Any) -> AsyncResult:
-        queue = queue or task.queue or self.conf.task_default_queue
-        unique_for = options.pop("unique_for", None) or task.unique_for
-        priority = options["priority"] = check_priority(options.get("priority")) or task.priority
-        if unique_for:
-            return self._send_unique(task, args, kwargs, queue, unique_for, options)
-        task_id, body, when = self._body(task.name, args, kwargs, task=task, **options)
-        self._enqueue(task.name, task_id, queue, body, when, priority)
-        return AsyncResult(task_id, self, task_name=task.name)
+        if task.typing:
+            task.check_arguments(args, kwargs)
+        if self._send_settings().eager:
+            return task.apply(args, kwargs, task_id=options.get("task_id"),
+                              headers=options.get("headers"))
+        return self._publish(task.name, task, args, kwargs, queue, options)
 
-    def _send_unique(self, task: Task, args: Any, kwargs: dict, queue: str,
-                     seconds: float, options: dict) -> AsyncResult:
+    def send_task(self, name: str, args: Any = (), kwargs: dict | None = None, *,
+                  queue: str | None = None, **options: Any) -> AsyncResult:
+        """Send by name; the task need not be importable here."""
+        return self._publish(name, self.tasks.get(name), args, kwargs or {}, queue, options)
+
+    def apply_here(self, task: Task, args: list, kwargs: dict, *, task_id: str | None,
+                   headers: dict | None, throw: bool | None) -> Any:
+        """``Task.apply``: run it in this process (``engine.eager``), its result in memory."""
+        from engine import eager
+        return eager.apply(task, args, kwargs, task_id=task_id, headers=headers, throw=throw)
+
+    def _publish(self, name: str, task: Task | None, args: Any, kwargs: dict,
+                 queue: str | None, options: dict) -> AsyncResult:
+        queue = self.route(name, task, args, kwargs, queue, options)
+        priority = options["priority"] = check_priority(options.get("priority")) or (
+            task.priority if task is not None else 0)
+        unique_for = options.pop("unique_for", None) or (
+            task.unique_for if task is not None else None)
+        if unique_for:
+            return self._send_unique(name, task, args, kwargs, queue, unique_for, options)
+        if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
+            return self._publish_signalled(name, task, args, kwargs, queue, options)
+        task_id, body, when = self._body(name, args, kwargs, task=task, **options)
+        self._enqueue(name, task_id, queue, body, when, priority)
+        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
+
+    def _send_unique(self, name: str, task: Task | None, args: Any, kwargs: dict,
+                     queue: str, seconds: float, options: dict) -> AsyncResult:
         """Send unless the same task with the same arguments is pending or running (at
         most ``seconds``): then the first one's result handle, and nothing is sent."""
         from engine import flow
         task_id = options.pop("task_id", None) or str(uuid.uuid4())
         try:
-            key = flow.Keys(self.broker.keys.prefix).unique(task.name, args, kwargs)
+            key = flow.Keys(self.broker.keys.prefix).unique(name, args, kwargs)
         except (TypeError, ValueError, OverflowError):
-            message.check_arguments(task.name, args, kwargs)   # raises, naming the argument
+            message.check_arguments(name, args, kwargs)   # raises, naming the argument
             raise
         with self._sending():
             holder = flow.claim_unique(self, key, task_id, seconds)
         if holder is not None:
-            return AsyncResult(holder, self, task_name=task.name)
-        _, body, when = self._body(task.name, args, kwargs, task=task, task_id=task_id,
+            return AsyncResult(holder, self, task_name=name)
+        _, body, when = self._body(name, args, kwargs, task=task, task_id=task_id,
                                    unique=key, **options)
-        self._enqueue(task.name, task_id, queue, body, when, options.get("priority", 0))
-        return AsyncResult(task_id, self, task_name=task.name)
+        self._enqueue(name, task_id, queue, body, when, options.get("priority", 0))
+        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
 
-    def send_task(self, name: str, args: Any = (), kwargs: dict | None = None, *,
-                  queue: str | None = None, **options: Any) -> AsyncResult:
-        """Send by name; the task need not be importable here."""
-        task = self.tasks.get(name)
-        queue = queue or (task.queue if task else None) or self.conf.task_default_queue
-        priority = options["priority"] = check_priority(options.get("priority")) or (
-            task.priority if task else 0)
-        task_id, body, when = self._body(name, args, kwargs or {}, task=task, **options)
-        self._enqueue(name, task_id, queue, body, when, priority)
-        return AsyncResult(task_id, self, task_name=name)
+    def _publish_signalled(self, name: str, task: Task | None, args: Any, kwargs: dict,
+                           queue: str, options: dict) -> AsyncResult:
+        """The publish path with before/after_task_publish receivers: ``headers`` hold the
+        message's fields (Celery's ``headers['id']``, ``['task']``) and its custom headers;
+        keys a receiver adds travel as custom headers (``self.request.headers``)."""
+        task_id = options.get("task_id") or str(uuid.uuid4())
+        custom = dict(options.get("headers") or {})
+        headers = {**custom, "id": task_id, "task": name, "retries": 0,
+                   "eta": options.get("eta"), "expires": options.get("expires")}
+        body = (list(args), kwargs, {})
+        signals.before_task_publish.send(
+            sender=name, body=body, exchange="", routing_key=queue, headers=headers,
+            properties={}, declare=[], retry_policy=None)
+        custom = {k: v for k, v in headers.items() if k not in _MESSAGE_HEADERS}
+        options = {**options, "task_id": task_id, "headers": custom or None}
+        task_id, raw, when = self._body(name, args, kwargs, task=task, **options)
+        self._enqueue(name, task_id, queue, raw, when, options.get("priority", 0))
+        if signals.after_task_publish.receivers:
+            signals.after_task_publish.send(sender=name, headers=headers, body=body,
+                                            exchange="", routing_key=queue)
+        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
+
+    def route(self, name: str, task: Task | None, args: Any, kwargs: dict,
+              queue: str | None, options: dict) -> str:
+        """The queue a send goes to; ``options`` completed from ``task_routes``
+        (``engine.routing``: Celery's precedence)."""
+        settings = self._send_settings()
+        if settings.routes is None:
+            return queue or (task.queue if task is not None else None) or settings.queue
+        return settings.routes.resolve(name, task, args, kwargs, queue, options,
+                                       default=settings.queue)
+
+    def _routes(self) -> routing.Routes | None:
+        return self._send_settings().routes
+
+    def _send_settings(self) -> "_SendSettings":
+        """The settings every send reads, read again only after a write to ``conf``
+        (a layered lookup costs about a microsecond, a send a few)."""
+        cached = self._send_cache
+        conf = self.conf
+        if cached is None or cached.version != conf._version:
+            setting = conf.get("task_routes")
+            routes = None
+            if setting:
+                # compiled once per value set (a dict changed in place is not seen again)
+                routes = (cached.routes if cached is not None and cached.setting is setting
+                          else routing.Routes(setting))
+            cached = self._send_cache = _SendSettings(
+                conf._version, conf.task_default_queue, bool(conf.get("task_always_eager")),
+                setting, routes)
+        return cached
 
     def _enqueue(self, name: str, task_id: str, queue: str, body: bytes,
                  when: float | None, priority: int = 0) -> None:
@@ -222,26 +344,42 @@ class Engine:
 
     def send_many(self, task: Task, calls: Iterable[Any], *,
                   queue: str | None = None) -> list[AsyncResult]:
-        queue = queue or task.queue or self.conf.task_default_queue
+        routes = self._routes()
+        routed: dict = {}
+        if routes is None or routes.by_name_only:
+            queue = self.route(task.name, task, (), {}, queue, routed)
+        if (signals.before_task_publish.receivers or signals.after_task_publish.receivers
+                or self._send_settings().eager or any(routed.values())
+                or (routes is not None and not routes.by_name_only)):
+            # per-call work (publish receivers, eager runs, routes reading the arguments or
+            # setting options): one send each, after checking every call first
+            pairs = [_call_pair(call) for call in calls]
+            if task.typing:
+                for index, (args, kwargs) in enumerate(pairs):
+                    _numbered(index, task.check_arguments, args, kwargs)
+            return [self.send(task, args, kwargs, queue=queue) for args, kwargs in pairs]
         items, results = [], []
         ignore = task.ignore_result
         expires = _absolute(task.expires) if task.expires is not None else None
         encode = message.encode_message
         name = task.name
-        ids = _uuid4_strings()
+        ids = message.uuid4_strings()
+        check = task.check_arguments if task.typing else None
         for index, call in enumerate(calls):
             if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
                     and isinstance(call[0], (list, tuple))):
-                args, kwargs = call
+                args, kwargs = call      # (the test of _call_pair, inline: the hot loop)
             else:
                 args, kwargs = call, {}
             task_id = next(ids)
             try:
+                if check is not None:
+                    check(args, kwargs)
                 body = encode(task_id, name, args, kwargs, expires=expires, ignore_result=ignore)
             except TypeError as exc:
                 raise TypeError(f"call {index}: {exc}") from None
             items.append((queue, body, None))
-            results.append(AsyncResult(task_id, self, task_name=name))
+            results.append(AsyncResult(task_id, self, task_name=name, ignore_result=ignore))
         # everything is encoded before the first byte is sent: a bad argument sends nothing
         with self._sending():
             self.broker.enqueue_many(items)
@@ -270,19 +408,38 @@ class Engine:
         control.revoke(self, task_id, terminate=terminate)
 
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+@dataclass(slots=True)
+class _SendSettings:
+    version: int
+    queue: str
+    eager: bool
+    setting: Any
+    routes: routing.Routes | None
 
 
-def _uuid4_strings(block: int = 256):
-    """Endless random (version 4) UUID strings, as ``str(uuid.uuid4())`` spells them, from
-    one ``os.urandom`` call per ``block`` ids: a third of the cost of ``uuid4()`` each, which
-    was a sixth of ``send_many``'s time."""
-    urandom, variant = os.urandom, _VARIANT
-    while True:
-        raw = urandom(16 * block).hex()
-        for i in range(0, 32 * block, 32):
-            h = raw[i:i + 32]
-            yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"
+#: the message fields in before_task_publish's ``headers`` (the rest are custom headers)
+_MESSAGE_HEADERS = frozenset({"id", "task", "retries", "eta", "expires"})
+
+
+def _ignored(task: Task | None, options: dict) -> bool:
+    ignore = options.get("ignore_result")
+    return bool(task is not None and task.ignore_result) if ignore is None else bool(ignore)
+
+
+def _call_pair(call: Any) -> tuple[Any, dict]:
+    """A ``delay_many`` item: an args tuple, or (args, kwargs) when a 2-tuple whose second
+    item is a dict."""
+    if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
+            and isinstance(call[0], (list, tuple))):
+        return call
+    return call, {}
+
+
+def _numbered(index: int, check: Callable, *args: Any) -> None:
+    try:
+        check(*args)
+    except TypeError as exc:
+        raise TypeError(f"call {index}: {exc}") from None
 
 
 def connect(url: str, *, conf: Config | None = None) -> redis.Redis:
@@ -311,63 +468,9 @@ def _absolute(when: Any) -> float:
 
 
 def load_app(target: str) -> Engine:
-    """``module`` or ``module:attribute`` -> the Engine; ConfigurationError otherwise."""
-    if not target:
-        raise ConfigurationError("no app given: use -A module[:attribute] or set ENGINE_APP")
-    module_name, _, attr = target.partition(":")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")   # like python -m: the current directory is importable
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from None
-        raise ConfigurationError(_import_failure(module_name, exc)) from exc
-    except Exception as exc:   # a syntax error, a missing import, anything its import raised
-        raise ConfigurationError(_import_failure(module_name, exc)) from exc
-    if attr:
-        obj: Any = module
-        for part in attr.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}")
-        if not isinstance(obj, Engine):
-            raise ConfigurationError(f"{target} is a {type(obj).__name__}, not an Engine app")
-        app = obj
-    else:
-        found: dict[int, list[str]] = {}   # one app under two names is one app
-        for name, value in vars(module).items():
-            if isinstance(value, Engine):
-                found.setdefault(id(value), []).append(name)
-        if not found:
-            raise ConfigurationError(f"module {module_name!r} defines no Engine app "
-                                     f"(use -A {module_name}:attribute)")
-        if len(found) > 1:
-            names = [names[0] for names in found.values()]
-            raise ConfigurationError(
-                f"module {module_name!r} defines {len(names)} Engine apps ({', '.join(names)}): "
-                f"say which with " + " or ".join(f"-A {module_name}:{n}" for n in names))
-        app = next(v for v in vars(module).values() if isinstance(v, Engine))
-    try:
-        app.import_includes()
-    except Exception as exc:
-        raise ConfigurationError(_import_failure(module_name, exc)) from exc
-    return app
-
-
-def _import_failure(module_name: str, exc: BaseException) -> str:
-    """One line for an app module (or a module it includes) that failed to import: the
-    file, the line and the error, from the innermost frame outside the import machinery."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        where = f"{exc.filename}, line {exc.lineno}"
-        what = f"{type(exc).__name__}: {exc.msg}"
-    else:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if not f.filename.startswith("<frozen")]
-        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else "?"
-        what = " ".join(traceback.format_exception_only(type(exc), exc)[-1].split())
-    return (f"cannot import app module {module_name!r}: {where}: {what} "
-            f"(-l debug shows the traceback)")
+    """``module`` or ``module:attribute`` -> the Engine, its modules imported
+    (``engine.loader``); ConfigurationError otherwise."""
+    return loader.load_app(target)
 
 
 def shared_task(fn: Callable | None = None, **options: Any) -> Any:
@@ -375,7 +478,8 @@ def shared_task(fn: Callable | None = None, **options: Any) -> Any:
     and it sends through the current app."""
     def declare(f: Callable) -> Task:
         SHARED.append((f, options))
-        task = Task(f, None, **options)
+        opts = dict(options)
+        task = (opts.pop("base", None) or Task)(f, None, **opts)
         for app in APPS:
             app.tasks.register(task)
         return task

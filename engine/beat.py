@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import redis
 
+from engine import signals
 from engine.exceptions import ConfigurationError
 from engine.schedules import to_schedule, zone
 from engine.wire import text as _s
@@ -256,6 +257,8 @@ class Beat:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
+        if signals.beat_init.receivers:
+            signals.beat_init.send(sender=self)
         log.info("beat %s starting: %d entries, lease %.1f s, timezone %s", self.token,
                  len(self.entries), self.lease, self.tz)
         try:
@@ -311,7 +314,9 @@ def command(args) -> int:
     from engine.worker import ossignals as signals
     from engine.app import load_app
     from engine.connection import wait_for_broker
+    from engine.worker import hooks
     app = load_app(args.app or "")
+    hooks.hand_over_logging(args.loglevel)
     # like a worker: wait for an unreachable broker, one line a retry, then give up
     wait_for_broker(app.broker_url, retry=bool(app.conf.broker_connection_retry),
                     max_retries=app.conf.broker_connection_max_retries or None)

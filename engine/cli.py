@@ -19,7 +19,23 @@ PROG = "engine"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def _command_index(argv: list[str]) -> int:
+    """Where the command word is: after the global options (``engine -A proj run``)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-A", "--app"):
+            i += 2
+        elif arg.startswith("--app=") or (arg.startswith("-A") and len(arg) > 2):
+            i += 1
+        else:
+            return i
+    return i
+
+
 def _wants_gevent(argv: list[str]) -> bool:
+    start = _command_index(argv)
+    argv = argv[start:]
     if not argv or argv[0] != "run":
         return False
     for i, arg in enumerate(argv):
@@ -69,11 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "Redis; workers run them in interchangeable pools.")
     from engine import __version__
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    # before the command too, as Celery users type it (``engine -A proj run``); a separate
+    # dest: a subparser's default would overwrite the value otherwise
+    parser.add_argument("-A", "--app", dest="global_app", metavar="APP",
+                        help="module or module:attribute of the Engine app, for any command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def app_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-A", "--app", default=os.environ.get("ENGINE_APP"),
-                       help="module or module:attribute of the Engine app (default $ENGINE_APP)")
+        p.add_argument("-A", "--app", default=None,
+                       help="module or module:attribute of the Engine app (default: the "
+                       "global -A, then $ENGINE_APP)")
 
     def loglevel_arg(p: argparse.ArgumentParser, default: str) -> None:
         p.add_argument("-l", "--loglevel", default=default, type=str.lower, choices=LOG_LEVELS,
@@ -202,7 +223,10 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 
 def load(args: argparse.Namespace):
     from engine.app import load_app
-    return load_app(args.app or "")
+    from engine.worker import hooks
+    app = load_app(args.app or "")
+    hooks.hand_over_logging(getattr(args, "loglevel", "info"))
+    return app
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -240,13 +264,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                           concurrency=int(conf.worker_concurrency),
                           prefetch=int(conf.worker_prefetch), options=options,
                           isolate=False)]   # the one-lane worker is its pool's own process
+    from engine.worker import hooks
+    from engine.worker.isolation import wants_isolation
+    here = []   # the pools of the lanes that run in this process
     for lane in lanes:
         describe(lane.pool)
-        resolve(lane.pool)   # a bad pool or class path fails here, before any connection
+        pool_cls = resolve(lane.pool)   # a bad pool or class path fails here, before any connection
+        if not wants_isolation(lane, pool_cls):
+            here.append(pool_cls)
     from engine.console import banner
     supervisor = Supervisor(app, lanes, name=args.hostname, beat=args.beat, parent=parent)
+    hooks.worker_init(supervisor)
+    runs_tasks = hooks.runs_tasks_here(here)
+    if runs_tasks:
+        hooks.process_init()
     code = supervisor.run(on_ready=lambda sup: logging.getLogger("engine.worker").info(
         "%s", banner(sup)))
+    if runs_tasks:
+        hooks.process_shutdown(code)
+    hooks.worker_shutdown(supervisor)
     # Threads abandoned by a hard limit or a cold shutdown must not hold the exit: everything
     # the worker owed Redis is written by now, so leave without waiting for them.
     logging.shutdown()
@@ -352,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:   # bare ``engine``: the usage, as a mistake (exit 2)
         parser.print_help(sys.stderr)
         return 2
+    if hasattr(args, "app"):
+        args.app = args.app or args.global_app or os.environ.get("ENGINE_APP")
     setup_logging(getattr(args, "loglevel", "info"), getattr(args, "log_format", None) or "text")
     from engine.exceptions import ConfigurationError
     try:

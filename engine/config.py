@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import types
 from typing import Any, Iterator, Mapping
 
 from engine.exceptions import ConfigurationError
@@ -24,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "task_acks_late": True,
     "task_max_deliveries": 10,       # poison threshold
     "task_track_started": False,
+    "task_routes": None,             # dict, router, "pkg.mod:router" or a list (engine.routing)
+    "task_always_eager": False,      # delay/apply_async run the task here (Task.apply)
+    "task_eager_propagates": False,  # an eager task's exception is raised by apply
     "worker_pool": "prefork",
     "worker_concurrency": os.cpu_count() or 1,
     "worker_prefetch": 64,           # messages held per slot at most (fewer for long tasks)
@@ -67,33 +71,54 @@ class Config(Mapping[str, Any]):
         self._layers: dict[str, dict[str, Any]] = {name: {} for name in self.LAYERS}
         self._layers["defaults"].update(DEFAULTS)
         self._layers["update"].update(initial)
+        self._pending: list[tuple[Any, str]] = []   # from_object sources not read yet
+        #: bumped by every write through this class, so that hot paths (the app's send
+        #: path) may keep settings they read until it moves
+        self._version = 0
 
     # -- sources -----------------------------------------------------------------------
     def update(self, other: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         values = dict(other or {}, **kwargs)
         self._layers["update"].update({k.lower(): v for k, v in values.items()})
+        self._version += 1
 
     def from_object(self, obj: Any, *, namespace: str | None = None) -> None:
+        """Settings from a mapping, a module, a ``"module"`` or ``"module:attribute"`` path,
+        or any object with attributes (a Django settings object: ``"django.conf:settings"``).
+        With ``namespace``, only ``NAMESPACE_*`` names, with the prefix dropped; without,
+        known setting names and upper-case names.
+
+        A path is imported now (a bad one fails here); the object's names are read at the
+        first lookup, as Celery does: Django's settings may not be configured yet while the
+        module that makes the app is being imported."""
         if isinstance(obj, str):
-            try:
-                obj = importlib.import_module(obj)
-            except ImportError as exc:
-                raise ConfigurationError(f"cannot import settings {obj!r}: {exc}") from None
-        prefix = f"{namespace}_" if namespace else ""
-        source = obj if isinstance(obj, Mapping) else vars(obj)
+            obj = import_object(obj)
+        self._pending.append((obj, f"{namespace}_" if namespace else ""))
+        self._version += 1
+
+    def _read_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self._version += 1
         layer = self._layers["object"]
-        for key, value in source.items():
-            if not isinstance(key, str) or key.startswith("_"):
-                continue
-            if prefix:
-                if key.startswith(prefix):
-                    layer[key[len(prefix):].lower()] = value
-            elif key.lower() in DEFAULTS or key.isupper():
-                layer[key.lower()] = value
+        for obj, prefix in pending:
+            try:
+                source = _names_of(obj)
+            except Exception as exc:   # e.g. Django's ImproperlyConfigured
+                raise ConfigurationError(f"cannot read settings from {obj!r}: "
+                                         f"{type(exc).__name__}: {exc}") from None
+            for key, value in source.items():
+                if not isinstance(key, str) or key.startswith("_"):
+                    continue
+                if prefix:
+                    if key.startswith(prefix):
+                        layer[key[len(prefix):].lower()] = value
+                elif key.lower() in DEFAULTS or key.isupper():
+                    layer[key.lower()] = value
 
     def from_cli(self, **values: Any) -> None:
         """Flags given on the command line (None means 'not given')."""
         self._layers["cli"].update({k: v for k, v in values.items() if v is not None})
+        self._version += 1
 
     def _environment(self) -> dict[str, Any]:
         env = {}
@@ -105,12 +130,16 @@ class Config(Mapping[str, Any]):
 
     # -- lookup ------------------------------------------------------------------------
     def _merged(self) -> dict[str, Any]:
+        if self._pending:
+            self._read_pending()
         merged: dict[str, Any] = {}
         for name in self.LAYERS:
             merged.update(self._environment() if name == "environment" else self._layers[name])
         return merged
 
     def __getitem__(self, key: str) -> Any:
+        if self._pending:
+            self._read_pending()
         layers = self._layers
         cli = layers["cli"]
         if key in cli:
@@ -136,6 +165,7 @@ class Config(Mapping[str, Any]):
             object.__setattr__(self, key, value)
         else:
             self._layers["update"][key] = value
+            self._version += 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._merged())
@@ -151,3 +181,36 @@ class Config(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Config({self._merged()!r})"
+
+
+def import_object(path: str, what: str = "settings") -> Any:
+    """``package.module:name`` (or a dotted ``package.module.name``, or a module alone)
+    -> the object; ConfigurationError naming ``what`` otherwise."""
+    module_name, sep, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        if sep or "." not in path:
+            raise ConfigurationError(f"cannot import {what} {path!r}: {exc}") from None
+        module_name, _, attr = path.rpartition(".")   # the dotted form: the last part
+        try:
+            obj = importlib.import_module(module_name)
+        except ImportError:
+            raise ConfigurationError(f"cannot import {what} {path!r}: {exc}") from None
+    for part in filter(None, attr.split(".")):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(f"{what} {path!r}: {module_name} has no "
+                                     f"{attr!r}") from None
+    return obj
+
+
+def _names_of(obj: Any) -> Mapping[str, Any]:
+    if isinstance(obj, Mapping):
+        return obj
+    if isinstance(obj, types.ModuleType):
+        return vars(obj)
+    # any other object by the names ``dir`` lists: instance and class attributes,
+    # properties, and what a proxy forwards (Django's LazySettings)
+    return {name: getattr(obj, name) for name in dir(obj) if not name.startswith("_")}

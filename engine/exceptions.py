@@ -87,3 +87,34 @@ class Reject(Exception):
         super().__init__(reason)
         self.reason = reason
         self.requeue = requeue
+
+
+class ExceptionInfo:
+    """What the failure hooks get as ``einfo`` (Celery's ``billiard.einfo.ExceptionInfo``,
+    in small): the exception, its type, its traceback object and the formatted text."""
+
+    __slots__ = ("exception", "type", "tb", "traceback")
+
+    def __init__(self, exception: BaseException, traceback: str = "") -> None:
+        self.exception = exception
+        self.type = type(exception)
+        self.tb = exception.__traceback__
+        if not traceback:
+            import traceback as _tb
+            traceback = "".join(_tb.format_exception(exception))
+        self.traceback = traceback
+
+    @property
+    def exc_info(self) -> tuple:
+        return (self.type, self.exception, self.tb)
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo {self.type.__name__}: {self.exception}>"
+
+
+class Ignore(Exception):
+    """Raised by a task to end without a result state: nothing is stored, the message is
+    acknowledged (for tasks that set their final state themselves)."""

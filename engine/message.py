@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import os
 import uuid
 from typing import Any
 
@@ -104,7 +105,7 @@ def encode_message(task_id: str, task: str, args: Any, kwargs: dict, *, retries:
                    eta: float | None = None, expires: float | None = None,
                    soft: float | None = None, hard: float | None = None,
                    ignore_result: bool = False, unique: str | None = None,
-                   priority: int = 0) -> bytes:
+                   priority: int = 0, headers: dict | None = None) -> bytes:
     """The wire body of one task message; TypeError naming the argument if it cannot be sent."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": task_id, "task": task,
                             "args": list(args), "kwargs": kwargs, "retries": retries}
@@ -122,10 +123,17 @@ def encode_message(task_id: str, task: str, args: Any, kwargs: dict, *, retries:
         body["priority"] = priority   # kept through delays and retries (engine.broker)
     if unique is not None:
         body["uq"] = unique      # the unique lock (engine.flow) the worker releases at the end
+    if headers:
+        body["headers"] = headers
     try:
         return dumps(body)
     except (TypeError, ValueError, OverflowError):
-        check_arguments(task, args, kwargs)
+        if headers:
+            try:
+                dumps(headers)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise TypeError(f"{task}: headers cannot be sent: {exc}") from None
+        check_arguments(task, args, kwargs)   # raises, naming the argument
         raise
 
 
@@ -162,10 +170,12 @@ def decode_message(raw: bytes) -> dict:
 
 
 def job_from_body(body: dict, raw: bytes, queue: str) -> Job:
+    headers = body.get("headers")
     return Job(id=body["id"], task=body["task"], args=body["args"], kwargs=body["kwargs"],
                body=raw, retries=body["retries"], queue=queue,
                soft_limit=body.get("soft"), hard_limit=body.get("hard"),
-               ignore_result=bool(body.get("ignore_result", False)))
+               ignore_result=bool(body.get("ignore_result", False)),
+               headers=headers if type(headers) is dict else None)
 
 
 def load_job(raw: bytes, queue: str = "") -> Job:
@@ -182,3 +192,18 @@ def reencode(raw: bytes, **changes: Any) -> bytes:
         else:
             body[key] = value
     return dumps(body)
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def uuid4_strings(block: int = 256):
+    """Endless random (version 4) UUID strings, as ``str(uuid.uuid4())`` spells them, from
+    one ``os.urandom`` call per ``block`` ids: a third of the cost of ``uuid4()`` each, which
+    was a sixth of ``send_many``'s time."""
+    urandom, variant = os.urandom, _VARIANT
+    while True:
+        raw = urandom(16 * block).hex()
+        for i in range(0, 32 * block, 32):
+            h = raw[i:i + 32]
+            yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"

@@ -51,11 +51,20 @@ class NotRegistered(KeyError):
 
 
 class TaskRegistry(dict):
+    """Name -> Task. A lookup (``registry[name]``) that misses first asks ``on_miss`` (the
+    app's pending autodiscovery) and looks again when it did anything; ``get`` does not."""
+
+    def __init__(self, on_miss: "Callable[[], bool] | None" = None) -> None:
+        super().__init__()
+        self._on_miss = on_miss
+
     def register(self, task: "Task") -> "Task":
         self[task.name] = task
         return task
 
     def __missing__(self, name: str) -> "Task":
+        if self._on_miss is not None and self._on_miss() and dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
         raise NotRegistered(name)
 
     def names(self) -> list[str]:

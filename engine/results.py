@@ -5,7 +5,8 @@ Keys (``P`` is ``key_prefix``):
   P:result:<id>   list of one final record; waiters rotate it with BLMOVE so that any number
                   of them can wait on one id without polling, and it expires after
                   ``result_expires``
-  P:status:<id>   interim state (STARTED, RETRY) while no final record exists
+  P:status:<id>   interim state (STARTED, RETRY, or a task's own: ``update_state``) while no
+                  final record exists; the value of a custom state is its ``meta``
   P:done:<id>     the encoded return value of an ``idempotent=True`` task that ran to the
                   end, written by the process that ran it (SET NX, ``result_expires``); a
                   redelivered copy returns it instead of running again
@@ -116,6 +117,13 @@ class ResultBackend:
             commands.append(tuple(args))
         return commands
 
+    def set_status(self, task_id: str, state: str, value: bytes, *, task: str = "",
+                   worker: str = "", retries: int = 0) -> None:
+        """Store an interim state now, from the process running the task
+        (``Task.update_state``); ``value`` is the encoded meta."""
+        record = encode_record(state, value, task=task, worker=worker, retries=retries)
+        self.wire.call("SET", self.status_key(task_id), record, "EX", self.expires)
+
     # -- reading -----------------------------------------------------------------------
     def peek(self, task_id: str) -> dict[str, Any] | None:
         pipe = self.client.pipeline(transaction=False)
@@ -153,13 +161,16 @@ class ResultBackend:
 class AsyncResult:
     """A handle on one task's result: ``state``, ``ready()``, ``get()``, ``revoke()``."""
 
-    def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None):
+    def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None,
+                 ignore_result: bool = False):
         if app is None:
             from engine.registry import current_app
             app = current_app()
         self.id = id
         self.app = app
         self.task_name = task_name
+        #: sent with ignore_result: no record will come, so ``get`` returns None at once
+        self.ignore_result = ignore_result
         self._record: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -197,15 +208,18 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value, or the exception instance of a failure (None while pending)."""
+        """The return value on SUCCESS, the exception on FAILURE, RETRY or REVOKED, the
+        ``meta`` of a custom state (``update_state``), None while pending."""
         record = self._fetch()
         if not record:
             return None
         if record["state"] == SUCCESS:
             return record["value"]
-        if record["exc_type"]:
+        if record["exc_type"] or record["state"] == REVOKED:
             return rebuild_exception(record)
-        return None
+        return record["value"]
+
+    info = result
 
     @property
     def traceback(self) -> str | None:
@@ -220,6 +234,8 @@ class AsyncResult:
         """Wait for the result. Raises TimeoutError when ``timeout`` runs out; on failure
         raises the task's exception (its own type when importable, else TaskError)."""
         record = self._record
+        if record is None and self.ignore_result:
+            return None
         if record is None:
             record = self.app.backend.wait(self.id, timeout)
             if record is None:
@@ -252,7 +268,7 @@ class ResultSet:
             return []
         app = self.results[0].app
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiting = [r for r in self.results if r._record is None]
+        waiting = [r for r in self.results if r._record is None and not r.ignore_result]
         while waiting:
             raws = app.backend.peek_many([r.id for r in waiting])
             still = []
@@ -273,7 +289,8 @@ class ResultSet:
             if record is not None:
                 waiting[0]._record = record
                 waiting = waiting[1:]
-        return [_outcome(r._record, propagate) for r in self.results]
+        return [None if r._record is None else _outcome(r._record, propagate)
+                for r in self.results]
 
 
 def _outcome(record: dict[str, Any], propagate: bool) -> Any:

@@ -5,19 +5,25 @@ Sending goes through the app (``Engine.send``); running goes through ``engine.wo
 
 from __future__ import annotations
 
+import datetime
 import functools
+import inspect
+import keyword
+import logging
 import random
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.exceptions import MaxRetriesExceededError, Retry
+from engine import message
+from engine.exceptions import ExceptionInfo, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
+    from engine import eager, results
     from engine.app import Engine
-    from engine.results import AsyncResult
 
-#: options ``@app.task`` accepts, with their defaults
+#: options ``@app.task`` accepts, with their defaults (also the class attributes of Task, so
+#: a subclass or a class-based task sets them as attributes)
 TASK_OPTIONS: dict[str, Any] = {
     "name": None,
     "bind": False,
@@ -34,16 +40,23 @@ TASK_OPTIONS: dict[str, Any] = {
     "ignore_result": False,
     "idempotent": False,           # record completion by id and skip re-runs
     "expires": None,
+    "typing": True,                # check the arguments against the signature when sending
     "rate_limit": None,            # "N/s", "N/m", "N/h": for the whole fleet (engine.flow)
     "max_concurrency": None,       # at most N running at once across the fleet
     "unique_for": None,            # seconds: a second identical send returns the first
     "priority": 0,                 # 0 to 9 within its queue: higher is fetched first
 }
 
+#: the methods a Task subclass may override to be called around each run (Celery's names)
+HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
 
 @dataclass
 class Request:
-    """What a running task knows about its call (``self.request`` in bound tasks)."""
+    """What a running task knows about its call (``self.request`` in bound tasks).
+
+    ``engine.worker.runner`` builds it with positional arguments (the cheap way): a new
+    field goes at the end."""
 
     id: str | None = None
     task: str | None = None
@@ -53,23 +66,85 @@ class Request:
     hostname: str | None = None
     queue: str | None = None
     called_directly: bool = True
+    headers: dict | None = None     #: ``apply_async(headers=...)``, as sent
+    is_eager: bool = False
+
+    @property
+    def name(self) -> str | None:
+        """The task name (Celery's worker request spells it so)."""
+        return self.task
 
 
 class _Context(threading.local):
     # threading.local becomes greenlet-local once gevent has patched the process
     def __init__(self) -> None:
         self.stack: list[Request] = []
+        self.tasks: list["Task"] = []
 
 
 _context = _Context()
 
 
-def push_request(request: Request) -> None:
+def push_request(request: Request, task: "Task | None" = None) -> None:
     _context.stack.append(request)
+    _context.tasks.append(task)
 
 
 def pop_request() -> None:
     _context.stack.pop()
+    _context.tasks.pop()
+
+
+def get_current_task() -> "Task | None":
+    """The task running in this thread (greenlet), or None."""
+    tasks = _context.tasks
+    return tasks[-1] if tasks else None
+
+
+class _CurrentTask:
+    """``engine.current_task``: Celery's proxy to the running task (false outside one);
+    ``current_task.request.id``, ``current_task.name``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        task = get_current_task()
+        if task is None:
+            raise AttributeError(f"no task is running here (current_task.{name})")
+        return getattr(task, name)
+
+    def __bool__(self) -> bool:
+        return get_current_task() is not None
+
+    def __repr__(self) -> str:
+        return f"<current_task: {get_current_task()!r}>"
+
+
+current_task = _CurrentTask()
+
+
+class _TaskContext(logging.Filter):
+    """Puts ``task_id`` and ``task_name`` on every record of a task logger (``"???"``
+    outside a task), for formats such as ``%(task_name)s[%(task_id)s]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stack = _context.stack
+        request = stack[-1] if stack else None
+        record.task_id = (request.id if request else None) or "???"
+        record.task_name = (request.task if request else None) or "???"
+        return True
+
+
+_TASK_CONTEXT = _TaskContext()
+
+
+def get_task_logger(name: str) -> logging.Logger:
+    """A logger for task modules (Celery's ``get_task_logger``): ``name`` under the
+    ``engine.task`` logger, its records carrying ``task_id`` and ``task_name``."""
+    logger = logging.getLogger(f"engine.task.{name}")
+    if _TASK_CONTEXT not in logger.filters:
+        logger.addFilter(_TASK_CONTEXT)
+    return logger
 
 
 def check_priority(priority: Any) -> int:
@@ -82,38 +157,74 @@ def check_priority(priority: Any) -> int:
 
 
 class Task:
-    """A registered task. Calling it runs the function here; ``delay`` sends it."""
+    """A registered task. Calling it runs it here; ``delay`` sends it.
 
-    def __init__(self, fn: Callable, app: "Engine | None", **options: Any) -> None:
-        unknown = set(options) - set(TASK_OPTIONS)
+    Made by ``@app.task`` around a function, or written as a class: subclass ``Task`` (or
+    ``app.Task``), set ``name`` and the options as class attributes, define ``run``, and
+    register an instance (``app.register_task``). A subclass may override the hooks
+    (``before_start``, ``on_success``, ``on_failure``, ``on_retry``, ``after_return``): the
+    worker calls them in the process that runs the task, with Celery's arguments. Whether a
+    class overrides any is found once, here, so tasks without hooks run as before.
+    """
+
+    name: str | None = None
+    bind = False
+    queue: str | None = None
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+    max_retries: int | None = 3
+    default_retry_delay: float = 3.0
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600.0
+    retry_jitter = True
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    acks_late: bool | None = None
+    ignore_result = False
+    idempotent = False
+    expires: float | None = None
+    typing = True
+    rate_limit: str | None = None      #: "N/s", "N/m", "N/h" for the whole fleet (engine.flow)
+    max_concurrency: int | None = None
+    unique_for: float | None = None
+    priority = 0
+    #: the app of ``app.Task`` subclasses (None: the current app)
+    _app: "Engine | None" = None
+
+    def __init__(self, fn: Callable | None = None, app: "Engine | None" = None,
+                 **options: Any) -> None:
+        cls = type(self)
+        unknown = [k for k in options if k not in TASK_OPTIONS and not hasattr(cls, k)]
         if unknown:
             raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}")
-        opts = {**TASK_OPTIONS, **options}
+        if fn is not None and cls.run is not Task.run:
+            raise TypeError(f"{cls.__qualname__} defines run(): it is a class-based task, "
+                            f"not a base for @app.task functions")
+        if fn is None and cls.run is Task.run:
+            raise TypeError(f"{cls.__qualname__} has no run(): define it, or decorate a "
+                            f"function with @app.task")
         self.fn = fn
-        self._app = app
-        self.name: str = opts["name"] or f"{fn.__module__}.{fn.__qualname__}"
-        self.bind: bool = opts["bind"]
-        self.queue: str | None = opts["queue"]
-        self.soft_time_limit: float | None = opts["soft_time_limit"]
-        self.time_limit: float | None = opts["time_limit"]
-        self.max_retries: int | None = opts["max_retries"]
-        self.default_retry_delay: float = opts["default_retry_delay"]
-        self.retry_backoff: bool | float = opts["retry_backoff"]
-        self.retry_backoff_max: float = opts["retry_backoff_max"]
-        self.retry_jitter: bool = opts["retry_jitter"]
-        self.autoretry_for: tuple[type[BaseException], ...] = tuple(opts["autoretry_for"])
-        self.acks_late: bool | None = opts["acks_late"]
-        self.ignore_result: bool = opts["ignore_result"]
-        self.idempotent: bool = opts["idempotent"]
-        self.expires: float | None = opts["expires"]
-        self.rate_limit: str | None = opts["rate_limit"]
-        self.max_concurrency: int | None = opts["max_concurrency"]
-        self.unique_for: float | None = opts["unique_for"]
-        self.priority: int = check_priority(opts["priority"])
+        if app is not None:
+            self._app = app
+        for key, value in options.items():
+            setattr(self, key, value)
+        if self.name is None:
+            self.name = (f"{fn.__module__}.{fn.__qualname__}" if fn is not None
+                         else f"{cls.__module__}.{cls.__qualname__}")
+        self.autoretry_for = tuple(self.autoretry_for)
+        if (self.soft_time_limit is not None and self.time_limit is not None
+                and self.soft_time_limit > self.time_limit):
+            raise ValueError(f"{self.name}: soft_time_limit ({self.soft_time_limit}) is past "
+                             f"time_limit ({self.time_limit})")
+        self.priority = check_priority(self.priority)
         if self.rate_limit is not None:
             from engine.flow import parse_rate
             parse_rate(self.rate_limit)   # a bad rate fails at declaration, not in a worker
-        functools.update_wrapper(self, fn)
+        #: overridden hooks or ``__call__``: the runner takes the hooked path for this task
+        self.hooked = cls.__call__ is not Task.__call__ or any(
+            getattr(cls, hook) is not getattr(Task, hook) for hook in HOOKS)
+        if fn is not None:
+            functools.update_wrapper(self, fn)
+        self._checker: Callable | None = None
 
     @property
     def app(self) -> "Engine":
@@ -134,38 +245,121 @@ class Task:
         return self.run(*args, **kwargs)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's body: the decorated function (class-based tasks define their own)."""
         if self.bind:
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
 
+    # -- hooks (Celery's signatures; the defaults do nothing) ----------------------------
+    def before_start(self, task_id: str, args: list, kwargs: dict) -> None:
+        """Before the task runs; raising here fails the task."""
+
+    def on_success(self, retval: Any, task_id: str, args: list, kwargs: dict) -> None:
+        """After it returned ``retval``."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: list, kwargs: dict,
+                   einfo: ExceptionInfo) -> None:
+        """After it raised ``exc`` (and will not be retried)."""
+
+    def on_retry(self, exc: BaseException | None, task_id: str, args: list, kwargs: dict,
+                 einfo: ExceptionInfo) -> None:
+        """It will run again; ``exc`` is the exception given to ``retry`` (or None)."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: list, kwargs: dict,
+                     einfo: ExceptionInfo | None) -> None:
+        """After SUCCESS or FAILURE (``retval`` is the value or the exception); like
+        Celery, ``einfo`` is None here and the hook is not called for RETRY or a Reject."""
+
+    # -- state -----------------------------------------------------------------------------
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None) -> None:
+        """Publish an interim state (``"PROGRESS"``, any name) with ``meta``: producers see
+        it as ``AsyncResult.state`` and ``.info`` until the task ends."""
+        request = self.request
+        task_id = task_id or request.id
+        if not task_id:
+            raise ValueError(f"{self.name}: update_state outside a running task needs task_id")
+        if not state or not isinstance(state, str):
+            raise ValueError(f"{self.name}: update_state needs a state name, got {state!r}")
+        try:
+            value = message.dumps(meta)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"{self.name}: update_state meta cannot be stored: {exc}") from None
+        self.app.backend.set_status(task_id, state, value, task=self.name,
+                                    worker=request.hostname or "", retries=request.retries)
+
+    def AsyncResult(self, task_id: str) -> "results.AsyncResult":   # noqa: N802 (Celery's name)
+        from engine import results
+        return results.AsyncResult(task_id, self.app, task_name=self.name)
+
     # -- sending -----------------------------------------------------------------------
-    def delay(self, *args: Any, **kwargs: Any) -> "AsyncResult":
+    def delay(self, *args: Any, **kwargs: Any) -> "results.AsyncResult":
         return self.app.send(self, args, kwargs)
 
-    def apply_async(self, args: tuple | list = (), kwargs: dict | None = None, *,
+    def apply_async(self, args: tuple | list | None = None, kwargs: dict | None = None, *,
                     countdown: float | None = None, eta: Any = None, expires: Any = None,
                     queue: str | None = None, soft_time_limit: float | None = None,
                     time_limit: float | None = None, task_id: str | None = None,
                     ignore_result: bool | None = None,
-                    unique_for: float | None = None,
-                    priority: int | None = None) -> "AsyncResult":
-        return self.app.send(self, args, kwargs or {}, countdown=countdown, eta=eta,
+                    headers: dict | None = None, unique_for: float | None = None,
+                    priority: int | None = None) -> "results.AsyncResult":
+        """Send with options; ``headers`` (a dict) travel in the message and are
+        ``self.request.headers`` in the task."""
+        return self.app.send(self, args or (), kwargs or {}, countdown=countdown, eta=eta,
                              expires=expires, queue=queue, soft_time_limit=soft_time_limit,
-                             time_limit=time_limit, task_id=task_id, ignore_result=ignore_result,
+                             time_limit=time_limit, task_id=task_id,
+                             ignore_result=ignore_result, headers=headers,
                              unique_for=unique_for, priority=priority)
 
-    def delay_many(self, calls: Any, *, queue: str | None = None) -> list["AsyncResult"]:
+    def delay_on_commit(self, *args: Any, **kwargs: Any) -> "results.AsyncResult":
+        """Django: send when the current database transaction commits (at once outside
+        one); never when it rolls back. Returns the result the task will have."""
+        return self.apply_async_on_commit(args, kwargs)
+
+    def apply_async_on_commit(self, args: tuple | list | None = None,
+                              kwargs: dict | None = None, *, using: str | None = None,
+                              **options: Any) -> "results.AsyncResult":
+        """Django: ``apply_async`` when the transaction of database ``using`` commits."""
+        from engine import django as _django
+        return _django.on_commit_send(self, args or (), kwargs or {}, using=using,
+                                      options=options)
+
+    def apply(self, args: tuple | list | None = None, kwargs: dict | None = None, *,
+              task_id: str | None = None, headers: dict | None = None,
+              throw: bool | None = None) -> "eager.EagerResult":
+        """Run here and now, with the worker's path (hooks, retry and failure handling),
+        and return an EagerResult. ``throw`` (default: ``task_eager_propagates``) raises
+        the task's exception instead of storing it in the result."""
+        return self.app.apply_here(self, list(args or ()), dict(kwargs or {}),
+                                   task_id=task_id, headers=headers, throw=throw)
+
+    def check_arguments(self, args: Any, kwargs: dict) -> None:
+        """TypeError, at send time, when the arguments cannot bind to the task's signature
+        (like calling it would); ``typing=False`` on the task skips it."""
+        checker = self._checker
+        if checker is None:
+            checker = self._checker = _signature_checker(self)
+        try:
+            checker(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+
+    def delay_many(self, calls: Any, *, queue: str | None = None) -> list["results.AsyncResult"]:
         """Send many calls in pipelined round trips. Each item is an args tuple, or an
         (args, kwargs) pair when it is a 2-tuple whose second item is a dict."""
         return self.app.send_many(self, calls, queue=queue)
 
     # -- retrying ----------------------------------------------------------------------
     def retry(self, *, exc: BaseException | None = None, countdown: float | None = None,
-              eta: float | None = None, max_retries: int | None = None) -> Retry:
+              eta: "float | datetime.datetime | None" = None,
+              max_retries: int | None = None) -> Retry:
         """Ask to run again later; raises Retry (so ``raise self.retry()`` reads well).
+        ``eta`` is unix seconds or a datetime (naive: local time).
 
         Past ``max_retries`` it raises ``exc`` if given, else MaxRetriesExceededError.
         """
+        if isinstance(eta, datetime.datetime):
+            eta = (eta if eta.tzinfo is not None else eta.astimezone()).timestamp()
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:
@@ -184,3 +378,52 @@ class Task:
         base = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
         delay = min(self.retry_backoff_max, base * (2 ** retries))
         return random.uniform(0, delay) if self.retry_jitter else delay
+
+
+def _accepts_anything(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+def _signature_checker(task: Task) -> Callable[..., None]:
+    """A do-nothing function with the task's parameters (``self`` dropped when bound):
+    calling it binds the arguments as the task would, at the cost of one call, where
+    ``inspect.Signature.bind`` costs microseconds a send. Defaults are passed in, never
+    re-evaluated; annotations are left out."""
+    fn = task.fn if task.fn is not None else task.run
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):   # a builtin or a callable with no signature
+        return _accepts_anything
+    if task.fn is not None and task.bind:
+        params = params[1:]
+    out: list[str] = []
+    namespace: dict[str, Any] = {}
+    positional_only = star = False
+    for i, p in enumerate(params):
+        if p.kind is p.POSITIONAL_ONLY:
+            positional_only = True
+        elif positional_only:
+            out.append("/")
+            positional_only = False
+        if p.kind is p.VAR_POSITIONAL:
+            out.append("*" + p.name)
+            star = True
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            out.append("**" + p.name)
+            continue
+        if p.kind is p.KEYWORD_ONLY and not star:
+            out.append("*")
+            star = True
+        text = p.name
+        if p.default is not p.empty:
+            namespace[f"_default_{i}"] = p.default
+            text += f"=_default_{i}"
+        out.append(text)
+    if positional_only:
+        out.append("/")
+    name = getattr(fn, "__name__", "task")
+    if not name.isidentifier() or keyword.iskeyword(name):
+        name = "task"
+    exec(f"def {name}({', '.join(out)}):\n    pass\n", namespace)   # noqa: S102
+    return namespace[name]

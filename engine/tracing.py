@@ -56,8 +56,8 @@ class SendSpan:
         self._span.end()
 
 
-def run_in_span(execute: Callable[[Any], Any], job: Any) -> Any:
-    """``execute(job)`` (a runner's) in a ``run <task>`` span whose parent is the producer's
+def run_in_span(execute: Callable[..., Any], job: Any, *args: Any) -> Any:
+    """``execute(job, *args)`` (a runner's) in a ``run <task>`` span whose parent is the producer's
     span (from the body's ``tp``), in the process that runs the task."""
     from opentelemetry import propagate, trace
     from opentelemetry.trace import Status, StatusCode
@@ -74,7 +74,7 @@ def run_in_span(execute: Callable[[Any], Any], job: Any) -> Any:
             f"run {job.task}", context=parent, kind=trace.SpanKind.CONSUMER,
             attributes=_attributes(job.task, job.id, job.queue, "process"),
             record_exception=False, set_status_on_exception=False) as span:
-        outcome = execute(job)
+        outcome = execute(job, *args)
         span.set_attribute("engine.task.state", outcome.state)
         span.set_attribute("engine.task.retries", job.retries)
         if outcome.state == FAILURE:

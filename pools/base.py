@@ -35,6 +35,7 @@ class Job:
     soft_limit: float | None = None   #: seconds from start, None for no limit
     hard_limit: float | None = None
     ignore_result: bool = False
+    headers: dict | None = None       #: the sender's custom headers (``self.request.headers``)
 
 
 @dataclass(slots=True)
@@ -125,6 +126,10 @@ class Pool:
     #: True when jobs run inside ``maintain`` (solo): the supervisor then calls it every
     #: loop turn instead of every MAINTAIN_INTERVAL
     runs_jobs_in_maintain = False
+    #: True when jobs run in processes the pool forks (prefork), which then send
+    #: ``worker_process_init`` themselves after the fork; False: the worker sends it in its
+    #: own process, where the jobs run
+    runs_in_children = False
 
     def __init__(self, concurrency: int, on_outcome: OnOutcome, *, runner: Runner,
                  on_start: OnStart | None = None, options: PoolOptions = PoolOptions()):

@@ -14,6 +14,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from engine import flow, limits, message
+from engine import signals as hooksig
+from engine.worker import hooks
 from engine.exceptions import WorkerLostError
 from engine.results import FAILURE, encode_record
 from engine.wire import fields_get, text
@@ -79,10 +81,14 @@ class Intake:
             body = message.decode_message(raw)
         except message.MessageError as exc:
             self._dead_letter(queue_name, raw, str(exc), stream, entry_id)
+            if hooksig.task_rejected.receivers:
+                hooks.rejected(self.worker, raw, str(exc))
             return False
         task = self.tasks.get(body["task"])
         if task is None:
             self._dead_letter(queue_name, raw, f"unknown task {body['task']!r}", stream, entry_id)
+            if hooksig.task_unknown.receivers:
+                hooks.unknown(self.worker, body, raw)
             return False
         job = message.job_from_body(body, raw, queue_name)
         if count > self.max_deliveries:
@@ -123,6 +129,8 @@ class Intake:
             delivery.unique = body["uq"]
         self.events.task("task-received", job.id, job.task, queue=queue_name,
                          retries=job.retries)
+        if hooksig.task_received.receivers:
+            hooks.received(self.worker, job)
         lane.buffer.append(delivery)
         return True
 
@@ -140,6 +148,8 @@ class Intake:
                 job = delivery.job
                 self.events.task("task-received", job.id, job.task, queue=job.queue,
                                  retries=job.retries)
+                if hooksig.task_received.receivers:
+                    hooks.received(self.worker, job)
                 lane.buffer.append(delivery)
             rate = limiter.rates.get(task)
             for index, delivery in enumerate(deliveries[granted:]):

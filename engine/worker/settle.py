@@ -13,6 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from engine import flow, message
+from engine import signals as hooksig
+from engine.worker import hooks
 from engine.logs import task_context
 from engine.results import REVOKED, RETRY, encode_record
 from engine.worker.intake import WORKER_LOST
@@ -114,6 +116,8 @@ class Settler:
         self._store(delivery, encode_record(REVOKED, exc_message=why, retries=job.retries,
                                             task=job.task, worker=self.worker))
         self.events.task("task-revoked", job.id, job.task, reason=why)
+        if hooksig.task_revoked.receivers:
+            hooks.revoked(self.worker, job, delivery.task, why)
         if delivery.slot or delivery.unique:
             self._release(delivery, final=True)
         if self.metrics is not None:

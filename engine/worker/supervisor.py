@@ -30,7 +30,7 @@ from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError
 from engine.flow import Limiter
 from engine.results import STARTED, encode_record
-from engine.worker import commands, ossignals
+from engine.worker import commands, hooks, ossignals
 from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox
 from engine.worker.intake import Intake
 from engine.worker.isolation import ProcessLane, control_channel, wants_isolation
@@ -180,6 +180,7 @@ class Supervisor:
             on_ready(self)
         log.info("worker %s ready: %s", self.name, "; ".join(
             f"{lane.name}={lane.spec.pool}:{lane.spec.concurrency}" for lane in self.lanes))
+        hooks.worker_ready(self)
 
     def _build_lane(self, spec: LaneSpec) -> Lane:
         pool_cls = resolve(spec.pool)

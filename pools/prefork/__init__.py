@@ -55,6 +55,7 @@ class PreforkPool(Pool):
     """
 
     name = "prefork"
+    runs_in_children = True
     capabilities = frozenset({"interrupt", "kill", "grow", "shrink", "recycle"})
 
     def __init__(self, concurrency: int, on_outcome: OnOutcome, *, runner: Runner,

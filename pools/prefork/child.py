@@ -16,6 +16,7 @@ from typing import Callable
 
 import msgpack
 
+from engine.worker import hooks
 from engine.worker import ossignals as signals
 from engine.exceptions import SoftTimeLimitExceeded
 from pools.base import Outcome, Runner
@@ -60,6 +61,7 @@ def main(table: shm.WorkTable, outbox: shm.Outbox, done, runner: Runner, *, pare
         gc.freeze()   # what the parent built stays shared: our collections won't touch it
         if setup is not None:
             setup()
+        hooks.process_init()   # worker_process_init: after the fork, before the first task
         _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -68,6 +70,10 @@ def main(table: shm.WorkTable, outbox: shm.Outbox, done, runner: Runner, *, pare
         outbox.reason = CRASHED
         code = 1
     finally:
+        try:
+            hooks.process_shutdown(code)
+        except BaseException:
+            traceback.print_exc()
         try:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -110,3 +110,74 @@ def test_shared_task_is_registered_in_every_app():
     later = Engine("later")
     assert shared_add.name in later.tasks
     assert shared_add(1, 2) == 3
+
+
+def test_config_from_module_attribute_path_and_any_object_read_at_first_lookup():
+    # Given a settings object whose names are not in its __dict__ (as Django's LazySettings
+    # proxies them), which cannot be read until it is "configured"
+    class LazySettings:
+        configured = False
+
+        def __getattr__(self, name):
+            if not LazySettings.configured:
+                raise RuntimeError("settings are not configured yet")
+            return {"ENGINE_TASK_DEFAULT_QUEUE": "lazy-q", "OTHER": 1}[name]
+
+        def __dir__(self):
+            if not LazySettings.configured:
+                raise RuntimeError("settings are not configured yet")
+            return ["ENGINE_TASK_DEFAULT_QUEUE", "OTHER"]
+
+    app = Engine("lazycfg")
+    # When the app is configured from it before it can be read
+    app.config_from_object(LazySettings(), namespace="ENGINE")
+    LazySettings.configured = True
+    # Then its names are read at the first lookup
+    assert app.conf.task_default_queue == "lazy-q"
+    assert "other" not in app.conf
+
+
+def test_config_from_module_colon_attribute():
+    app = Engine("colon")
+    app.config_from_object("tests.unit.test_config:SETTINGS_OBJECT", namespace="ENGINE")
+    assert app.conf.task_default_queue == "from-object"
+    assert app.conf.result_expires == 7
+
+
+def test_config_from_an_object_reads_class_attributes_and_properties():
+    class Settings:
+        ENGINE_RESULT_EXPIRES = 9
+
+        @property
+        def ENGINE_TASK_DEFAULT_QUEUE(self):   # noqa: N802
+            return "from-property"
+
+    app = Engine("objcfg")
+    app.config_from_object(Settings(), namespace="ENGINE")
+    assert (app.conf.result_expires, app.conf.task_default_queue) == (9, "from-property")
+
+
+def test_a_bad_settings_path_fails_at_the_call_and_an_unreadable_object_at_lookup():
+    import pytest
+    from engine.exceptions import ConfigurationError
+    app = Engine("badcfg")
+    with pytest.raises(ConfigurationError, match="cannot import"):
+        app.config_from_object("no.such.settings:thing")
+    with pytest.raises(ConfigurationError, match="has no"):
+        app.config_from_object("tests.unit.test_config:NOT_THERE")
+
+    class Broken:
+        def __dir__(self):
+            raise RuntimeError("ImproperlyConfigured, say")
+
+    app.config_from_object(Broken())
+    with pytest.raises(ConfigurationError, match="ImproperlyConfigured"):
+        app.conf.task_default_queue
+
+
+class _SettingsObject:
+    ENGINE_TASK_DEFAULT_QUEUE = "from-object"
+    ENGINE_RESULT_EXPIRES = 7
+
+
+SETTINGS_OBJECT = _SettingsObject()

@@ -1,0 +1,6 @@
+from proj.engine import app
+
+
+@app.task(name="billing.tasks.bill")
+def bill(amount):
+    return amount

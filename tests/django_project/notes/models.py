@@ -1,0 +1,1 @@
+# an app with no tasks module: autodiscovery skips it
