@@ -222,7 +222,7 @@ def test_bare_engine_prints_the_usage_and_exits_2(env):
     assert result.returncode == 2
     assert result.stdout == ""
     err = lines(result.stderr)
-    assert err[0] == "usage: engine [-h] [--version] COMMAND ..."
+    assert err[0] == "usage: engine [-h] [--version] [-A APP] COMMAND ..."
     assert any(line.split()[:1] == ["run"] for line in err)
 
 
