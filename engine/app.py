@@ -21,7 +21,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import message
+from engine import message, signing
 from engine.broker import Broker
 from engine.config import Config
 from engine.exceptions import BrokerUnavailable, ConfigurationError
@@ -53,6 +53,7 @@ class Engine:
         self._backend_client: redis.Redis | None = None
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
+        self._signer: signing.Signer | None | bool = False    # False: not read yet
         for fn, options in SHARED:
             self._register(fn, options, app=None)
         set_current(self)
@@ -113,9 +114,16 @@ class Engine:
         return connect(self.broker_url, conf=self.conf)
 
     @property
+    def signer(self) -> signing.Signer | None:
+        """The ``security_key`` signer, or None when messages are not signed."""
+        if self._signer is False:
+            self._signer = signing.from_setting(self.conf.security_key)
+        return self._signer   # type: ignore[return-value]
+
+    @property
     def broker(self) -> Broker:
         if self._broker is None:
-            self._broker = Broker(self.client, prefix=self.conf.key_prefix)
+            self._broker = Broker(self.client, prefix=self.conf.key_prefix, signer=self.signer)
         return self._broker
 
     @property
@@ -140,6 +148,7 @@ class Engine:
         self._client = self._backend_client = None
         self._broker = None
         self._backend = None
+        self._signer = False
 
     # -- sending -----------------------------------------------------------------------
     def _body(self, task_name: str, args: Any, kwargs: dict, *, task: Task | None,

@@ -6,10 +6,13 @@ literal braces, a Redis Cluster hash tag, so each queue's keys share one shard):
 ================  ======  ==============================================================
 key               type    what
 ================  ======  ==============================================================
-P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body; group ``engine``;
-                          entries are deleted once acked, so XLEN = waiting + unacked
+P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body (and ``s`` its
+                          signature, with ``security_key``: ``engine.signing``); group
+                          ``engine``; entries are deleted once acked, so XLEN = waiting +
+                          unacked
 P:dlq:{Q}         stream  dead letters: ``m`` (original bytes), ``reason``, ``queue``, ``at``
-P:delayed:{Q}     zset    bodies waiting for their eta (score: unix seconds)
+P:delayed:{Q}     zset    bodies waiting for their eta (score: unix seconds); signed
+                          ones in their envelope (``S`` + signature + body)
 P:queues          set     every queue name ever used (inspect, purge, monitor)
 P:worker:<name>   string  heartbeat of a live worker, with a TTL of ``worker_lost_after``
 P:workers         zset    worker name -> last heartbeat (unix seconds)
@@ -27,16 +30,23 @@ from typing import Iterable, Sequence
 
 import redis
 
+from engine.signing import Signer
 from engine.wire import Wire, text as _s
 
 GROUP = "engine"
 
-#: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time
+#: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time; an
+#: enveloped member (``S`` + 64 hex digits + body, see ``engine.signing``) becomes ``m`` and
+#: ``s`` again, so a signature made by the producer reaches the worker (the mover holds no key)
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, body in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'm', body)
-  redis.call('ZREM', KEYS[1], body)
+for _, member in ipairs(due) do
+  if string.byte(member, 1) == 83 and #member > 65 then
+    redis.call('XADD', KEYS[2], '*', 'm', string.sub(member, 66), 's', string.sub(member, 2, 65))
+  else
+    redis.call('XADD', KEYS[2], '*', 'm', member)
+  end
+  redis.call('ZREM', KEYS[1], member)
 end
 return #due
 """
@@ -109,8 +119,11 @@ class Broker:
     keep blocking reads off the connections used for acks. The hot commands (XADD of one
     message or many, XREADGROUP) go through ``self.wire``; the rest through redis-py."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "engine") -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = "engine",
+                 signer: Signer | None = None) -> None:
         self.client = client
+        #: signs every body this broker sends (``engine.signing``); None: unsigned
+        self.signer = signer
         self.wire = Wire(client)
         self.keys = Keys(prefix)
         self._move_due = client.register_script(_MOVE_DUE)
@@ -134,17 +147,21 @@ class Broker:
         commands: list[tuple] = []
         streams: dict[str, str] = {}
         now = time.time()
+        signer = self.signer
         for queue, body, eta in items:
             if queue not in self._known_queues:
                 commands.append(("SADD", self.keys.queues, queue))
                 self._known_queues.add(queue)
             if eta is not None and eta > now:
-                commands.append(("ZADD", self.keys.delayed(queue), eta, body))
+                commands.append(self.delay_command(queue, body, eta))
             else:
                 stream = streams.get(queue)
                 if stream is None:
                     stream = streams[queue] = self.keys.queue(queue)
-                commands.append(("XADD", stream, "*", "m", body))
+                if signer is None:
+                    commands.append(("XADD", stream, "*", "m", body))
+                else:
+                    commands.append(("XADD", stream, "*", "m", body, "s", signer.sign(body)))
             if len(commands) >= chunk:
                 self.wire.pipeline(commands)
                 commands = []
@@ -154,11 +171,16 @@ class Broker:
     def push_command(self, queue: str, body: bytes, eta: float | None = None) -> tuple:
         """XADD to the queue, or ZADD to its delayed set when ``eta`` is still to come."""
         if eta is not None and eta > time.time():
-            return ("ZADD", self.keys.delayed(queue), eta, body)
-        return ("XADD", self.keys.queue(queue), "*", "m", body)
+            return self.delay_command(queue, body, eta)
+        if self.signer is None:
+            return ("XADD", self.keys.queue(queue), "*", "m", body)
+        return ("XADD", self.keys.queue(queue), "*", "m", body, "s", self.signer.sign(body))
 
     def delay_command(self, queue: str, body: bytes, eta: float) -> tuple:
-        """ZADD to the delayed set whatever ``eta`` (the mover sends it when due)."""
+        """ZADD to the delayed set whatever ``eta`` (the mover sends it when due); a signed
+        body goes in its envelope (the same member each time: a ZADD sent twice is one)."""
+        if self.signer is not None:
+            body = self.signer.wrap(body)
         return ("ZADD", self.keys.delayed(queue), eta, body)
 
     # -- consuming ---------------------------------------------------------------------
@@ -212,7 +234,8 @@ class Broker:
             return
         pipe = self.client.pipeline(transaction=True)
         for entry_id, raw in entries:
-            pipe.xadd(stream, {"m": raw})
+            pipe.xadd(stream, {"m": raw} if self.signer is None
+                      else {"m": raw, "s": self.signer.sign(raw)})
         ids = [entry_id for entry_id, _ in entries]
         pipe.xack(stream, GROUP, *ids)
         pipe.xdel(stream, *ids)

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "revoke_expires": 3600,          # seconds a revocation is remembered
     "broker_connection_retries": 6,  # retries of a command while Redis is unreachable
     "broker_connection_backoff_max": 2.0,   # seconds, cap of the doubling wait between them
+    "security_key": None,            # "k1,k2": the first signs messages, all verify (signing.py)
 }
 
 #: environment variable -> setting (ENGINE_APP and ENGINE_CUSTOM_POOL are read by the CLI
@@ -50,6 +51,7 @@ ENVIRONMENT = {
     "ENGINE_BROKER_URL": "broker_url",
     "ENGINE_RESULT_BACKEND": "result_backend",
     "ENGINE_KEY_PREFIX": "key_prefix",
+    "ENGINE_SECURITY_KEY": "security_key",
 }
 
 
