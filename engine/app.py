@@ -21,7 +21,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import message, signing
+from engine import message, signing, urls
 from engine.broker import Broker
 from engine.config import Config
 from engine.exceptions import BrokerUnavailable, ConfigurationError
@@ -225,7 +225,7 @@ class Engine:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(
-                f"cannot reach the broker at {self.conf.broker_url}: gave up after "
+                f"cannot reach the broker at {urls.redact(self.conf.broker_url)}: gave up after "
                 f"{self.conf.broker_connection_retries} retries ({exc})") from exc
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,
@@ -258,16 +258,15 @@ def _uuid4_strings(block: int = 256):
 
 def connect(url: str, *, conf: Config | None = None) -> redis.Redis:
     """A client that rides out short outages: a command that meets a dropped connection
-    or a restarting Redis is retried with doubling waits, then raises ConnectionError.
+    or a restarting Redis (or, through Sentinel, a failover) is retried with doubling waits,
+    then raises ConnectionError. Every URL scheme of ``engine.urls``.
     No socket timeout: blocking reads (BLMOVE in ``get``, XREADGROUP) wait longer."""
     conf = conf or Config()
     retry = Retry(ExponentialBackoff(cap=float(conf.broker_connection_backoff_max), base=0.1),
                   int(conf.broker_connection_retries))
-    try:
-        return redis.Redis.from_url(url, socket_connect_timeout=5, retry=retry,
-                                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
-    except ValueError as exc:
-        raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from None
+    return urls.make_client(url, transport_options=conf.broker_transport_options,
+                            socket_connect_timeout=5, retry=retry,
+                            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def _absolute(when: Any) -> float:

@@ -268,12 +268,19 @@ def main(argv: list[str] | None = None) -> int:
         monkey.patch_all()
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "loglevel", "info"))
+    import redis
     from engine.exceptions import ConfigurationError
     try:
         return COMMANDS[args.command](args) or 0
     except ConfigurationError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
+        # unreachable, or refused our credentials: one line (redis-py's text names the
+        # host, never the password)
+        print(f"{PROG} {args.command}: error: the broker: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

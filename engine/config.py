@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "revoke_expires": 3600,          # seconds a revocation is remembered
     "broker_connection_retries": 6,  # retries of a command while Redis is unreachable
     "broker_connection_backoff_max": 2.0,   # seconds, cap of the doubling wait between them
+    "broker_transport_options": {},  # sentinel:// URLs: master_name, sentinel_kwargs
     "security_key": None,            # "k1,k2": the first signs messages, all verify (signing.py)
 }
 

@@ -8,27 +8,15 @@ module; the command line (``engine.cli``) and the worker's start-up log line do.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from engine import control
 from engine.app import load_app
+from engine.urls import redact  # noqa: F401 (console.redact: every URL shown to a person)
 
 if TYPE_CHECKING:
     from engine.worker.supervisor import Supervisor
-
-
-def redact(url: str) -> str:
-    """The URL with its password (in the authority or a ``password=`` query) hidden."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return "<unparsable URL>"
-    if password:
-        url = url.replace(f":{password}@", ":***@", 1)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def banner(supervisor: "Supervisor") -> str:
