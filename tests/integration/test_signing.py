@@ -133,3 +133,46 @@ def test_dashboard_requeue_signs_the_copy_but_not_a_forgery(signed):
     assert "bad signature" in refusal
     ((_, fields),) = signed.client.xrange(keys.queue("default"))
     assert fields == {b"m": raw, b"s": hand_signed(KEY, raw)}
+
+
+def test_beat_sends_signed_messages(signed, env, tmp_path):
+    from engine.testing import EngineProcess
+    from tests.conftest import ROOT
+    beat = EngineProcess("beat", ["-A", "tests.apps.beat"],
+                         env=dict(env, ENGINE_SECURITY_KEY=KEY), log_path=tmp_path / "beat.log",
+                         cwd=ROOT)
+    try:
+        stream = signed.broker.keys.queue("default")
+        entries = wait_for(lambda: signed.client.xrange(stream), message="beat to send")
+    finally:
+        beat.kill_all()
+    for _, fields in entries:
+        assert fields[b"s"] == hand_signed(KEY, fields[b"m"])
+
+
+def test_an_isolated_lane_runs_signed_messages_and_hears_signed_commands(env, run_worker,
+                                                                         monkeypatch):
+    # the lane process is an `engine run` of its own: it verifies bodies and the
+    # commands its supervisor forwards with the same key
+    from tests.apps.lanes import app as lanes_app, where
+    monkeypatch.setenv("ENGINE_SECURITY_KEY", KEY)
+    lanes_app.close()
+    try:
+        name = f"signed-lanes-{uuid.uuid4().hex[:6]}"
+        run_worker("--lane", "io=gevent:5", "-n", name, app="tests.apps.lanes",
+                   extra_env={"ENGINE_SECURITY_KEY": KEY})
+        assert where.apply_async(queue="io").get(timeout=60)["gevent"]
+
+        def lane_concurrency():
+            replies = control.broadcast(lanes_app, "stats", destination=[name], timeout=5)
+            lane = replies[0]["reply"]["lanes"][0] if replies else {}
+            child = (lane.get("pool_info") or {}).get("child_pool") or {}
+            return child.get("concurrency")
+
+        wait_for(lane_concurrency, message="the lane's figures")
+        replies = control.broadcast(lanes_app, "pool-grow", destination=[name], timeout=10,
+                                    n=2, lane="io")
+        assert replies[0]["reply"].get("concurrency") == 7
+        wait_for(lambda: lane_concurrency() == 7, message="the lane process to grow")
+    finally:
+        lanes_app.close()
