@@ -12,6 +12,8 @@ URL                                                client
 ``redis+sentinel://[user:pw@]h1:p1,h2:p2/M/db``    ``Sentinel([...]).master_for(M, db=db)``
 ``sentinel://h1:p1;sentinel://h2:p2``              Celery's spelling: the master's name from
                                                    ``broker_transport_options["master_name"]``
+``redis+sentinel://...?ssl=true&ssl_ca_certs=..``  the master over TLS (sentinels: plain, or
+                                                   TLS through ``sentinel_kwargs``)
 =================================================  ===========================================
 
 Credentials in a sentinel URL are the master's (and its replicas'); sentinels that want a
@@ -30,12 +32,15 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, to_bool
 from redis.sentinel import Sentinel
 
 from engine.exceptions import ConfigurationError
 
 SENTINEL_SCHEMES = ("redis+sentinel", "sentinel")
+#: query parameters of a sentinel URL beyond redis-py's: ``ssl=true`` makes the master's
+#: connections TLS (with the ``ssl_*`` parameters as for ``rediss://``)
+_SENTINEL_QUERY = {"ssl": to_bool}
 #: the port of a sentinel given without one
 SENTINEL_PORT = 26379
 
@@ -95,7 +100,7 @@ def _sentinel_client(url: str, transport: dict[str, Any], options: dict[str, Any
                              "{'master_name': ...}")
     kwargs = dict(options)
     for name, value in parse_qsl(query):
-        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        parser = _SENTINEL_QUERY.get(name) or URL_QUERY_ARGUMENT_PARSERS.get(name)
         kwargs[name] = parser(value) if parser else value
     if username:
         kwargs["username"] = unquote(username)

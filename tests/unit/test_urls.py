@@ -50,6 +50,14 @@ def test_redis_sentinel_url_makes_a_master_client():
     assert kwargs["retry"] is not None   # the engine's retry policy rides failovers
 
 
+@pytest.mark.parametrize("flag, tls", [("true", True), ("false", False)])
+def test_sentinel_url_with_ssl_makes_tls_master_connections(flag, tls):
+    from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+    client = connect(f"redis+sentinel://s1:26379/m/0?ssl={flag}&ssl_ca_certs=/ca.pem")
+    wanted = SentinelManagedSSLConnection if tls else SentinelManagedConnection
+    assert client.connection_pool.connection_class is wanted
+
+
 def test_celery_sentinel_url_takes_the_master_from_transport_options():
     conf = Config(broker_transport_options={"master_name": "cache"})
     client = connect("sentinel://:pw@s1:26379/1;sentinel://s2:26380", conf=conf)
