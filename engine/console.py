@@ -36,6 +36,7 @@ def banner(supervisor: "Supervisor") -> str:
         ("events", "on" if supervisor.events.enabled else "off"),
         ("beat", "embedded" if supervisor.beat else "off"),
         ("prefix", supervisor.keys.prefix),
+        ("signing", _signing(app.signer)),
     ]
     names = app.tasks.names()
     width = max(len(k) for k, _ in rows)
@@ -44,6 +45,14 @@ def banner(supervisor: "Supervisor") -> str:
     lines.append(f"  [tasks] ({len(names)})")
     lines += [f"    . {name}" for name in names]
     return "\n".join(lines)
+
+
+def _signing(signer: Any) -> str:
+    """Whether messages are signed; never the keys."""
+    if signer is None:
+        return "off (unsigned messages are run)"
+    n = len(signer.keys)
+    return f"on ({n} key{'s' if n > 1 else ''}: unsigned messages are dead-lettered)"
 
 
 def _pool_name(lane: Any) -> str:

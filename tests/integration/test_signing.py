@@ -58,6 +58,7 @@ def test_forged_and_unsigned_messages_are_dead_lettered(signed, run_worker):
     assert {f[b"reason"] for f in letters} == {b"bad signature"}
     wait_for(lambda: signed.broker.depth("default")["unacked"] == 0, message="acked")
     assert worker.log.count("bad signature") == 2
+    assert "signing : on (1 key" in worker.log and KEY not in worker.log
 
 
 def test_a_hand_signed_message_runs_and_the_stream_entry_carries_s(signed, run_worker):
@@ -99,8 +100,9 @@ def test_delayed_and_retried_bodies_keep_their_signature(signed, run_worker):
 
 
 def test_worker_without_a_key_runs_signed_messages(signed, run_worker):
-    run_worker("--pool", "solo", extra_env={"ENGINE_SECURITY_KEY": ""})
+    worker = run_worker("--pool", "solo", extra_env={"ENGINE_SECURITY_KEY": ""})
     assert add.delay(1, 2).get(timeout=60) == 3
+    assert "signing : off" in worker.log
 
 
 def test_unsigned_control_commands_are_ignored_and_logged_once(signed, run_worker):
