@@ -19,10 +19,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import loader, message, routing, signals, tracing
+from engine import loader, message, routing, signals, signing, tracing, urls
 from engine.broker import Broker
 from engine.config import Config, import_object
-from engine.connection import redact
 from engine.exceptions import BrokerUnavailable, ConfigurationError
 from engine.registry import (APPS, SHARED, TaskRegistry, current_app,  # noqa: F401 (public)
                              set_current, set_default_factory)
@@ -58,6 +57,7 @@ class Engine:
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
         self._send_cache: _SendSettings | None = None
+        self._signer: signing.Signer | None | bool = False    # False: not read yet
         for fn, options in SHARED:
             # engine.Task unless the declaration names a base: resolving task_cls here
             # would import its module while the app's own module is still being imported
@@ -166,9 +166,16 @@ class Engine:
         return connect(self.broker_url, conf=self.conf)
 
     @property
+    def signer(self) -> signing.Signer | None:
+        """The ``security_key`` signer, or None when messages are not signed."""
+        if self._signer is False:
+            self._signer = signing.from_setting(self.conf.security_key)
+        return self._signer   # type: ignore[return-value]
+
+    @property
     def broker(self) -> Broker:
         if self._broker is None:
-            self._broker = Broker(self.client, prefix=self.conf.key_prefix)
+            self._broker = Broker(self.client, prefix=self.conf.key_prefix, signer=self.signer)
         return self._broker
 
     @property
@@ -193,6 +200,7 @@ class Engine:
         self._client = self._backend_client = None
         self._broker = None
         self._backend = None
+        self._signer = False
 
     # -- sending -----------------------------------------------------------------------
     def _body(self, task_name: str, args: Any, kwargs: dict, *, task: Task | None,
@@ -392,7 +400,7 @@ class Engine:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(
-                f"cannot reach the broker at {redact(self.broker_url)}: gave up after "
+                f"cannot reach the broker at {urls.redact(self.broker_url)}: gave up after "
                 f"{self.conf.broker_connection_retries} retries ({exc})") from exc
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,
@@ -444,16 +452,15 @@ def _numbered(index: int, check: Callable, *args: Any) -> None:
 
 def connect(url: str, *, conf: Config | None = None) -> redis.Redis:
     """A client that rides out short outages: a command that meets a dropped connection
-    or a restarting Redis is retried with doubling waits, then raises ConnectionError.
+    or a restarting Redis (or, through Sentinel, a failover) is retried with doubling waits,
+    then raises ConnectionError. Every URL scheme of ``engine.urls``.
     No socket timeout: blocking reads (BLMOVE in ``get``, XREADGROUP) wait longer."""
     conf = conf or Config()
     retry = Retry(ExponentialBackoff(cap=float(conf.broker_connection_backoff_max), base=0.1),
                   int(conf.broker_connection_retries))
-    try:
-        return redis.Redis.from_url(url, socket_connect_timeout=5, retry=retry,
-                                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
-    except ValueError as exc:
-        raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from None
+    return urls.make_client(url, transport_options=conf.broker_transport_options,
+                            socket_connect_timeout=5, retry=retry,
+                            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def _absolute(when: Any) -> float:

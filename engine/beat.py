@@ -313,13 +313,12 @@ def command(args) -> int:
     """``engine beat -A tasks``: run until SIGTERM or SIGINT."""
     from engine.worker import ossignals as signals
     from engine.app import load_app
-    from engine.connection import wait_for_broker
+    from engine.connection import wait_for_app
     from engine.worker import hooks
     app = load_app(args.app or "")
     hooks.hand_over_logging(args.loglevel)
     # like a worker: wait for an unreachable broker, one line a retry, then give up
-    wait_for_broker(app.broker_url, retry=bool(app.conf.broker_connection_retry),
-                    max_retries=app.conf.broker_connection_max_retries or None)
+    wait_for_app(app)
     beat = Beat(app)
     if not beat.entries:
         log.warning("beat: beat_schedule is empty; nothing will be sent")

@@ -6,13 +6,15 @@ literal braces, a Redis Cluster hash tag, so each queue's keys share one shard):
 ================  ======  ==============================================================
 key               type    what
 ================  ======  ==============================================================
-P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body; group ``engine``;
-                          entries are deleted once acked, so XLEN = waiting + unacked;
-                          priority 0 (the default: producers that know no priority)
+P:q:{Q}           stream  the queue; field ``m`` holds the msgpack body (and ``s`` its
+                          signature, with ``security_key``: ``engine.signing``); group
+                          ``engine``; entries are deleted once acked, so XLEN = waiting +
+                          unacked; priority 0 (the default: producers that know no priority)
 P:q:{Q}:pN        stream  priority N of the queue (1 to 9, higher runs first), as above
 P:priorities      set     ``Q:N`` for every queue and priority level above 0 ever used
 P:dlq:{Q}         stream  dead letters: ``m`` (original bytes), ``reason``, ``queue``, ``at``
-P:delayed:{Q}     zset    bodies waiting for their eta (score: unix seconds)
+P:delayed:{Q}     zset    bodies waiting for their eta (score: unix seconds); signed
+                          ones in their envelope (``S`` + signature + body)
 P:queues          set     every queue name ever used (inspect, purge, monitor)
 P:worker:<name>   string  heartbeat of a live worker, with a TTL of ``worker_lost_after``
 P:workers         zset    worker name -> last heartbeat (unix seconds)
@@ -30,23 +32,35 @@ from typing import Iterable, Sequence
 
 import redis
 
+from engine.signing import Signer
 from engine.wire import Wire, text as _s
 
 GROUP = "engine"
 
-#: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time; a
-#: body with a ``priority`` goes to that level's stream (same slot: the name keeps {Q})
+#: moves due delayed bodies into their stream, atomically, at most ARGV[2] at a time. An
+#: enveloped member (``S`` + 64 hex digits + body, see ``engine.signing``) becomes ``m`` and
+#: ``s`` again, so a signature made by the producer reaches the worker (the mover holds no
+#: key); a body with a ``priority`` goes to that level's stream (same slot: the name keeps
+#: {Q})
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, body in ipairs(due) do
+for _, member in ipairs(due) do
+  local body, sig = member, nil
+  if string.byte(member, 1) == 83 and #member > 65 then
+    body, sig = string.sub(member, 66), string.sub(member, 2, 65)
+  end
   local stream = KEYS[2]
   if string.find(body, 'priority', 1, true) then
     local ok, decoded = pcall(cmsgpack.unpack, body)
     local level = ok and type(decoded) == 'table' and tonumber(decoded['priority'])
     if level and level >= 1 and level <= 9 then stream = stream .. ':p' .. math.floor(level) end
   end
-  redis.call('XADD', stream, '*', 'm', body)
-  redis.call('ZREM', KEYS[1], body)
+  if sig then
+    redis.call('XADD', stream, '*', 'm', body, 's', sig)
+  else
+    redis.call('XADD', stream, '*', 'm', body)
+  end
+  redis.call('ZREM', KEYS[1], member)
 end
 return #due
 """
@@ -125,8 +139,11 @@ class Broker:
     keep blocking reads off the connections used for acks. The hot commands (XADD of one
     message or many, XREADGROUP) go through ``self.wire``; the rest through redis-py."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "engine") -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = "engine",
+                 signer: Signer | None = None) -> None:
         self.client = client
+        #: signs every body this broker sends (``engine.signing``); None: unsigned
+        self.signer = signer
         self.wire = Wire(client)
         self.keys = Keys(prefix)
         self._move_due = client.register_script(_MOVE_DUE)
@@ -154,17 +171,21 @@ class Broker:
         commands: list[tuple] = []
         streams: dict[str, str] = {}
         now = time.time()
+        signer = self.signer
         for queue, body, eta in items:
             if queue not in self._known_queues:
                 commands.append(("SADD", self.keys.queues, queue))
                 self._known_queues.add(queue)
             if eta is not None and eta > now:
-                commands.append(("ZADD", self.keys.delayed(queue), eta, body))
+                commands.append(self.delay_command(queue, body, eta))
             else:
                 stream = streams.get(queue)
                 if stream is None:
                     stream = streams[queue] = self.keys.queue(queue)
-                commands.append(("XADD", stream, "*", "m", body))
+                if signer is None:
+                    commands.append(("XADD", stream, "*", "m", body))
+                else:
+                    commands.append(("XADD", stream, "*", "m", body, "s", signer.sign(body)))
             if len(commands) >= chunk:
                 self.wire.pipeline(commands)
                 commands = []
@@ -176,8 +197,11 @@ class Broker:
         """XADD to the queue (at its ``priority``), or ZADD to its delayed set when ``eta``
         is still to come (the body carries its priority there)."""
         if eta is not None and eta > time.time():
-            return ("ZADD", self.keys.delayed(queue), eta, body)
-        return ("XADD", self.keys.queue(queue, priority), "*", "m", body)
+            return self.delay_command(queue, body, eta)
+        stream = self.keys.queue(queue, priority)
+        if self.signer is None:
+            return ("XADD", stream, "*", "m", body)
+        return ("XADD", stream, "*", "m", body, "s", self.signer.sign(body))
 
     def levels(self) -> dict[str, list[int]]:
         """Queue -> its priority levels above 0 that were ever used, highest first."""
@@ -189,7 +213,10 @@ class Broker:
         return {queue: sorted(levels, reverse=True) for queue, levels in found.items()}
 
     def delay_command(self, queue: str, body: bytes, eta: float) -> tuple:
-        """ZADD to the delayed set whatever ``eta`` (the mover sends it when due)."""
+        """ZADD to the delayed set whatever ``eta`` (the mover sends it when due); a signed
+        body goes in its envelope (the same member each time: a ZADD sent twice is one)."""
+        if self.signer is not None:
+            body = self.signer.wrap(body)
         return ("ZADD", self.keys.delayed(queue), eta, body)
 
     # -- consuming ---------------------------------------------------------------------
@@ -248,7 +275,8 @@ class Broker:
             return
         pipe = self.client.pipeline(transaction=True)
         for entry_id, raw in entries:
-            pipe.xadd(stream, {"m": raw})
+            pipe.xadd(stream, {"m": raw} if self.signer is None
+                      else {"m": raw, "s": self.signer.sign(raw)})
         ids = [entry_id for entry_id, _ in entries]
         pipe.xack(stream, GROUP, *ids)
         pipe.xdel(stream, *ids)

@@ -294,7 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     from engine.connection import probe
     app = load(args)
-    probe(app.broker_url)
+    probe(app.broker_url, transport_options=app.conf.get("broker_transport_options"))
     broker = app.broker
     queues = [q for q in (args.queues or "").split(",") if q] or broker.known_queues()
     if not queues:
@@ -375,6 +375,8 @@ def _unreachable(exc: Exception) -> str | None:
     from engine.connection import reason
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return f"lost the broker: {reason(exc)}"
+    if isinstance(exc, redis.AuthenticationError):   # redis-py's text never has the password
+        return f"the broker refused our credentials: {exc}"
     return None
 
 

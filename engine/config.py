@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "broker_connection_backoff_max": 2.0,   # seconds, cap of the doubling wait between them
     "broker_connection_retry": True,        # a starting worker waits for an unreachable broker
     "broker_connection_max_retries": 100,   # ... this many retries (0 or None: forever)
+    "broker_transport_options": {},  # sentinel:// URLs: master_name, sentinel_kwargs
+    "security_key": None,            # "k1,k2": the first signs messages, all verify (signing.py)
 }
 
 #: environment variable -> setting (ENGINE_APP and ENGINE_CUSTOM_POOL are read by the CLI
@@ -59,6 +61,7 @@ ENVIRONMENT = {
     "ENGINE_BROKER_URL": "broker_url",
     "ENGINE_RESULT_BACKEND": "result_backend",
     "ENGINE_KEY_PREFIX": "key_prefix",
+    "ENGINE_SECURITY_KEY": "security_key",
 }
 
 

@@ -12,16 +12,16 @@ and again with a doubling wait (Celery's ``broker_connection_retry`` and
 from __future__ import annotations
 
 import logging
-import re
 import threading
+from typing import Any
 import time
-from urllib.parse import urlsplit
 
 import redis
 from redis.retry import Retry
 from redis.backoff import NoBackoff
 
-from engine.exceptions import BrokerUnavailable, ConfigurationError
+from engine.exceptions import BrokerUnavailable
+from engine.urls import make_client, redact
 
 log = logging.getLogger("engine.worker")
 
@@ -35,31 +35,24 @@ RETRY_MAX_WAIT = 30.0
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
-def redact(url: str) -> str:
-    """The URL with its password (in the authority or a ``password=`` query) hidden."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return "<unparsable URL>"
-    if password:
-        url = url.replace(f":{password}@", ":***@", 1)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
-
-
 def reason(exc: BaseException) -> str:
     """The part of a connection error a person needs: redis-py's text, on one line."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text.rstrip(".")
 
 
-def probe(url: str, *, timeout: float = PROBE_TIMEOUT) -> None:
+def _client(url: str, timeout: float, transport_options: dict | None) -> redis.Redis:
+    """A client that asks once (no retries) and waits at most ``timeout``."""
+    return make_client(url, transport_options=transport_options,
+                       socket_connect_timeout=timeout, socket_timeout=timeout,
+                       retry=Retry(NoBackoff(), 0))
+
+
+def probe(url: str, *, timeout: float = PROBE_TIMEOUT,
+          transport_options: dict | None = None) -> None:
     """PING the broker at ``url`` once; BrokerUnavailable (one line, password hidden) if it
-    does not answer."""
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                      retry=Retry(NoBackoff(), 0))
-    except ValueError as exc:
-        raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from None
+    does not answer. ``transport_options``: ``broker_transport_options`` (sentinel://)."""
+    client = _client(url, timeout, transport_options)
     try:
         client.ping()
     except redis.AuthenticationError as exc:
@@ -76,8 +69,7 @@ def server_info(url: str, *, timeout: float = PROBE_TIMEOUT) -> dict:
     """``broker status`` of a configured broker: its redacted URL, version, pid and uptime;
     BrokerUnavailable when it does not answer."""
     probe(url, timeout=timeout)
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                  retry=Retry(NoBackoff(), 0))
+    client = _client(url, timeout, None)
     try:
         server = client.info("server")
     except UNREACHABLE as exc:
@@ -96,14 +88,15 @@ def next_wait(attempt: int) -> float:
 
 
 def wait_for_broker(url: str, *, retry: bool = True, max_retries: int | None = 100,
-                    stopping: threading.Event | None = None) -> None:
+                    stopping: threading.Event | None = None,
+                    transport_options: dict | None = None) -> None:
     """Return once the broker answers. Each failed attempt logs one warning with the URL
     and when the next attempt is; after ``max_retries`` retries (0 or None: forever) or
     with ``retry`` off, raise BrokerUnavailable. ``stopping`` set ends the wait too."""
     attempt = 0
     while True:
         try:
-            probe(url)
+            probe(url, transport_options=transport_options)
             if attempt:
                 log.info("connected to the broker at %s after %d retr%s", redact(url), attempt,
                          "y" if attempt == 1 else "ies")
@@ -124,3 +117,12 @@ def wait_for_broker(url: str, *, retry: bool = True, max_retries: int | None = 1
                 raise BrokerUnavailable(f"stopped while waiting for the broker at {redact(url)}")
         else:
             time.sleep(wait)
+
+
+def wait_for_app(app: Any) -> None:
+    """``wait_for_broker`` with the app's settings (``broker_connection_retry``,
+    ``broker_connection_max_retries``, ``broker_transport_options``)."""
+    conf = app.conf
+    wait_for_broker(app.broker_url, retry=bool(conf.broker_connection_retry),
+                    max_retries=conf.broker_connection_max_retries or None,
+                    transport_options=conf.get("broker_transport_options"))

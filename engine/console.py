@@ -12,8 +12,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from engine import control, flow
-from engine.connection import probe, redact
+from engine.connection import probe
 from engine.app import load_app
+from engine.urls import redact  # noqa: F401 (console.redact: every URL shown to a person)
 
 if TYPE_CHECKING:
     from engine.worker.supervisor import Supervisor
@@ -36,6 +37,7 @@ def banner(supervisor: "Supervisor") -> str:
         ("events", "on" if supervisor.events.enabled else "off"),
         ("beat", "embedded" if supervisor.beat else "off"),
         ("prefix", supervisor.keys.prefix),
+        ("signing", _signing(app.signer)),
     ]
     names = app.tasks.names()
     width = max(len(k) for k, _ in rows)
@@ -44,6 +46,14 @@ def banner(supervisor: "Supervisor") -> str:
     lines.append(f"  [tasks] ({len(names)})")
     lines += [f"    . {name}" for name in names]
     return "\n".join(lines)
+
+
+def _signing(signer: Any) -> str:
+    """Whether messages are signed; never the keys."""
+    if signer is None:
+        return "off (unsigned messages are run)"
+    n = len(signer.keys)
+    return f"on ({n} key{'s' if n > 1 else ''}: unsigned messages are dead-lettered)"
 
 
 def _pool_name(lane: Any) -> str:
@@ -63,7 +73,7 @@ def _destination(args) -> list[str] | None:
 def inspect_command(args) -> int:
     """``engine inspect VERB``: exit 0 with replies, 1 when no worker answered."""
     app = load_app(args.app or "")
-    probe(app.broker_url)   # no broker: one line at once, not a traceback later
+    probe(app.broker_url, transport_options=app.conf.get("broker_transport_options"))   # no broker: one line at once, not a traceback later
     dest = _destination(args)
     replies = control.broadcast(app, args.verb, destination=dest, timeout=args.timeout)
     if args.verb == "queues":
@@ -90,7 +100,7 @@ def control_command(args) -> int:
     """``engine control VERB [ARG]``: exit 0 when some worker answered without an error
     (revoke also succeeds with none: the revocation is stored for later workers)."""
     app = load_app(args.app or "")
-    probe(app.broker_url)   # no broker: one line at once, not a traceback later
+    probe(app.broker_url, transport_options=app.conf.get("broker_transport_options"))   # no broker: one line at once, not a traceback later
     dest = _destination(args)
     arguments: dict[str, Any] = {}
     if args.verb == "revoke":

@@ -2,7 +2,9 @@
 
 A command is a msgpack map published on ``P:control``: ``cmd``, ``destination`` (worker
 names, or None for all) and ``reply_to``. Each worker's presence thread puts it on the
-supervisor's inbox, and ``engine.worker.commands`` handles it on the loop. Replies go to the
+supervisor's inbox, and ``engine.worker.commands`` handles it on the loop. With
+``security_key`` commands are published signed, in an envelope (``engine.signing``), and a
+worker with a key ignores any that does not verify. Replies go to the
 list ``reply_to`` (``P:reply:<uuid>``, expiring) which the caller pops with a timeout.
 Revocations also live in the ``P:revoked`` sorted set (id -> when to forget it) for workers
 started later. This module is the calling side; it prints nothing (``engine.console`` does).
@@ -16,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from engine import signing
+
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.signing import Signer
 
 #: seconds an unread reply list is kept
 REPLY_TTL = 60
@@ -35,7 +40,7 @@ def revoke(app: "Engine", task_id: str, *, terminate: bool = False,
     pipe = app.client.pipeline(transaction=False)
     pipe.zadd(keys.revoked, {task_id: time.time() + app.conf.revoke_expires})
     pipe.publish(keys.control, encode({"cmd": "revoke", "id": task_id, "terminate": terminate,
-                                       "reply_to": reply_to}))
+                                       "reply_to": reply_to}, app.signer))
     return pipe.execute()[1]
 
 
@@ -59,7 +64,7 @@ def broadcast(app: "Engine", cmd: str, *, destination: list[str] | None = None,
         heard = revoke(app, arguments["id"], terminate=bool(arguments.get("terminate")),
                        reply_to=reply_to)
     else:
-        heard = app.client.publish(app.broker.keys.control, encode(command))
+        heard = app.client.publish(app.broker.keys.control, encode(command, app.signer))
     # PUBLISH counts subscribers: one per live worker
     expected = min(len(destination), heard) if destination else heard
     return gather(app, reply_to, expected, timeout)
@@ -87,11 +92,22 @@ def queue_depths(app: "Engine") -> dict[str, dict[str, int]]:
 
 
 # -- wire format -----------------------------------------------------------------------
-def encode(command: dict) -> bytes:
-    return msgpack.packb(command, use_bin_type=True)
+class Refused(ValueError):
+    """A control command without a valid signature, heard by a worker with a key."""
 
 
-def decode(raw: bytes) -> dict:
+def encode(command: dict, signer: "Signer | None" = None) -> bytes:
+    """msgpack; with a signer, in its envelope (``engine.signing``)."""
+    raw = msgpack.packb(command, use_bin_type=True)
+    return raw if signer is None else signer.wrap(raw)
+
+
+def decode(raw: bytes, signer: "Signer | None" = None) -> dict:
+    """The command; with a signer, ``Refused`` unless it came signed with one of its keys."""
+    raw, signature = signing.unwrap(raw)
+    if signer is not None and not signer.verify(raw, signature):
+        raise Refused("unsigned control command" if signature is None
+                      else "control command with a bad signature")
     command = msgpack.unpackb(raw, raw=False)
     if not isinstance(command, dict) or "cmd" not in command:
         raise ValueError("control message without 'cmd'")

@@ -245,7 +245,7 @@ def command(args) -> int:
     from engine.app import load_app
     from engine.connection import probe
     app = load_app(args.app or "")
-    probe(app.broker_url)
+    probe(app.broker_url, transport_options=app.conf.get("broker_transport_options"))
     try:
         if args.dump:
             dump(app, since=args.since)

@@ -5,8 +5,9 @@ measure on (pool locking, retry closures, observability hooks, response callback
 times the round trip it wraps. A task costs the engine a fetch, a write and, for the caller,
 a ``delay()`` and a ``get()``: that overhead was most of a task's latency. ``Wire`` keeps
 redis-py's connections (so every URL option, auth, TLS, unix sockets and hiredis parsing
-still come from the client) and drives them itself: commands packed by the connection's
-packer, replies read raw. Replies are hiredis's, untouched: bytes, ints, nested lists.
+still come from the client; a Sentinel client's connections find the current master each
+time they connect) and drives them itself: commands packed by the connection's packer,
+replies read raw. Replies are hiredis's, untouched: bytes, ints, nested lists.
 
 A ``Wire`` is safe to share between threads and greenlets: each call borrows an idle
 connection or makes one, and gives it back (list ``pop``/``append``, atomic in CPython).
@@ -125,7 +126,16 @@ class Wire:
             raise _as_redis_error(error) from error
 
 
+def _connected(conn) -> None:
+    """Connect through the connection's own ``connect``: ``send_packed_command`` would
+    connect by itself, but past the override in which a Sentinel-managed connection asks
+    the sentinels where the master is now (it would dial the default localhost:6379)."""
+    if conn._sock is None:
+        conn.connect()
+
+
 def _one(conn, packed, wait: Any = None) -> Any:
+    _connected(conn)
     conn.send_packed_command(packed, check_health=False)
     if wait is _DEFAULT:
         return conn.read_response()
@@ -133,6 +143,7 @@ def _one(conn, packed, wait: Any = None) -> Any:
 
 
 def _many(conn, packed, n: int) -> list[Any]:
+    _connected(conn)
     conn.send_packed_command(packed, check_health=False)
     read = conn.read_response
     replies = []

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 
-from engine import control, message
+from engine import control, message, signing
 from engine.worker.snapshot import read_fleet
 
 if TYPE_CHECKING:
@@ -24,14 +24,20 @@ SHOW_LIMIT = 20000
 CONTROL_TIMEOUT = 3.0
 
 #: puts a dead letter's original body back on its queue and deletes the dead letter, in one
-#: step (both keys carry the queue's hash tag, so this holds on a Redis Cluster too)
+#: step (both keys carry the queue's hash tag, so this holds on a Redis Cluster too).
+#: ARGV[2]: the body's signature with ``security_key`` (made from the same entry, which
+#: cannot change), or empty
 _REQUEUE = """
 local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #entry == 0 then return 0 end
 local fields = entry[1][2]
 for i = 1, #fields, 2 do
   if fields[i] == 'm' then
-    redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1])
+    if ARGV[2] ~= '' then
+      redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1], 's', ARGV[2])
+    else
+      redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1])
+    end
     redis.call('XDEL', KEYS[1], ARGV[1])
     return 1
   end
@@ -130,17 +136,25 @@ def requeue_dead_letter(app: "Engine", queue: str, entry_id: str) -> str:
     """XADD the original body back to ``P:q:{Q}`` and XDEL the dead letter, atomically.
 
     Returns "" when done, else why not: a body that does not decode is refused, since the
-    worker would only file it again."""
+    worker would only file it again. With ``security_key`` the copy is signed with the
+    app's key, except a dead letter filed for a bad signature: signing that would let a
+    forged message in through the dashboard."""
     keys = app.broker.keys
     found = app.client.xrange(keys.dlq(queue), entry_id, entry_id)
     if not found:
         return "no such dead letter"
+    fields = found[0][1]
+    raw = fields.get(b"m") or b""
     try:
-        message.decode_message(found[0][1].get(b"m") or b"")
+        message.decode_message(raw)
     except message.MessageError as exc:
         return f"not requeued: {exc}"
+    signer = app.signer
+    if signer is not None and fields.get(b"reason") == signing.BAD_SIGNATURE.encode():
+        return "not requeued: it was refused for a bad signature (re-send it from a producer)"
     script = app.client.register_script(_REQUEUE)
-    if script(keys=[keys.dlq(queue), keys.queue(queue)], args=[entry_id]) != 1:
+    signature = signer.sign(raw) if signer is not None else b""
+    if script(keys=[keys.dlq(queue), keys.queue(queue)], args=[entry_id, signature]) != 1:
         return "no such dead letter"   # deleted or requeued by someone else meanwhile
     app.client.sadd(keys.queues, queue)
     return ""

@@ -18,6 +18,7 @@ from engine import signals as hooksig
 from engine.worker import hooks
 from engine.exceptions import WorkerLostError
 from engine.results import FAILURE, encode_record
+from engine.signing import BAD_SIGNATURE, Signer
 from engine.wire import fields_get, text
 from engine.worker.lanes import Delivery, PoolLane
 
@@ -44,6 +45,8 @@ class Intake:
         self.limiter = limiter
         self._held: dict[str, list[Delivery]] = {}   # limited tasks of the batch in hand
         self.max_deliveries = int(conf.task_max_deliveries)
+        #: with ``security_key``: entries whose ``s`` does not verify are dead-lettered
+        self.signer = app.signer
         # read once: settings are fixed for a worker's life, and Config lookups are layered
         self.default_limits = (conf.task_soft_time_limit, conf.task_time_limit)
 
@@ -52,15 +55,33 @@ class Intake:
         """``batch`` as XREADGROUP returns it; ``deliveries`` counts per entry id where
         known (taken back or reclaimed), else each entry is on its first delivery."""
         now = time.time()
+        signer = self.signer    # checked once a batch: the unsigned path costs nothing more
         for stream, entries in batch:
             stream = stream.decode() if isinstance(stream, bytes) else stream
             queue_name = self.keys.queue_name(stream)
+            if signer is not None:
+                entries = self._verified(signer, stream, queue_name, entries, lane)
             for entry_id, fields in entries:
                 count = deliveries.get(text(entry_id), 1) if deliveries else 1
                 if not self.accept(lane, stream, queue_name, entry_id, fields, count, now):
                     lane.returned += 1
         if self._held:
             self._admit_held(lane, now)
+
+    def _verified(self, signer: Signer, stream: str, queue_name: str, entries: list,
+                  lane: PoolLane) -> list:
+        """The entries whose ``s`` is their ``m``'s signature; the others are dead-lettered
+        (``bad signature``). Entries without fields or without ``m`` pass on to ``accept``,
+        which acks or files them as it does unsigned."""
+        passed = []
+        for entry_id, fields in entries:
+            raw = fields_get(fields, b"m") if fields else None
+            if raw is None or signer.verify(raw, fields_get(fields, b"s")):
+                passed.append((entry_id, fields))
+            else:
+                self._dead_letter(queue_name, raw, BAD_SIGNATURE, stream, entry_id)
+                lane.returned += 1
+        return passed
 
     def accept(self, lane: PoolLane, stream: str, queue_name: str, entry_id: bytes,
                fields: Any, count: int, now: float) -> bool:

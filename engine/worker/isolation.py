@@ -293,7 +293,7 @@ class ProcessLane(Lane):
         """Send a control command to the child (no reply: the supervisor answers)."""
         command = {k: v for k, v in command.items() if k not in ("reply_to", "destination")}
         try:
-            self.app.client.publish(self.channel, control.encode(command))
+            self.app.client.publish(self.channel, control.encode(command, self.app.signer))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("lane %s: could not forward %s: %s", self.spec.name,
                         command.get("cmd"), exc)

@@ -32,6 +32,8 @@ RECLAIM_SHARE = 0.1
 HEARTBEATS_PER_TTL = 3
 #: seconds the listener waits for a message before it checks whether to stop
 LISTEN_POLL = 0.5
+#: seconds between two log lines about refused (unsigned or forged) control commands
+REFUSED_LOG_EVERY = 60.0
 
 
 def process_figures() -> dict[str, float]:
@@ -76,6 +78,10 @@ class Presence:
         self.snapshot = b""
         self.active = active
         self.channel = channel
+        #: control commands ignored for want of a valid signature
+        self.refused = 0
+        self._refused_told = 0
+        self._refused_logged: float | None = None
         self.deliver = deliver
         self.stopping = stopping
         #: the latest process figures, measured here (a /proc walk) rather than on the loop
@@ -120,6 +126,18 @@ class Presence:
                 maxlen=self.events.maxlen, approximate=True)
         pipe.execute()
 
+    def _refused(self, exc: control.Refused) -> None:
+        """A control command that failed the signature check: ignored, and logged once a
+        minute at most (a flood of forged commands must not flood the log too): the first
+        at once, the others counted in the next line."""
+        self.refused += 1
+        now = time.monotonic()
+        if self._refused_logged is None or now - self._refused_logged >= REFUSED_LOG_EVERY:
+            unlogged = self.refused - self._refused_told - 1
+            log.warning("ignored a control command: %s (security_key is set)%s", exc,
+                        f"; {unlogged} more ignored since the last report" if unlogged else "")
+            self._refused_logged, self._refused_told = now, self.refused
+
     def start(self) -> None:
         for target, name in ((self._beat_loop, "heartbeat"), (self._listen_loop, "control")):
             threading.Thread(target=target, name=name, daemon=True).start()
@@ -142,7 +160,9 @@ class Presence:
                     msg = pubsub.get_message(timeout=LISTEN_POLL)
                     if msg and msg.get("type") == "message":
                         try:
-                            self.deliver(control.decode(msg["data"]))
+                            self.deliver(control.decode(msg["data"], self.app.signer))
+                        except control.Refused as exc:
+                            self._refused(exc)
                         except Exception as exc:
                             log.warning("ignored a bad control message: %s", exc)
                 pubsub.close()

@@ -25,7 +25,7 @@ import redis
 
 from engine import control, limits
 from engine.broker import Broker
-from engine.connection import wait_for_broker
+from engine.connection import wait_for_app
 from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError
 from engine.flow import Limiter
@@ -149,8 +149,7 @@ class Supervisor:
         """Check the name, build the lanes, go online, start every lane, then the helpers.
         Online comes before any lane starts: a survivor must not reclaim what this worker
         name takes back (the claim script spares a live heartbeat)."""
-        wait_for_broker(self.app.broker_url, retry=bool(self.conf.broker_connection_retry),
-                        max_retries=self.conf.broker_connection_max_retries or None)
+        wait_for_app(self.app)
         self.presence.check_name()
         self.presence.figures, self.revoked = process_figures(), control.revoked_ids(self.app)
         self.limiter.start()
