@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import random
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -58,6 +59,9 @@ class _Context(threading.local):
 
 
 _context = _Context()
+#: the Request of the ``async def`` task running in this asyncio task: coroutines share
+#: their thread (and, in gevent, run in the loop's greenlet), so a thread-local cannot say
+_async_request: ContextVar[Request | None] = ContextVar("engine_request", default=None)
 
 
 def push_request(request: Request) -> None:
@@ -66,6 +70,11 @@ def push_request(request: Request) -> None:
 
 def pop_request() -> None:
     _context.stack.pop()
+
+
+def set_async_request(request: Request | None) -> None:
+    """Set the Request seen by ``self.request`` in the current asyncio task's context."""
+    _async_request.set(request)
 
 
 class Task:
@@ -104,6 +113,9 @@ class Task:
 
     @property
     def request(self) -> Request:
+        current = _async_request.get()
+        if current is not None:
+            return current
         stack = _context.stack
         return stack[-1] if stack else Request()
 
@@ -111,6 +123,8 @@ class Task:
         return f"<task {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # For an ``async def`` task this returns the coroutine, to be awaited by the caller
+        # (docs/async.md): calling runs the function here, whatever kind it is.
         return self.run(*args, **kwargs)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:

@@ -1,25 +1,31 @@
 """Running one job in the current process: the ``Runner`` every pool is given.
 
 It looks the task up, sets ``self.request``, calls it, and turns whatever happens (a value,
-an exception, Retry, Reject, a time limit) into an Outcome. The return value is encoded
+an exception, Retry, Reject, a time limit) into an Outcome. An ``async def`` task runs on
+the slot's event loop (``engine.worker.slotloop``) under ``execute``, or as a coroutine of a
+pool's own loop under ``execute_async`` (``pools.asyncio``). The return value is encoded
 here, in the process that ran the task, so results cross process boundaries as bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Coroutine
 
 import redis
 
 from engine import message
 from engine.exceptions import Reject, Retry, TimeLimitExceeded
 from engine.results import encode_record
-from engine.task import Request, pop_request, push_request
+from engine.task import Request, pop_request, push_request, set_async_request
+from engine.worker import slotloop
 from pools.base import REJECTED, RETRY, SUCCESS, Job, Outcome
 
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.task import Task
 
 
 class TaskRunner:
@@ -38,9 +44,8 @@ class TaskRunner:
             task = self.app.tasks[job.task]
         except KeyError as exc:
             return Outcome.from_exception(job.id, exc)
-        push_request(Request(id=job.id, task=job.task, args=job.args, kwargs=job.kwargs,
-                             retries=job.retries, hostname=self.hostname, queue=job.queue,
-                             called_directly=False))
+        request = self._request(job)
+        push_request(request)
         try:
             if task.idempotent:
                 done = self.app.backend.done(job.id)
@@ -49,29 +54,65 @@ class TaskRunner:
                     # the message was delivered twice): do not run it again
                     return Outcome(job.id, SUCCESS, done, runtime=time.perf_counter() - start)
             value = task.run(*job.args, **job.kwargs)
-            encoded = b"" if (job.ignore_result or task.ignore_result) else message.dumps(value)
-            if task.idempotent:
-                stored = self.app.backend.mark_done(job.id, message.dumps(value))
-                if stored is not None:   # a copy running elsewhere finished first
-                    encoded = stored
-            return Outcome(job.id, SUCCESS, encoded, runtime=time.perf_counter() - start)
-        except Retry as retry:
-            return self._retry(job, retry, start)
-        except Reject as reject:
-            outcome = Outcome.from_exception(job.id, reject, state=REJECTED,
-                                             runtime=time.perf_counter() - start)
-            outcome.requeue = reject.requeue
-            return outcome
+            if inspect.iscoroutine(value):      # an async def task: run it on the slot's loop
+                value = slotloop.run(_with_request(request, value))
+            return self._success(job, task, value, start)
         except (Exception, SystemExit) as exc:
-            runtime = time.perf_counter() - start
-            if (task.autoretry_for and isinstance(exc, task.autoretry_for)
-                    and not isinstance(exc, TimeLimitExceeded)
-                    and (task.max_retries is None or job.retries < task.max_retries)):
-                return self._retry(job, Retry(exc=exc, countdown=task.backoff(job.retries)),
-                                   start)
-            return Outcome.from_exception(job.id, exc, runtime=runtime)
+            return self._failure(job, task, exc, start)
         finally:
             pop_request()
+
+    def execute_async(self, job: Job) -> Coroutine[Any, Any, Outcome] | None:
+        """The coroutine running an ``async def`` task's job to its Outcome, for pools with
+        an event loop of their own (``pools.base.Runner``); None for any other task."""
+        task = self.app.tasks.get(job.task)
+        if task is None or not inspect.iscoroutinefunction(task.fn):
+            return None
+        return self._execute_async(job, task)
+
+    async def _execute_async(self, job: Job, task: "Task") -> Outcome:
+        start = time.perf_counter()
+        set_async_request(self._request(job))    # this asyncio task's context only
+        try:
+            if task.idempotent:
+                # the backend is a blocking client: off the loop
+                done = await asyncio.to_thread(self.app.backend.done, job.id)
+                if done is not None:
+                    return Outcome(job.id, SUCCESS, done, runtime=time.perf_counter() - start)
+            value = await task.run(*job.args, **job.kwargs)
+            if task.idempotent:
+                return await asyncio.to_thread(self._success, job, task, value, start)
+            return self._success(job, task, value, start)
+        except (Exception, SystemExit) as exc:
+            return self._failure(job, task, exc, start)
+
+    def _request(self, job: Job) -> Request:
+        return Request(id=job.id, task=job.task, args=job.args, kwargs=job.kwargs,
+                       retries=job.retries, hostname=self.hostname, queue=job.queue,
+                       called_directly=False)
+
+    def _success(self, job: Job, task: "Task", value: Any, start: float) -> Outcome:
+        encoded = b"" if (job.ignore_result or task.ignore_result) else message.dumps(value)
+        if task.idempotent:
+            stored = self.app.backend.mark_done(job.id, message.dumps(value))
+            if stored is not None:   # a copy running elsewhere finished first
+                encoded = stored
+        return Outcome(job.id, SUCCESS, encoded, runtime=time.perf_counter() - start)
+
+    def _failure(self, job: Job, task: "Task", exc: BaseException, start: float) -> Outcome:
+        """What a task's exception means: a retry, a rejection, or a FAILURE."""
+        if isinstance(exc, Retry):
+            return self._retry(job, exc, start)
+        if isinstance(exc, Reject):
+            outcome = Outcome.from_exception(job.id, exc, state=REJECTED,
+                                             runtime=time.perf_counter() - start)
+            outcome.requeue = exc.requeue
+            return outcome
+        if (task.autoretry_for and isinstance(exc, task.autoretry_for)
+                and not isinstance(exc, TimeLimitExceeded)
+                and (task.max_retries is None or job.retries < task.max_retries)):
+            return self._retry(job, Retry(exc=exc, countdown=task.backoff(job.retries)), start)
+        return Outcome.from_exception(job.id, exc, runtime=time.perf_counter() - start)
 
     def store(self, job: Job, outcome: Outcome) -> bool:
         """Store a SUCCESS result here and now (a prefork child's lone job: the caller waits,
@@ -102,3 +143,7 @@ class TaskRunner:
         return outcome
 
 
+async def _with_request(request: Request, coro: Coroutine) -> Any:
+    """Await ``coro`` with ``self.request`` set in its asyncio task's context."""
+    set_async_request(request)
+    return await coro
