@@ -119,14 +119,20 @@ class Broker:
 
     # -- producing ---------------------------------------------------------------------
     def enqueue(self, queue: str, body: bytes, *, eta: float | None = None) -> None:
-        commands = [self.push_command(queue, body, eta)]
-        if queue not in self._known_queues:
-            commands.append(("SADD", self.keys.queues, queue))
-            self._known_queues.add(queue)
+        commands = self.enqueue_commands(queue, body, eta=eta)
         if len(commands) == 1:
             self.wire.call(*commands[0])
         else:
             self.wire.pipeline(commands)
+
+    def enqueue_commands(self, queue: str, body: bytes, *, eta: float | None = None) -> list[tuple]:
+        """What ``enqueue`` sends (the async producer, ``engine.aio``, sends the same): the
+        push, and the first time this broker sees the queue, its SADD to the queue set."""
+        commands = [self.push_command(queue, body, eta)]
+        if queue not in self._known_queues:
+            commands.append(("SADD", self.keys.queues, queue))
+            self._known_queues.add(queue)
+        return commands
 
     def enqueue_many(self, items: Iterable[tuple[str, bytes, float | None]], *,
                      chunk: int = 2000) -> None:

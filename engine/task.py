@@ -145,6 +145,24 @@ class Task:
                              expires=expires, queue=queue, soft_time_limit=soft_time_limit,
                              time_limit=time_limit, task_id=task_id, ignore_result=ignore_result)
 
+    async def adelay(self, *args: Any, **kwargs: Any) -> "AsyncResult":
+        """``delay`` from a running event loop, on ``redis.asyncio`` (``engine.aio``)."""
+        from engine import aio
+        return await aio.send(self.app, self, args, kwargs)
+
+    async def aapply_async(self, args: tuple | list = (), kwargs: dict | None = None, *,
+                           countdown: float | None = None, eta: Any = None,
+                           expires: Any = None, queue: str | None = None,
+                           soft_time_limit: float | None = None,
+                           time_limit: float | None = None, task_id: str | None = None,
+                           ignore_result: bool | None = None) -> "AsyncResult":
+        """``apply_async`` from a running event loop (``engine.aio``)."""
+        from engine import aio
+        return await aio.send(self.app, self, args, kwargs or {}, countdown=countdown,
+                              eta=eta, expires=expires, queue=queue,
+                              soft_time_limit=soft_time_limit, time_limit=time_limit,
+                              task_id=task_id, ignore_result=ignore_result)
+
     def delay_many(self, calls: Any, *, queue: str | None = None) -> list["AsyncResult"]:
         """Send many calls in pipelined round trips. Each item is an args tuple, or an
         (args, kwargs) pair when it is a 2-tuple whose second item is a dict."""
