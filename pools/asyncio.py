@@ -141,20 +141,22 @@ class AsyncioPool(Pool):
         run = _Run(job)
         with self._lock:
             self._runs[job.id] = run
-        self._loop.call_soon_threadsafe(self._begin, run)
-
-    # -- the loop's side
-    def _begin(self, run: _Run) -> None:
-        """On the loop: a coroutine job becomes an asyncio task; a plain one goes to a thread."""
+        # Sorted here, on the supervisor's thread: a plain job goes straight to the sync
+        # threads (no hop through the loop); only the coroutine is scheduled on the loop.
         execute_async = getattr(self.runner, "execute_async", None)
         try:
-            coro = execute_async(run.job) if execute_async is not None else None
+            coro = execute_async(job) if execute_async is not None else None
         except Exception as exc:        # the runner broke its promise
-            self._finish(run, Outcome.from_exception(run.job.id, exc))
+            self._finish(run, Outcome.from_exception(job.id, exc))
             return
         if coro is None:
             self._sync_queue.put(run)
-            return
+        else:
+            self._loop.call_soon_threadsafe(self._begin, run, coro)
+
+    # -- the loop's side
+    def _begin(self, run: _Run, coro) -> None:
+        """On the loop: the coroutine job becomes an asyncio task."""
         with self._lock:
             if run.abandoned:
                 coro.close()
