@@ -123,3 +123,16 @@ def _inspect(env, verb):
                           "-t", "5"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     return json.loads(out.stdout)
+
+
+def test_an_asyncio_lane_beside_a_prefork_lane(aio, run_worker, env):
+    # Given a worker with an asyncio lane for io and a prefork lane for cpu
+    run_worker("--lane", "io=asyncio:50", "--lane", "cpu=prefork:1", "-n", "mixed", app=APP)
+    lanes = _inspect(env, "stats")["mixed"]["lanes"]
+    assert sorted(lane["pool_info"]["pool"] for lane in lanes) == ["asyncio", "prefork"]
+    # When coroutines go to io and a plain task to cpu
+    io = [aadd.apply_async((i, 1), queue="io") for i in range(20)]
+    cpu = add.apply_async((2, 2), queue="cpu")
+    # Then both lanes run theirs
+    assert aio.gather(io, timeout=60) == [i + 1 for i in range(20)]
+    assert cpu.get(timeout=60) == 4
