@@ -85,3 +85,13 @@ async def aflaky(self, key):
     if n < 3:
         raise self.retry(countdown=0.1)
     return n
+
+
+@app.task
+async def aloop():
+    """How many tasks the running event loop has run, this one included (and in which
+    process): a slot that keeps its loop counts up."""
+    import os
+    loop = asyncio.get_running_loop()
+    loop.engine_test_runs = getattr(loop, "engine_test_runs", 0) + 1
+    return [os.getpid(), loop.engine_test_runs]

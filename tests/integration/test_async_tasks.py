@@ -4,7 +4,7 @@
 import pytest
 
 from engine.exceptions import TimeLimitExceeded
-from tests.apps.aio import aadd, acatch_soft, add, aflaky, asleep, awhoami
+from tests.apps.aio import aadd, acatch_soft, add, aflaky, aloop, asleep, awhoami
 
 POOLS = ["prefork", "threads", "solo", "gevent"]
 
@@ -28,6 +28,17 @@ def test_async_task_returns_its_value_and_sees_its_request(aio, run_worker, pool
     assert [r.get(timeout=60) for r in results] == [i + 1 for i in range(6)]
     assert me.get(timeout=60)["id"] == me.id
     assert add.delay(2, 3).get(timeout=60) == 5
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_slot_keeps_its_event_loop(aio, run_worker, pool):
+    # Given a one-slot worker
+    run_worker("--pool", pool, "-c", "1", app="tests.apps.aio")
+    # When async tasks run one after another
+    seen = [aloop.delay().get(timeout=60) for _ in range(3)]
+    # Then the same loop ran them all (it is made once per slot, not per task)
+    assert len({pid for pid, _ in seen}) == 1
+    assert [runs for _, runs in seen] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("pool", POOLS)

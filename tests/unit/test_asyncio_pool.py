@@ -153,5 +153,6 @@ def test_a_coroutine_blocking_the_loop_is_reported_by_name(make, caplog):
         assert value(harness.wait_outcome(job)) == "unblocked"
         harness.wait_for(lambda: harness.call("info")["loop_blocked"] >= 1, "the report")
     lines = [r.getMessage() for r in caplog.records if "blocked the asyncio loop" in r.getMessage()]
-    assert len(lines) == 1 and job.id in lines[0]
+    # one line for the one stall (a busy machine may add others, not naming this job)
+    assert sum(job.id in line for line in lines) == 1, lines
     harness.check()
