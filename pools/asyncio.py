@@ -1,23 +1,7 @@
 """The asyncio pool: N coroutine slots on one event loop, in a thread of the supervisor's
-process (no monkey-patching); plain ``def`` tasks in a bounded set of threads beside it.
-
-Owns the loop thread, the coroutines' limits, the watchdog that reports a coroutine blocking
-the loop, and the sync threads with their limits. Written on ``pools/base.py`` alone: an
-``async def`` task comes from ``Runner.execute_async`` as a coroutine; anything else (a plain
-function, an unknown task, a runner without ``execute_async``) goes to ``Runner.execute`` in
-a sync thread.
-
-* Soft limit, coroutine: ``SoftTimeLimitExceeded`` is raised at its current ``await``
-  (``pools.base.Interruptible``); it may catch it. Sync: an async exception in its thread.
-* Hard limit: reported FAILURE/TimeLimitExceeded at once and the slot is free for the next
-  job. A coroutine is cancelled; one still running GRACE seconds later (it swallowed the
-  CancelledError) is abandoned: logged, counted in ``info()['abandoned']``, its result
-  dropped whenever it ends. A sync thread is sent TimeLimitExceeded and replaced by a fresh
-  one; it ends when its C call returns (``info()['stuck']``).
-* A coroutine holding the loop for more than ``blocking_report_after`` seconds (a sync call
-  inside ``async def``) stops every coroutine and the limits with them: the watchdog thread
-  sees the loop's heartbeat stall and logs one line naming the job
-  (``info()['loop_blocked']``).
+process (no monkey-patching), and plain ``def`` tasks on a bounded set of threads beside it.
+Owns the loop thread, how limits reach coroutines and sync threads, and the watchdog that
+reports a coroutine blocking the loop. Written on ``pools/base.py`` alone.
 """
 
 from __future__ import annotations
@@ -68,8 +52,25 @@ class _Run:
 class AsyncioPool(Pool):
     """Coroutines on one loop thread, plain functions on up to SYNC_THREADS_MAX threads.
 
-    Every method may be called from the supervisor's thread; the loop's state is touched
-    only on the loop's thread (``call_soon_threadsafe``), the shared records under one lock.
+    An ``async def`` task comes from ``Runner.execute_async`` as a coroutine; anything else
+    (a plain function, an unknown task, a runner without ``execute_async``) goes to
+    ``Runner.execute`` on a sync thread.
+
+    * Soft limit, coroutine: ``SoftTimeLimitExceeded`` is raised at its current ``await``
+      (``pools.base.Interruptible``); it may catch it. Sync: an async exception in its thread.
+    * Hard limit: reported FAILURE/TimeLimitExceeded at once, and the slot is free for the
+      next job. A coroutine is cancelled; one still running GRACE seconds later (it swallowed
+      the CancelledError) is abandoned: logged, counted in ``info()['abandoned']``, its result
+      dropped whenever it ends. A sync thread is sent TimeLimitExceeded and replaced by a
+      fresh one; it ends when its C call returns (``info()['stuck']``).
+    * A coroutine holding the loop for more than ``blocking_report_after`` seconds (a sync
+      call inside ``async def``) stops every coroutine, limits included: the watchdog thread
+      sees the loop's heartbeat stall and logs one line naming the job
+      (``info()['loop_blocked']``).
+    * At a concurrency above SYNC_THREADS_MAX, plain tasks run SYNC_THREADS_MAX at a time.
+
+    The supervisor calls every method from its thread; the loop's state is touched only on
+    the loop's thread (``call_soon_threadsafe``), the shared records under one lock.
     """
 
     name = "asyncio"
@@ -121,6 +122,7 @@ class AsyncioPool(Pool):
             loop.run_forever()
         finally:
             self._closed.set()
+            _close_abandoned(loop)
 
     def _heartbeat(self) -> None:
         self._beat = time.monotonic()
@@ -152,9 +154,16 @@ class AsyncioPool(Pool):
         if coro is None:
             self._sync_queue.put(run)
         else:
-            self._loop.call_soon_threadsafe(self._begin, run, coro)
+            self._on_loop(self._begin, run, coro)
 
     # -- the loop's side
+    def _on_loop(self, fn, *args) -> None:
+        """Schedule ``fn(*args)`` on the loop from any thread; nothing once it is closed."""
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:      # closed by terminate: there is nothing left to act on
+            pass
+
     def _begin(self, run: _Run, coro) -> None:
         """On the loop: the coroutine job becomes an asyncio task."""
         with self._lock:
@@ -233,7 +242,7 @@ class AsyncioPool(Pool):
                 return
             wrapper = run.wrapper
         if wrapper is not None:
-            self._loop.call_soon_threadsafe(self._throw, run, SoftTimeLimitExceeded(
+            self._on_loop(self._throw, run, SoftTimeLimitExceeded(
                 "soft time limit exceeded"))
 
     def _throw(self, run: _Run, exc: BaseException) -> None:
@@ -256,7 +265,7 @@ class AsyncioPool(Pool):
                 if not self._stopping:
                     self._grow_sync_threads()     # capacity is kept; the old one ends later
         if run.task is not None:
-            self._loop.call_soon_threadsafe(self._cancel, run)
+            self._on_loop(self._cancel, run)
         log.warning("job %s killed by its hard time limit; its result will be dropped", job_id)
         self._deliver(Outcome.from_exception(
             job_id, TimeLimitExceeded("hard time limit exceeded"), runtime=runtime))
@@ -363,7 +372,7 @@ class AsyncioPool(Pool):
                 self._sync_queue.put(None)
             self._sync_threads = 0
         if not self._loop.is_closed() and not self._closed.is_set():
-            self._loop.call_soon_threadsafe(self._shut_loop)
+            self._on_loop(self._shut_loop)
 
     def _shut_loop(self) -> None:
         """On the loop: cancel what runs, let the cancellations run once, then stop."""
@@ -378,3 +387,16 @@ class AsyncioPool(Pool):
                     "queued": len(self._runs) - running, "sync_threads": self._sync_threads,
                     "stuck": len(self._stuck), "killed": self._killed_total,
                     "abandoned": self._abandoned_total, "loop_blocked": self._loop_blocked}
+
+
+def _close_abandoned(loop: asyncio.AbstractEventLoop) -> None:
+    """On the loop's thread once it stopped: end the coroutines that would not (they ignored
+    their cancellation) here and now, so that nothing of theirs runs later in whatever
+    thread happens to garbage-collect the loop; then close it."""
+    for task in asyncio.all_tasks(loop):
+        task._log_destroy_pending = False     # asyncio's own switch for this warning
+        try:
+            task.get_coro().close()
+        except RuntimeError:                  # it ignored GeneratorExit too: leave it be
+            pass
+    loop.close()

@@ -1,18 +1,7 @@
-"""An ``async def`` task run to its end from a synchronous slot: a prefork child, a threads
-slot thread, solo's loop, a gevent greenlet. Owns the slot's event loop and how time limits
-reach the coroutine.
-
-One event loop per thread, made on first use and kept for the thread's life (a new loop per
-task would cost a selector and a self-pipe each time). In a gevent-patched process, where
-every greenlet shares one OS thread and asyncio allows one running loop per thread, one loop
-runs in a greenlet of its own and the job's greenlet waits for its coroutine cooperatively.
-
-A pool's soft limit arrives as an exception in the slot (a signal handler in prefork and solo,
-an async exception in threads, a throw in gevent); it usually surfaces in the loop's own code,
-not in the coroutine. ``run`` catches it there and throws it into the coroutine at its current
-``await`` (``pools.base.Interruptible``), then lets the loop go on. TimeLimitExceeded (the
-hard limit) cancels the coroutine, gives it GRACE seconds, and is raised again; a loop left
-holding a coroutine that would not end is dropped and the thread gets a new one.
+"""An ``async def`` task run to its end from a synchronous slot (a prefork child, a threads
+slot thread, solo's loop, a gevent greenlet): owns the slot's event loop, kept for the
+thread's life (a new loop per task would cost a selector and a self-pipe each time), and how
+time limits that arrive in the slot reach the coroutine.
 """
 
 from __future__ import annotations
@@ -36,7 +25,18 @@ _hub_loop: asyncio.AbstractEventLoop | None = None   # the gevent process's one 
 
 
 def run(coro: Coroutine) -> Any:
-    """Run ``coro`` to its end on this slot's loop and return its value (or raise)."""
+    """Run ``coro`` to its end on this slot's loop and return its value (or raise).
+
+    A pool's soft limit arrives as an exception in the slot (a signal handler in prefork and
+    solo, an async exception in threads, a throw in gevent) and usually surfaces in the
+    loop's own code, not in the coroutine: it is caught there and thrown into the coroutine
+    at its current ``await`` (``pools.base.Interruptible``), and the loop goes on. Any other
+    exception (TimeLimitExceeded: the hard limit) cancels the coroutine, gives it GRACE
+    seconds and is raised again; a loop left holding a coroutine that would not end is
+    dropped and the thread gets a new one. In a gevent-patched process, where greenlets
+    share one OS thread and asyncio allows one running loop per thread, one loop runs in a
+    greenlet of its own and the job's greenlet waits for its coroutine cooperatively.
+    """
     if _gevent_patched():
         return _run_beside_hub(coro)
     loop = getattr(_local, "loop", None)
@@ -74,7 +74,15 @@ def _give_up(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
     except BaseException:        # another limit landed meanwhile: stop waiting
         pass
     if not task.done():
-        _local.loop = None       # the stuck coroutine stays on the old loop, never run again
+        # it ignored its cancellation: end it here (GeneratorExit), not in whatever thread
+        # garbage-collects the loop later, and give this thread a new loop
+        task._log_destroy_pending = False     # asyncio's own switch for that warning
+        try:
+            task.get_coro().close()
+        except RuntimeError:     # it ignored GeneratorExit too
+            pass
+        _local.loop = None
+        loop.close()
 
 
 async def _await(wrapper: Interruptible) -> Any:

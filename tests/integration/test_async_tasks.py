@@ -4,7 +4,7 @@
 import pytest
 
 from engine.exceptions import TimeLimitExceeded
-from tests.apps.aio import aadd, acatch_soft, add, aflaky, aloop, asleep, awhoami
+from tests.apps.aio import aadd, acatch_soft, add, aflaky, aloop, asleep, astubborn, awhoami
 
 POOLS = ["prefork", "threads", "solo", "gevent"]
 
@@ -57,6 +57,18 @@ def test_async_hard_limit_fails_the_task_and_the_slot_goes_on(aio, run_worker, p
     r = asleep.apply_async((60,), time_limit=0.5)
     with pytest.raises(TimeLimitExceeded):
         r.get(timeout=60)
+    assert aadd.delay(2, 2).get(timeout=60) == 4
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_async_hard_limit_on_a_coroutine_swallowing_cancellation(aio, run_worker, pool, prefix):
+    # Given a one-slot worker, and a coroutine that swallows every CancelledError
+    run_worker("--pool", pool, "-c", "1", app="tests.apps.aio")
+    r = astubborn.apply_async((f"{prefix}:stubborn", 60), time_limit=0.5)
+    # When its hard limit passes, Then it is FAILURE with TimeLimitExceeded
+    with pytest.raises(TimeLimitExceeded):
+        r.get(timeout=60)
+    # And the slot goes on (the stubborn coroutine was closed with its loop)
     assert aadd.delay(2, 2).get(timeout=60) == 4
 
 
