@@ -161,6 +161,13 @@ class Engine:
                     self._client = connect(self.broker_url, conf=self.conf)
         return self._client
 
+    @property
+    def aclient(self) -> "redis.asyncio.Redis":
+        """The ``redis.asyncio`` client of the running event loop: one per app per loop,
+        made on first use (``engine.aio``; RuntimeError outside a running loop)."""
+        from engine import aio
+        return aio.client(self)
+
     def new_client(self) -> redis.Redis:
         """A client with a connection pool of its own (for blocking reads)."""
         return connect(self.broker_url, conf=self.conf)
@@ -407,6 +414,11 @@ class Engine:
                propagate: bool = True) -> list[Any]:
         """Wait for many results at once."""
         return ResultSet(results).get(timeout=timeout, propagate=propagate)
+
+    async def agather(self, results: Iterable[AsyncResult], timeout: float | None = None,
+                      propagate: bool = True) -> list[Any]:
+        """``gather`` from a running event loop, on ``redis.asyncio`` (``self.aclient``)."""
+        return await ResultSet(results).aget(timeout=timeout, propagate=propagate)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, self)

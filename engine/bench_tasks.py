@@ -6,6 +6,7 @@ key prefix come from the environment the benchmark gives it (``ENGINE_BROKER_URL
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from engine.app import Engine
@@ -26,6 +27,12 @@ def noop_limited() -> None:
 @app.task(ignore_result=True)
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+@app.task(ignore_result=True)
+async def asleep(seconds: float) -> None:
+    """``sleep`` as a coroutine: on ``--pool asyncio`` thousands wait at once on one loop."""
+    await asyncio.sleep(seconds)
 
 
 @app.task(ignore_result=True)

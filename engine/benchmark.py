@@ -45,7 +45,7 @@ import redis
 from engine import console
 from engine.testing import Worker, engine_env, temp_log
 
-DEFAULT_N = {"noop": 20000, "sleep": 2000, "cpu": 200, "payload": 5000,
+DEFAULT_N = {"noop": 20000, "sleep": 2000, "asleep": 2000, "cpu": 200, "payload": 5000,
              "noop-limited": 20000, "noop-levels": 20000}
 #: the priority levels ``--kind noop-levels`` spreads its no-ops over, in turn
 LEVELS = (0, 4, 9)
@@ -232,7 +232,7 @@ def _redis_cpu(client: redis.Redis) -> float | None:
 def task_args(kind: str, payload_bytes: int, cpu_iters: int | None) -> tuple:
     if kind in ("noop", "noop-limited", "noop-levels"):
         return ()
-    if kind == "sleep":
+    if kind in ("sleep", "asleep"):
         return (SLEEP_S,)
     if kind == "cpu":
         return (cpu_iters,)
@@ -298,7 +298,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         "tasks": n, "broker": "embedded" if embedded else console.redact(url), "key_prefix": prefix}
     if kind == "payload":
         out["payload_bytes"] = payload_bytes
-    if kind == "sleep":
+    if kind in ("sleep", "asleep"):
         out["sleep_s"] = SLEEP_S
     if kind == "cpu":
         out["cpu_iters"] = cpu_iters

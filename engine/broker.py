@@ -153,6 +153,17 @@ class Broker:
     # -- producing ---------------------------------------------------------------------
     def enqueue(self, queue: str, body: bytes, *, eta: float | None = None,
                 priority: int = 0) -> None:
+        commands = self.enqueue_commands(queue, body, eta=eta, priority=priority)
+        if len(commands) == 1:
+            self.wire.call(*commands[0])
+        else:
+            self.wire.pipeline(commands)
+
+    def enqueue_commands(self, queue: str, body: bytes, *, eta: float | None = None,
+                         priority: int = 0) -> list[tuple]:
+        """What ``enqueue`` sends (the async producer, ``engine.aio``, sends the same): the
+        push, and the first time this broker sees the queue (or the queue's priority
+        level), its SADD to the queue set (or the levels set)."""
         commands = [self.push_command(queue, body, eta, priority)]
         if queue not in self._known_queues:
             commands.append(("SADD", self.keys.queues, queue))
@@ -160,10 +171,7 @@ class Broker:
         if priority and (queue, priority) not in self._known_queues:
             commands.append(("SADD", self.keys.priorities, f"{queue}:{priority}"))
             self._known_queues.add((queue, priority))
-        if len(commands) == 1:
-            self.wire.call(*commands[0])
-        else:
-            self.wire.pipeline(commands)
+        return commands
 
     def enqueue_many(self, items: Iterable[tuple[str, bytes, float | None]], *,
                      chunk: int = 2000) -> None:

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start a worker")
     app_arg(run)
-    run.add_argument("-P", "--pool", help="prefork, gevent, threads, solo, custom "
+    run.add_argument("-P", "--pool", help="prefork, gevent, threads, solo, asyncio, custom "
                      "($ENGINE_CUSTOM_POOL) or package.module:Class (default: worker_pool)")
     run.add_argument("-c", "--concurrency", type=_positive_int,
                      help="execution slots (default: worker_concurrency, the CPU count)")
@@ -178,11 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pool", default="prefork")
     bench.add_argument("-c", "--concurrency", type=_positive_int, default=None)
     bench.add_argument("-n", "--tasks", type=_positive_int, default=None,
-                       help="tasks to run (default: noop 20000, sleep 2000, cpu 200, payload 5000)")
-    bench.add_argument("--kind", default="noop", choices=["noop", "sleep", "cpu", "payload",
-                                                          "noop-limited", "noop-levels"],
-                       help="noop-limited: under a rate limit that never binds; noop-levels: "
-                       "spread over priorities 0, 4 and 9")
+                       help="tasks to run (default: noop 20000, sleep and asleep 2000, cpu 200, "
+                       "payload 5000)")
+    bench.add_argument("--kind", default="noop",
+                       choices=["noop", "sleep", "asleep", "cpu", "payload", "noop-limited",
+                                "noop-levels"],
+                       help="asleep: await asyncio.sleep (an async def task); noop-limited: "
+                       "under a rate limit that never binds; noop-levels: spread over "
+                       "priorities 0, 4 and 9")
     bench.add_argument("--payload-bytes", type=_positive_int, default=10240)
     bench.add_argument("--broker", help="Redis URL (default: the embedded Redis)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")

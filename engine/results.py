@@ -27,7 +27,7 @@ import redis
 
 from engine import message
 from engine.wire import Wire
-from engine.exceptions import TaskError, TaskRevokedError
+from engine.exceptions import ConfigurationError, TaskError, TaskRevokedError
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -151,6 +151,14 @@ class ResultBackend:
             raw = self.wire.call("BLMOVE", key, key, "LEFT", "RIGHT", timeout, block=timeout)
         return decode_record(raw) if raw else None
 
+    async def await_record(self, aclient, task_id: str,
+                           timeout: float | None) -> dict[str, Any] | None:
+        """``wait`` on a ``redis.asyncio`` client, from a running event loop."""
+        key = self.result_key(task_id)
+        block = 0 if timeout is None else max(timeout, 0.001)
+        raw = await aclient.execute_command("BLMOVE", key, key, "LEFT", "RIGHT", block)
+        return decode_record(raw) if raw else None
+
     def close(self) -> None:
         self.wire.close()
 
@@ -243,6 +251,16 @@ class AsyncResult:
             self._record = record
         return _outcome(record, propagate)
 
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        """``get`` from a running event loop, on the app's ``redis.asyncio`` client."""
+        record = self._record
+        if record is None:
+            record = await self.app.backend.await_record(_aclient(self.app), self.id, timeout)
+            if record is None:
+                raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
+            self._record = record
+        return _outcome(record, propagate)
+
     def revoke(self, terminate: bool = False) -> None:
         self.app.revoke(self.id, terminate=terminate)
 
@@ -291,6 +309,49 @@ class ResultSet:
                 waiting = waiting[1:]
         return [None if r._record is None else _outcome(r._record, propagate)
                 for r in self.results]
+
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """``get`` from a running event loop (``Engine.agather``): the same rounds, on the
+        app's ``redis.asyncio`` client."""
+        if not self.results:
+            return []
+        app = self.results[0].app
+        aclient = _aclient(app)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = [r for r in self.results if r._record is None]
+        while waiting:
+            async with aclient.pipeline(transaction=False) as pipe:
+                for result in waiting:
+                    pipe.lindex(app.backend.result_key(result.id), 0)
+                raws = await pipe.execute()
+            waiting = [r for r, raw in zip(waiting, raws) if not _keep(r, raw)]
+            if not waiting:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"{len(waiting)} of {len(self.results)} tasks not done "
+                                   f"within {timeout} s")
+            record = await app.backend.await_record(aclient, waiting[0].id, left)
+            if record is not None:
+                waiting[0]._record = record
+                waiting = waiting[1:]
+        return [_outcome(r._record, propagate) for r in self.results]
+
+
+def _keep(result: AsyncResult, raw: bytes | None) -> bool:
+    if raw:
+        result._record = decode_record(raw)
+    return bool(raw)
+
+
+def _aclient(app: "Engine"):
+    """The app's asyncio client, which must reach the result keys too."""
+    url = app.conf.result_backend
+    if url and url != app.broker_url:
+        raise ConfigurationError("the async API needs the result backend on the broker's "
+                                 "Redis (result_backend unset or equal to broker_url)")
+    return app.aclient
 
 
 def _outcome(record: dict[str, Any], propagate: bool) -> Any:

@@ -12,6 +12,7 @@ import keyword
 import logging
 import random
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -83,6 +84,9 @@ class _Context(threading.local):
 
 
 _context = _Context()
+#: the Request of the ``async def`` task running in this asyncio task: coroutines share
+#: their thread (and, in gevent, run in the loop's greenlet), so a thread-local cannot say
+_async_request: ContextVar[Request | None] = ContextVar("engine_request", default=None)
 
 
 def push_request(request: Request, task: "Task | None" = None) -> None:
@@ -154,6 +158,11 @@ def check_priority(priority: Any) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         raise ValueError(f"priority must be a whole number from 0 to 9, got {priority!r}")
     return priority
+
+
+def set_async_request(request: Request | None) -> None:
+    """Set the Request seen by ``self.request`` in the current asyncio task's context."""
+    _async_request.set(request)
 
 
 class Task:
@@ -235,6 +244,9 @@ class Task:
 
     @property
     def request(self) -> Request:
+        current = _async_request.get()
+        if current is not None:
+            return current
         stack = _context.stack
         return stack[-1] if stack else Request()
 
@@ -242,6 +254,8 @@ class Task:
         return f"<task {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # For an ``async def`` task this returns the coroutine, to be awaited by the caller
+        # (docs/async.md): calling runs the function here, whatever kind it is.
         return self.run(*args, **kwargs)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -343,6 +357,24 @@ class Task:
             checker(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> "AsyncResult":
+        """``delay`` from a running event loop, on ``redis.asyncio`` (``engine.aio``)."""
+        from engine import aio
+        return await aio.send(self.app, self, args, kwargs)
+
+    async def aapply_async(self, args: tuple | list = (), kwargs: dict | None = None, *,
+                           countdown: float | None = None, eta: Any = None,
+                           expires: Any = None, queue: str | None = None,
+                           soft_time_limit: float | None = None,
+                           time_limit: float | None = None, task_id: str | None = None,
+                           ignore_result: bool | None = None) -> "AsyncResult":
+        """``apply_async`` from a running event loop (``engine.aio``)."""
+        from engine import aio
+        return await aio.send(self.app, self, args, kwargs or {}, countdown=countdown,
+                              eta=eta, expires=expires, queue=queue,
+                              soft_time_limit=soft_time_limit, time_limit=time_limit,
+                              task_id=task_id, ignore_result=ignore_result)
 
     def delay_many(self, calls: Any, *, queue: str | None = None) -> list["results.AsyncResult"]:
         """Send many calls in pipelined round trips. Each item is an args tuple, or an

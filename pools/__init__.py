@@ -19,6 +19,7 @@ ALIASES = {
     "threads": "pools.threads:ThreadsPool",
     "gevent": "pools.gevent:GeventPool",
     "solo": "pools.solo:SoloPool",
+    "asyncio": "pools.asyncio:AsyncioPool",
 }
 CUSTOM_ENV = "ENGINE_CUSTOM_POOL"
 ENTRY_POINT_GROUP = "engine.pools"

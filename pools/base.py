@@ -80,6 +80,58 @@ class Runner(Protocol):
 
     def load(self, body: bytes) -> Job: ...
 
+    # Optional (``getattr(runner, "execute_async", None)``): ``execute_async(job)`` returns a
+    # coroutine that runs the job to its Outcome when the job's task is an ``async def``
+    # (never raising for what the task raises, like ``execute``; ``CancelledError`` passes
+    # through), or None when it is a plain function or unknown: run those with ``execute``.
+    # Pools that run an event loop of their own (``pools.asyncio``) use it; every other pool
+    # just calls ``execute``, which runs an async task on an event loop of its slot.
+
+
+class Interruptible:
+    """Awaits a coroutine and lets its owner raise an exception inside it at its current
+    ``await`` (``throw``), which asyncio itself cannot do (``Task.cancel`` only raises
+    CancelledError). Used to deliver SoftTimeLimitExceeded to a coroutine.
+
+    ``throw`` must be called on the loop's thread. It cancels the future the coroutine waits
+    on (as ``Task.cancel`` would) and, when the task resumes this wrapper, throws the
+    exception into the coroutine instead of the CancelledError that woke it; the task's own
+    cancel count is untouched, so the coroutine may catch the exception and go on.
+    """
+
+    __slots__ = ("_coro", "_pending", "_waiting")
+
+    def __init__(self, coro) -> None:
+        self._coro = coro
+        self._pending: BaseException | None = None
+        self._waiting = None
+
+    def throw(self, exc: BaseException) -> None:
+        self._pending = exc
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and hasattr(waiting, "cancel"):
+            waiting.cancel()
+
+    def __await__(self):
+        coro, value, error = self._coro, None, None
+        while True:
+            if self._pending is not None:
+                error, self._pending = self._pending, None
+            try:
+                yielded = coro.throw(error) if error is not None else coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            self._waiting = yielded      # a Future (or None: a bare yield, sleep(0))
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:   # what the task threw in: pass it on
+                error = exc
+            self._waiting = None
+
 
 OnOutcome = Callable[[Outcome], None]
 OnStart = Callable[[str], None]

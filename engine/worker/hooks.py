@@ -13,6 +13,7 @@ A hook that raises is logged and changes nothing else, with one exception kept f
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,6 +22,7 @@ from engine import signals
 from engine.exceptions import ExceptionInfo, Ignore, Retry
 from engine.task import Request
 from engine.task import Task as _BASE   # the defaults that overridden hooks are told from
+from engine.worker import slotloop
 from pools.base import FAILURE, RETRY, SUCCESS, Job, Outcome
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ def run_task(runner: "TaskRunner", task: "Task", job: Job, start: float) -> Outc
                 task.before_start(task_id, args, kwargs)
             retval = (task(*args, **kwargs) if cls.__call__ is not _BASE.__call__
                       else task.run(*args, **kwargs))
+            if inspect.iscoroutine(retval):    # an async def task: on the slot's loop
+                retval = slotloop.run(slotloop.with_request(task.request, retval))
             outcome = runner.succeeded(task, job, retval, start)
         except (Exception, SystemExit) as exc:
             outcome = runner.failed(task, job, exc, start)

@@ -2,14 +2,19 @@
 
 It looks the task up, sets ``self.request``, calls it, and turns whatever happens (a value,
 an exception, Retry, Reject, Ignore, a time limit) into an Outcome. Tasks with hook methods,
-or any connected task signal, take the hooked path of ``engine.worker.hooks``. The return value is encoded
+or any connected task signal, take the hooked path of ``engine.worker.hooks``. An ``async
+def`` task runs on the slot's event loop (``engine.worker.slotloop``) under ``execute``, or
+as a coroutine of a pool's own loop under ``execute_async`` (``pools.asyncio``). The return
+value is encoded
 here, in the process that ran the task, so results cross process boundaries as bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Coroutine
 
 import redis
 
@@ -17,8 +22,8 @@ from engine import message, tracing
 from engine.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 from engine.results import encode_record
 from engine.signals import TASK_HOOKS as _TASK_HOOKS
-from engine.task import Request, _context
-from engine.worker import hooks
+from engine.task import Request, _context, set_async_request
+from engine.worker import hooks, slotloop
 from pools.base import REJECTED, RETRY, SUCCESS, Job, Outcome
 
 if TYPE_CHECKING:
@@ -53,8 +58,9 @@ class TaskRunner:
         # positional: keyword arguments cost ~0.4 us here, a sixth of the whole call
         # (Request's field order is part of this line); the stacks pushed inline likewise
         context = _context
-        context.stack.append(Request(job.id, job.task, job.args, job.kwargs, job.retries,
-                                     self.hostname, job.queue, False, job.headers, eager))
+        request = Request(job.id, job.task, job.args, job.kwargs, job.retries, self.hostname,
+                          job.queue, False, job.headers, eager)
+        context.stack.append(request)
         context.tasks.append(task)
         try:
             if task.idempotent:
@@ -67,12 +73,40 @@ class TaskRunner:
                 # the one check the default path pays: hook methods (found when the task
                 # was made) or a connected task signal (engine.worker.hooks)
                 return hooks.run_task(self, task, job, start)
-            return self.succeeded(task, job, task.run(*job.args, **job.kwargs), start)
+            value = task.run(*job.args, **job.kwargs)
+            if inspect.iscoroutine(value):      # an async def task: run it on the slot's loop
+                value = slotloop.run(slotloop.with_request(request, value))
+            return self.succeeded(task, job, value, start)
         except (Exception, SystemExit) as exc:
             return self.failed(task, job, exc, start)
         finally:
             context.stack.pop()
             context.tasks.pop()
+
+    def execute_async(self, job: Job) -> Coroutine[Any, Any, Outcome] | None:
+        """The coroutine running an ``async def`` task's job to its Outcome, for pools with
+        an event loop of their own (``pools.base.Runner``); None for any other task."""
+        task = self.app.tasks.get(job.task)
+        if task is None or not inspect.iscoroutinefunction(getattr(task, "fn", None)):
+            return None
+        return self._execute_async(job, task)
+
+    async def _execute_async(self, job: Job, task: "Task") -> Outcome:
+        start = time.perf_counter()
+        set_async_request(Request(job.id, job.task, job.args, job.kwargs, job.retries,
+                                  self.hostname, job.queue, False, job.headers, False))
+        try:
+            if task.idempotent:
+                # the backend is a blocking client: off the loop
+                done = await asyncio.to_thread(self.app.backend.done, job.id)
+                if done is not None:
+                    return Outcome(job.id, SUCCESS, done, runtime=time.perf_counter() - start)
+            value = await task.run(*job.args, **job.kwargs)
+            if task.idempotent:
+                return await asyncio.to_thread(self.succeeded, task, job, value, start)
+            return self.succeeded(task, job, value, start)
+        except (Exception, SystemExit) as exc:
+            return self.failed(task, job, exc, start)
 
     def succeeded(self, task: "Task", job: Job, value: Any, start: float) -> Outcome:
         """The Outcome of a run that returned ``value``; raises when it cannot be encoded."""
@@ -131,5 +165,3 @@ class TaskRunner:
         outcome.retry_at = retry.eta if retry.eta is not None else \
             time.time() + (retry.countdown or 0.0)
         return outcome
-
-

@@ -1,0 +1,158 @@
+"""Coroutine jobs on the asyncio pool, through the conformance harness (which plays the
+supervisor) with a runner that also has ``execute_async``; plain jobs are the suite's."""
+
+import asyncio
+import logging
+import time
+
+import msgpack
+import pytest
+
+from engine.exceptions import SoftTimeLimitExceeded
+from pools.asyncio import AsyncioPool
+from pools.base import SUCCESS, Outcome
+from pools.testing import Harness, SampleRunner, touch, value
+
+ASYNC = {}
+
+
+def async_task(name):
+    def register(fn):
+        ASYNC[name] = fn
+        return fn
+    return register
+
+
+class AsyncRunner(SampleRunner):
+    """SampleRunner plus coroutine jobs for the names in ASYNC."""
+
+    def execute_async(self, job):
+        fn = ASYNC.get(job.task)
+        return None if fn is None else _execute(fn, job)
+
+
+async def _execute(fn, job):
+    try:
+        return Outcome(job.id, SUCCESS, msgpack.packb(await fn(*job.args, **job.kwargs)))
+    except Exception as exc:
+        return Outcome.from_exception(job.id, exc)
+
+
+_barrier = {"count": 0, "event": None}
+
+
+@async_task("a.value")
+async def a_value(x):
+    await asyncio.sleep(0)
+    return x
+
+
+@async_task("a.barrier")
+async def a_barrier(n):
+    if _barrier["event"] is None:
+        _barrier["event"] = asyncio.Event()
+    _barrier["count"] += 1
+    if _barrier["count"] >= n:
+        _barrier["event"].set()
+    await asyncio.wait_for(_barrier["event"].wait(), 60)
+    return True
+
+
+@async_task("a.catch_soft")
+async def a_catch_soft(marker):
+    touch(marker)
+    try:
+        await asyncio.sleep(60)
+    except SoftTimeLimitExceeded:
+        return "caught"
+    return "finished"
+
+
+@async_task("a.swallow")
+async def a_swallow(marker):
+    touch(marker)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            await asyncio.sleep(0.05)
+        except (asyncio.CancelledError, SoftTimeLimitExceeded):
+            pass
+    return "outlived"
+
+
+@async_task("a.block")
+async def a_block(seconds):
+    time.sleep(seconds)      # holds the loop
+    return "unblocked"
+
+
+@pytest.fixture
+def make(tmp_path):
+    made = []
+
+    def start(concurrency):
+        harness = Harness(AsyncioPool, concurrency, tmp_path)
+        harness.pool.runner = AsyncRunner()
+        made.append(harness.start())
+        return harness
+
+    yield start
+    for harness in made:
+        harness.close()
+
+
+def test_coroutine_jobs_and_plain_jobs_return_their_values(make):
+    harness = make(4)
+    jobs = [harness.run("a.value", i) for i in range(10)] + [harness.run("sample.echo", 7)]
+    harness.wait_for(lambda: all(harness.outcome(j) for j in jobs), "11 outcomes")
+    assert [value(harness.outcome(j)) for j in jobs[:10]] == list(range(10))
+    assert value(harness.outcome(jobs[10]))["args"] == [7]
+    harness.check()
+
+
+def test_five_hundred_coroutines_run_at_once_on_one_loop(make):
+    _barrier.update(count=0, event=None)
+    harness = make(500)
+    # each waits until all 500 have arrived: none returns unless all run at once
+    jobs = [harness.run("a.barrier", 500) for _ in range(500)]
+    harness.wait_for(lambda: all(harness.outcome(j) for j in jobs), "500 outcomes")
+    assert all(value(harness.outcome(j)) is True for j in jobs)
+    harness.check()
+
+
+def test_soft_limit_is_raised_at_the_coroutines_await(make):
+    harness = make(2)
+    marker = harness.path("soft")
+    job = harness.run("a.catch_soft", marker)
+    harness.wait_file(marker)
+    harness.call("interrupt", job.id)
+    assert value(harness.wait_outcome(job)) == "caught"
+    harness.check()
+
+
+def test_hard_limit_on_a_coroutine_swallowing_cancellation(make):
+    harness = make(1)
+    marker = harness.path("swallow")
+    # Given a coroutine that swallows every CancelledError, with a hard limit
+    job = harness.run("a.swallow", marker, hard=0.5)
+    # When the limit passes, Then it is FAILURE with TimeLimitExceeded
+    outcome = harness.wait_outcome(job)
+    assert outcome.exc_type == "engine.exceptions.TimeLimitExceeded"
+    # and, as it would not end, it is abandoned (counted) while the slot runs the next job
+    nxt = harness.run("a.value", 42)
+    assert value(harness.wait_outcome(nxt)) == 42
+    harness.wait_for(lambda: harness.call("info")["abandoned"] == 1, "the abandonment")
+    assert harness.call("info")["killed"] == 1
+    harness.check()
+
+
+def test_a_coroutine_blocking_the_loop_is_reported_by_name(make, caplog):
+    harness = make(2)
+    with caplog.at_level(logging.WARNING, logger="pools.asyncio"):
+        job = harness.run("a.block", 1.5)
+        assert value(harness.wait_outcome(job)) == "unblocked"
+        harness.wait_for(lambda: harness.call("info")["loop_blocked"] >= 1, "the report")
+    lines = [r.getMessage() for r in caplog.records if "blocked the asyncio loop" in r.getMessage()]
+    # one line for the one stall (a busy machine may add others, not naming this job)
+    assert sum(job.id in line for line in lines) == 1, lines
+    harness.check()
