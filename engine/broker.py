@@ -74,6 +74,18 @@ return out
 """
 
 
+class EnqueueError(Exception):
+    """``enqueue_many`` did not queue every item: ``error`` is redis-py's error (the first
+    refusal, or the lost connection), ``sent`` and ``unsent`` the indexes of the items that
+    Redis confirmed and of the rest (see ``Broker.enqueue_many``)."""
+
+    def __init__(self, error: Exception, *, sent: list[int], unsent: list[int]) -> None:
+        super().__init__(f"{len(sent)} of {len(sent) + len(unsent)} queued: {error}")
+        self.error = error
+        self.sent = sent
+        self.unsent = unsent
+
+
 class Keys:
     """Key names for one prefix."""
 
@@ -124,20 +136,40 @@ class Broker:
             self._known_queues.add(queue)
 
     def enqueue(self, queue: str, body: bytes, *, eta: float | None = None) -> None:
-        if queue not in self._known_queues or eta is not None:
-            pipe = self.client.pipeline(transaction=False)
-            self._push(pipe, queue, body, eta)
-            pipe.execute()
-        else:
+        """Queue one body (delayed while ``eta`` is ahead). Raises redis-py's error: a
+        ``ResponseError`` when Redis refused it (``OutOfMemoryError`` at maxmemory), a
+        ``ConnectionError`` once the client's retries are spent."""
+        if eta is None and queue in self._known_queues:
             self.wire.call("XADD", self.keys.queue(queue), "*", "m", body)
+            return
+        if eta is not None and eta > time.time():
+            push: tuple = ("ZADD", self.keys.delayed(queue), eta, body)
+        else:
+            push = ("XADD", self.keys.queue(queue), "*", "m", body)
+        if queue in self._known_queues:
+            self.wire.call(*push)
+            return
+        registered, pushed = self.wire.pipeline([("SADD", self.keys.queues, queue), push],
+                                                raise_on_error=False)
+        if isinstance(pushed, redis.ResponseError):
+            raise pushed
+        # marked only once Redis has it: a refused SADD is sent again with the next message
+        if not isinstance(registered, redis.ResponseError):
+            self._known_queues.add(queue)
 
     def enqueue_many(self, items: Iterable[tuple[str, bytes, float | None]], *,
                      chunk: int = 2000) -> None:
-        """Send in pipelines of ``chunk`` commands (XADD, or ZADD for a future eta)."""
+        """Send in pipelines of ``chunk`` commands (XADD, or ZADD for a future eta).
+
+        Redis runs every command of a pipeline even after one is refused, so each reply
+        says whether its item was queued. When some were not, no further pipeline is sent
+        and ``EnqueueError`` lists which items (by index) were queued and which were not."""
+        items = items if isinstance(items, list) else list(items)
         commands: list[tuple] = []
         streams: dict[str, str] = {}
         now = time.time()
-        for queue, body, eta in items:
+        first = 0   # index of the first item whose command is in ``commands``
+        for index, (queue, body, eta) in enumerate(items):
             if queue not in self._known_queues:
                 commands.append(("SADD", self.keys.queues, queue))
                 self._known_queues.add(queue)
@@ -149,10 +181,43 @@ class Broker:
                     stream = streams[queue] = self.keys.queue(queue)
                 commands.append(("XADD", stream, "*", "m", body))
             if len(commands) >= chunk:
-                self.wire.pipeline(commands)
+                self._send_chunk(commands, first, len(items))
                 commands = []
+                first = index + 1
         if commands:
-            self.wire.pipeline(commands)
+            self._send_chunk(commands, first, len(items))
+
+    def _send_chunk(self, commands: list[tuple], first: int, total: int) -> None:
+        """One pipeline of ``enqueue_many``, whose items are ``first`` onwards (of ``total``)."""
+        try:
+            replies = self.wire.pipeline(commands, raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # what this pipeline did is unknown: its SADDs are sent again next time
+            self._known_queues.difference_update(c[2] for c in commands if c[0] == "SADD")
+            raise EnqueueError(exc, sent=list(range(first)),
+                               unsent=list(range(first, total))) from exc
+        error_type = redis.ResponseError
+        for reply in replies:
+            if isinstance(reply, error_type):
+                break
+        else:
+            return
+        failed: list[int] = []
+        error: redis.ResponseError | None = None
+        index = first
+        for command, reply in zip(commands, replies):
+            is_item = command[0] != "SADD"
+            if isinstance(reply, error_type):
+                error = error or reply
+                if is_item:
+                    failed.append(index)
+                else:
+                    self._known_queues.discard(command[2])
+            if is_item:
+                index += 1
+        refused = set(failed)
+        raise EnqueueError(error, sent=[i for i in range(index) if i not in refused],
+                           unsent=failed + list(range(index, total)))
 
     def _push(self, pipe, queue: str, body: bytes, eta: float | None) -> None:
         self._note_queue(pipe, queue)

@@ -6,6 +6,7 @@ Sending goes through the app (``Engine.send``); running goes through ``engine.wo
 from __future__ import annotations
 
 import functools
+import math
 import random
 import threading
 from dataclasses import dataclass, field
@@ -142,7 +143,13 @@ class Task:
         """Ask to run again later; raises Retry (so ``raise self.retry()`` reads well).
 
         Past ``max_retries`` it raises ``exc`` if given, else MaxRetriesExceededError.
+        A ``countdown`` or ``eta`` that is not a finite number raises ValueError (the retry
+        would wait for ever), failing the task with that error.
         """
+        for name, value in (("countdown", countdown), ("eta", eta)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{self.name}: retry {name} must be a finite number of "
+                                 f"seconds, got {value!r}")
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:
