@@ -186,3 +186,16 @@ def test_a_tuple_keyed_map_on_the_wire_is_an_undecodable_message():
 def test_well_formed_messages_pass_both_paths(changes):
     body = dict(GOOD, **changes)
     assert message.decode_message(msgpack.packb(body, use_bin_type=True)) == body
+
+
+@pytest.mark.parametrize("when", [{"countdown": float("inf")}, {"countdown": float("nan")},
+                                  {"eta": float("inf")}])
+def test_retry_refuses_times_that_are_not_finite(when):
+    # a retry waiting for ever would park the message in the delayed set for good
+    from engine.exceptions import Retry
+    from engine.task import Task
+    task = Task(lambda: None, None, name="t.retrying")
+    with pytest.raises(ValueError, match="finite"):
+        task.retry(**when)
+    with pytest.raises(Retry):
+        task.retry(countdown=1.0)
