@@ -37,8 +37,7 @@ REQUIRED = {"v": int, "id": str, "task": str, "args": list, "kwargs": dict, "ret
 OPTIONAL_NUMBERS = ("eta", "expires", "soft", "hard")
 #: the largest ``retries`` a message may carry: a counter past it is forged or corrupt (a real
 #: task never retries two billion times), and a retry must still be able to add one to it
-MAX_RETRIES = 2**31 - 1
-_STR = frozenset({str})
+MAX_RETRIES = 2**31 - 1   # (inlined in decode_message: keep both in step)
 #: exact types that hold no map or set, so no key the decoder could fail to rebuild
 _LEAVES = frozenset({str, int, float, bool, type(None), bytes, _dt.datetime, _dt.date,
                      _dt.timedelta, uuid.UUID, decimal.Decimal})
@@ -201,7 +200,10 @@ def encode_message(task_id: str, task: str, args: Any, kwargs: dict, *, retries:
         body["hard"] = _seconds("hard time limit", hard)
     if ignore_result:
         body["ignore_result"] = True
-    if not kwargs or _STR.issuperset(map(type, kwargs)):
+    for name in kwargs:
+        if type(name) is not str:
+            break
+    else:
         try:
             return _dumps_strict(body)
         except (TypeError, ValueError, OverflowError):
@@ -230,19 +232,23 @@ def decode_message(raw: bytes) -> dict:
         body = loads(raw)
     except Exception as exc:   # msgpack raises several unrelated types on garbage
         raise MessageError(f"undecodable message: {type(exc).__name__}: {exc}") from None
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise MessageError(f"message is a {type(body).__name__}, not a map")
-    # the common case in one expression (exact types, no optional numbers); anything else
-    # takes the slow path below, which names what is wrong
+    # the common case in one expression (exact types, no optional numbers, the bounds
+    # inlined: MAX_RETRIES and PROTOCOL_VERSION), then a loop over keyword names; anything
+    # else takes the slow path below, which names what is wrong
     get = body.get
-    kwargs, retries = get("kwargs"), get("retries")
-    if (get("v") == PROTOCOL_VERSION and type(get("v")) is int and type(get("id")) is str
-            and get("id") and type(get("task")) is str and type(get("args")) is list
-            and type(kwargs) is dict and (not kwargs or _STR.issuperset(map(type, kwargs)))
-            and type(retries) is int and 0 <= retries <= MAX_RETRIES
+    task_id, kwargs, retries = get("id"), get("kwargs"), get("retries")
+    if (type(task_id) is str and task_id and type(kwargs) is dict and type(retries) is int
+            and 0 <= retries <= 2147483647 and get("v") == 1 and type(get("v")) is int
+            and type(get("task")) is str and type(get("args")) is list
             and get("eta") is None and get("expires") is None and get("soft") is None
             and get("hard") is None):
-        return body
+        for name in kwargs:
+            if type(name) is not str:
+                break
+        else:
+            return body
     _refuse(body)
     return body
 
