@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
+import math
 import threading
 import time
 import uuid
@@ -20,9 +21,9 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from engine import loader, message, routing, signals, signing, tracing, urls
-from engine.broker import Broker
+from engine.broker import Broker, EnqueueError
 from engine.config import Config, import_object
-from engine.exceptions import BrokerUnavailable, ConfigurationError
+from engine.exceptions import BrokerOutOfMemory, BrokerUnavailable, ConfigurationError
 from engine.registry import (APPS, SHARED, TaskRegistry, current_app,  # noqa: F401 (public)
                              set_current, set_default_factory)
 from engine.results import AsyncResult, ResultBackend, ResultSet
@@ -217,7 +218,9 @@ class Engine:
               headers: dict | None = None, unique: str | None = None, priority: int = 0
               ) -> tuple[str, bytes, float | None]:
         task_id = task_id or str(uuid.uuid4())
-        when = _absolute(eta) if eta is not None else (
+        if countdown is not None:
+            _finite("countdown", countdown)
+        when = _absolute(eta, "eta") if eta is not None else (
             time.time() + countdown if countdown else None)
         if expires is None and task is not None:
             expires = task.expires
@@ -235,7 +238,7 @@ class Engine:
             raise TypeError(f"{task_name}: headers must be a dict, got {type(headers).__name__}")
         body = message.encode_message(
             task_id, task_name, args, kwargs, eta=when,
-            expires=_absolute(expires) if expires is not None else None,
+            expires=_absolute(expires, "expires") if expires is not None else None,
             soft=soft_time_limit, hard=time_limit, ignore_result=ignore_result,
             headers=headers, unique=unique, priority=priority)
         return task_id, body, when
@@ -286,7 +289,7 @@ class Engine:
         except (TypeError, ValueError, OverflowError):
             message.check_arguments(name, args, kwargs)   # raises, naming the argument
             raise
-        with self._sending():
+        with self._sending(task_id):
             holder = flow.claim_unique(self, key, task_id, seconds)
         if holder is not None:
             return AsyncResult(holder, self, task_name=name)
@@ -351,10 +354,10 @@ class Engine:
                  when: float | None, priority: int = 0) -> None:
         if tracing.ENABLED:   # ENGINE_TRACING=1: a 'send' span, its traceparent in the body
             with tracing.SendSpan(name, task_id, queue, body) as body:
-                with self._sending():
+                with self._sending(task_id):
                     self.broker.enqueue(queue, body, eta=when, priority=priority)
             return
-        with self._sending():
+        with self._sending(task_id):
             self.broker.enqueue(queue, body, eta=when, priority=priority)
 
     def send_many(self, task: Task, calls: Iterable[Any], *,
@@ -375,7 +378,7 @@ class Engine:
             return [self.send(task, args, kwargs, queue=queue) for args, kwargs in pairs]
         items, results = [], []
         ignore = task.ignore_result
-        expires = _absolute(task.expires) if task.expires is not None else None
+        expires = _absolute(task.expires, "expires") if task.expires is not None else None
         encode = message.encode_message
         name = task.name
         ids = message.uuid4_strings()
@@ -396,19 +399,44 @@ class Engine:
             items.append((queue, body, None))
             results.append(AsyncResult(task_id, self, task_name=name, ignore_result=ignore))
         # everything is encoded before the first byte is sent: a bad argument sends nothing
-        with self._sending():
+        try:
             self.broker.enqueue_many(items)
+        except EnqueueError as exc:
+            sent = [results[i] for i in exc.sent]
+            unsent = [results[i] for i in exc.unsent]
+            what = (f"{len(sent)} of {len(results)} calls were queued, {len(unsent)} were "
+                    f"not (see .sent, .unsent and .unsent_indexes)")
+            raise self._send_error(exc.error, sent=sent, unsent=unsent,
+                                   unsent_indexes=exc.unsent, what=what) from exc.error
         return results
 
     @contextlib.contextmanager
-    def _sending(self):
-        """Turn Redis being away (after the client's retry budget) into one clear error."""
+    def _sending(self, task_id: str):
+        """Turn Redis being away (after the client's retry budget) or refusing the write
+        into one clear error."""
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BrokerUnavailable(
-                f"cannot reach the broker at {urls.redact(self.broker_url)}: gave up after "
-                f"{self.conf.broker_connection_retries} retries ({exc})") from exc
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            result = AsyncResult(task_id, self)
+            raise self._send_error(exc, sent=[], unsent=[result], unsent_indexes=[0],
+                                   what=f"task {task_id} was not queued") from exc
+
+    def _send_error(self, exc: Exception, *, sent: list[AsyncResult],
+                    unsent: list[AsyncResult], unsent_indexes: list[int],
+                    what: str) -> BrokerUnavailable:
+        url = urls.redact(self.broker_url)
+        if isinstance(exc, redis.OutOfMemoryError):
+            kind: type[BrokerUnavailable] = BrokerOutOfMemory
+            text = (f"the broker at {url} is out of memory: Redis refused the write because "
+                    f"maxmemory is reached and its maxmemory-policy evicts nothing; {what}. "
+                    f"Free memory (drain queues, trim dead letters) or raise maxmemory ({exc})")
+        elif isinstance(exc, redis.ResponseError):
+            kind, text = BrokerUnavailable, f"the broker at {url} refused the write: {exc}; {what}"
+        else:
+            kind, text = BrokerUnavailable, (
+                f"cannot reach the broker at {url}: gave up after "
+                f"{self.conf.broker_connection_retries} retries ({exc}); {what}")
+        return kind(text, sent=sent, unsent=unsent, unsent_indexes=unsent_indexes)
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,
                propagate: bool = True) -> list[Any]:
@@ -475,15 +503,24 @@ def connect(url: str, *, conf: Config | None = None) -> redis.Redis:
                             retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
-def _absolute(when: Any) -> float:
+def _absolute(when: Any, name: str = "time") -> float:
     """Seconds from now or a datetime -> unix seconds."""
     if isinstance(when, _dt.datetime):
         if when.tzinfo is None:
             when = when.astimezone()   # naive means local time
         return when.timestamp()
     if isinstance(when, (int, float)):
-        return time.time() + float(when)
-    raise TypeError(f"expected seconds or a datetime, got {type(when).__name__}")
+        return time.time() + _finite(name, when)
+    raise TypeError(f"{name}: expected seconds or a datetime, got {type(when).__name__}")
+
+
+def _finite(name: str, seconds: Any) -> float:
+    """``seconds`` as a float; ValueError when it is not finite: an eta of +inf would park
+    the message for ever, and NaN compares false with every clock."""
+    value = float(seconds)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
+    return value
 
 
 def load_app(target: str) -> Engine:

@@ -101,6 +101,18 @@ return out
 """
 
 
+class EnqueueError(Exception):
+    """``enqueue_many`` did not queue every item: ``error`` is redis-py's error (the first
+    refusal, or the lost connection), ``sent`` and ``unsent`` the indexes of the items that
+    Redis confirmed and of the rest (see ``Broker.enqueue_many``)."""
+
+    def __init__(self, error: Exception, *, sent: list[int], unsent: list[int]) -> None:
+        super().__init__(f"{len(sent)} of {len(sent) + len(unsent)} queued: {error}")
+        self.error = error
+        self.sent = sent
+        self.unsent = unsent
+
+
 class Keys:
     """Key names for one prefix."""
 
@@ -153,16 +165,25 @@ class Broker:
     # -- producing ---------------------------------------------------------------------
     def enqueue(self, queue: str, body: bytes, *, eta: float | None = None,
                 priority: int = 0) -> None:
+        """Queue one body (delayed while ``eta`` is ahead). Raises redis-py's error: a
+        ``ResponseError`` when Redis refused it (``OutOfMemoryError`` at maxmemory), a
+        ``ConnectionError`` once the client's retries are spent."""
         commands = self.enqueue_commands(queue, body, eta=eta, priority=priority)
         if len(commands) == 1:
             self.wire.call(*commands[0])
-        else:
-            self.wire.pipeline(commands)
+            return
+        replies = self.wire.pipeline(commands, raise_on_error=False)
+        # registrations count as known only once Redis has them: a refused SADD is sent
+        # again with the next message
+        self._unmark([c for c, r in zip(commands, replies)
+                      if c[0] == "SADD" and isinstance(r, redis.ResponseError)])
+        if isinstance(replies[0], redis.ResponseError):
+            raise replies[0]
 
     def enqueue_commands(self, queue: str, body: bytes, *, eta: float | None = None,
                          priority: int = 0) -> list[tuple]:
         """What ``enqueue`` sends (the async producer, ``engine.aio``, sends the same): the
-        push, and the first time this broker sees the queue (or the queue's priority
+        push first, and the first time this broker sees the queue (or the queue's priority
         level), its SADD to the queue set (or the levels set)."""
         commands = [self.push_command(queue, body, eta, priority)]
         if queue not in self._known_queues:
@@ -173,14 +194,31 @@ class Broker:
             self._known_queues.add((queue, priority))
         return commands
 
+    def _unmark(self, commands: list[tuple]) -> None:
+        """Forget the registrations (SADDs) among ``commands``: Redis may not have them."""
+        for command in commands:
+            if command[0] != "SADD":
+                continue
+            if command[1] == self.keys.queues:
+                self._known_queues.discard(command[2])
+            else:
+                queue, _, level = command[2].rpartition(":")
+                self._known_queues.discard((queue, int(level)))
+
     def enqueue_many(self, items: Iterable[tuple[str, bytes, float | None]], *,
                      chunk: int = 2000) -> None:
-        """Send in pipelines of ``chunk`` commands (XADD, or ZADD for a future eta)."""
+        """Send in pipelines of ``chunk`` commands (XADD, or ZADD for a future eta).
+
+        Redis runs every command of a pipeline even after one is refused, so each reply
+        says whether its item was queued. When some were not, no further pipeline is sent
+        and ``EnqueueError`` lists which items (by index) were queued and which were not."""
+        items = items if isinstance(items, list) else list(items)
         commands: list[tuple] = []
         streams: dict[str, str] = {}
         now = time.time()
         signer = self.signer
-        for queue, body, eta in items:
+        first = 0   # index of the first item whose command is in ``commands``
+        for index, (queue, body, eta) in enumerate(items):
             if queue not in self._known_queues:
                 commands.append(("SADD", self.keys.queues, queue))
                 self._known_queues.add(queue)
@@ -195,10 +233,43 @@ class Broker:
                 else:
                     commands.append(("XADD", stream, "*", "m", body, "s", signer.sign(body)))
             if len(commands) >= chunk:
-                self.wire.pipeline(commands)
+                self._send_chunk(commands, first, len(items))
                 commands = []
+                first = index + 1
         if commands:
-            self.wire.pipeline(commands)
+            self._send_chunk(commands, first, len(items))
+
+    def _send_chunk(self, commands: list[tuple], first: int, total: int) -> None:
+        """One pipeline of ``enqueue_many``, whose items are ``first`` onwards (of ``total``)."""
+        try:
+            replies = self.wire.pipeline(commands, raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # what this pipeline did is unknown: its SADDs are sent again next time
+            self._unmark(commands)
+            raise EnqueueError(exc, sent=list(range(first)),
+                               unsent=list(range(first, total))) from exc
+        error_type = redis.ResponseError
+        for reply in replies:
+            if isinstance(reply, error_type):
+                break
+        else:
+            return
+        failed: list[int] = []
+        error: redis.ResponseError | None = None
+        index = first
+        for command, reply in zip(commands, replies):
+            is_item = command[0] != "SADD"
+            if isinstance(reply, error_type):
+                error = error or reply
+                if is_item:
+                    failed.append(index)
+                else:
+                    self._known_queues.discard(command[2])
+            if is_item:
+                index += 1
+        refused = set(failed)
+        raise EnqueueError(error, sent=[i for i in range(index) if i not in refused],
+                           unsent=failed + list(range(index, total)))
 
     def push_command(self, queue: str, body: bytes, eta: float | None = None,
                      priority: int = 0) -> tuple:

@@ -216,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "0.0.0.0 or :: for every interface)")
     dash.add_argument("--basic-auth", default=os.environ.get("ENGINE_DASHBOARD_AUTH"),
                       help="user:password (or $ENGINE_DASHBOARD_AUTH)")
+    dash.add_argument("--insecure-no-auth", action="store_true",
+                      help="listen on a non-loopback address without a password anyway")
+    dash.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                      help="a Host name to accept besides the bound address and loopback "
+                           "names (repeatable; '*.example.com' patterns, '*' for any)")
     return parser
 
 

@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,          # None: the broker's Redis
     "result_expires": 86400,         # seconds
+    "result_exception_modules": (),  # modules a producer may import to rebuild a failure's type
     "key_prefix": "engine",
     "task_default_queue": "default",
     "task_soft_time_limit": None,

@@ -17,8 +17,31 @@ class ConfigurationError(EngineError):
 
 class BrokerUnavailable(EngineError, ConnectionError):
     """Redis could not be reached within the client's retry budget
-    (``broker_connection_retries``, backing off up to ``broker_connection_backoff_max``).
-    A built-in ``ConnectionError``: sending fails with it rather than hanging."""
+    (``broker_connection_retries``, backing off up to ``broker_connection_backoff_max``),
+    or it answered but refused to store a message (the message says what Redis said).
+    A built-in ``ConnectionError``: sending fails with it rather than hanging.
+
+    ``sent`` and ``unsent`` are the ``AsyncResult`` handles of the calls Redis confirmed it
+    queued and of those it did not, each in call order (for one ``delay()``: nothing sent,
+    that one call unsent); ``unsent_indexes`` are the positions of the unsent calls in what
+    was given to ``delay_many``. After a refusal they are exact: resend the calls at
+    ``unsent_indexes`` and nothing is doubled.
+    After a lost connection, the batch that was in flight is counted unsent, although
+    Redis may have taken some of it: resending those may run them twice (at least once)."""
+
+    def __init__(self, message: str = "", *, sent: list | None = None,
+                 unsent: list | None = None, unsent_indexes: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.sent: list = list(sent or ())
+        self.unsent: list = list(unsent or ())
+        self.unsent_indexes: list[int] = list(unsent_indexes or ())
+
+
+class BrokerOutOfMemory(BrokerUnavailable):
+    """Redis refused a write for lack of memory: ``maxmemory`` is reached and its
+    ``maxmemory-policy`` (``noeviction``, the right one for a broker) evicts nothing.
+    Nothing more is queued until memory is freed (workers draining queues free it) or the
+    limit raised; ``sent``/``unsent`` say exactly which calls of a bulk send were queued."""
 
 
 class CannotListen(EngineError):

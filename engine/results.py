@@ -19,6 +19,7 @@ that ran the task, so a result is serialised exactly once.
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -51,7 +52,44 @@ def encode_record(state: str, value: bytes = b"", *, exc_type: str = "", exc_mes
 
 
 def decode_record(raw: bytes) -> dict[str, Any]:
-    return dict(zip(_FIELDS, message.loads(raw)))
+    """The record as a dict of ``_FIELDS``. A malformed one (undecodable, not an array, a
+    field of the wrong type) comes back as a FAILURE whose message says what is wrong, with
+    ``malformed`` set: a result key holding garbage must read as a failure, never raise."""
+    try:
+        items = message.loads(raw)
+    except Exception as exc:   # msgpack raises several unrelated types on garbage
+        return _malformed(f"undecodable ({type(exc).__name__}: {exc})")
+    # the common case in one expression: the ten fields as encode_record writes them
+    if (type(items) is list and len(items) == 10 and type(items[0]) is str
+            and type(items[2]) is str and type(items[3]) is str and type(items[4]) is str
+            and type(items[6]) is int):
+        return dict(zip(_FIELDS, items))
+    if not isinstance(items, list):
+        return _malformed(f"a {type(items).__name__}, not an array")
+    if not items:
+        return _malformed("an empty array")
+    record = dict(_BLANK, **dict(zip(_FIELDS, items)))
+    for name, kinds in _TYPES.items():
+        if not isinstance(record[name], kinds) or (isinstance(record[name], bool)
+                                                   and bool not in kinds):
+            return _malformed(f"field {name!r} is a {type(record[name]).__name__}")
+    return record
+
+
+#: the fields a record must have of these types, the ones producers act on (the others,
+#: ``date_done``, ``task``, ``worker`` and ``runtime``, are only shown; ``value`` is anything
+#: msgpack carries); the fast path of decode_record checks the same ones
+_TYPES: dict[str, tuple[type, ...]] = {
+    "state": (str,), "exc_type": (str,), "exc_message": (str,), "traceback": (str,),
+    "retries": (int,)}
+#: what a short record (an older or foreign writer) lacks
+_BLANK = {"state": "", "value": None, "exc_type": "", "exc_message": "", "traceback": "",
+          "date_done": None, "retries": 0, "task": "", "worker": "", "runtime": None}
+
+
+def _malformed(why: str) -> dict[str, Any]:
+    return dict(_BLANK, state=FAILURE, exc_message=f"malformed result record: {why}",
+                malformed=True)
 
 
 #: stores a batch of final records in one call: ARGV = expiry ms, then (id, record) pairs
@@ -167,7 +205,15 @@ class ResultBackend:
 
 
 class AsyncResult:
-    """A handle on one task's result: ``state``, ``ready()``, ``get()``, ``revoke()``."""
+    """A handle on one task's result: ``state``, ``ready()``, ``get()``, ``revoke()``.
+
+    A malformed record under the task's result or status key (not a record ``encode_record``
+    wrote: undecodable, say, or with a field of the wrong type) reads as ``FAILURE``: ``get()``
+    raises, and ``result`` is, a TaskError whose message starts ``malformed result record:``
+    and says what is wrong. It is read again each time (never cached), so a record written
+    over it later is seen. A failure's exception is rebuilt as its own type only from the
+    modules ``rebuild_exception`` allows; otherwise it is a TaskError naming the type.
+    """
 
     def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None,
                  ignore_result: bool = False):
@@ -194,7 +240,7 @@ class AsyncResult:
         if self._record is not None:
             return self._record
         record = self.app.backend.peek(self.id)
-        if record is not None and record["state"] in READY_STATES:
+        if record is not None and record["state"] in READY_STATES and "malformed" not in record:
             self._record = record
         return record
 
@@ -223,8 +269,8 @@ class AsyncResult:
             return None
         if record["state"] == SUCCESS:
             return record["value"]
-        if record["exc_type"] or record["state"] == REVOKED:
-            return rebuild_exception(record)
+        if record["exc_type"] or record["state"] == REVOKED or "malformed" in record:
+            return rebuild_exception(record, modules=exception_modules(self.app))
         return record["value"]
 
     info = result
@@ -248,8 +294,9 @@ class AsyncResult:
             record = self.app.backend.wait(self.id, timeout)
             if record is None:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
-            self._record = record
-        return _outcome(record, propagate)
+            if "malformed" not in record:
+                self._record = record
+        return _outcome(record, propagate, exception_modules(self.app))
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> Any:
         """``get`` from a running event loop, on the app's ``redis.asyncio`` client."""
@@ -259,7 +306,7 @@ class AsyncResult:
             if record is None:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
             self._record = record
-        return _outcome(record, propagate)
+        return _outcome(record, propagate, exception_modules(self.app))
 
     def revoke(self, terminate: bool = False) -> None:
         self.app.revoke(self.id, terminate=terminate)
@@ -286,15 +333,22 @@ class ResultSet:
             return []
         app = self.results[0].app
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiting = [r for r in self.results if r._record is None and not r.ignore_result]
+        # records found now; kept on each AsyncResult too, unless malformed (see AsyncResult)
+        found: dict[int, dict[str, Any]] = {}
+        waiting = []
+        for index, result in enumerate(self.results):
+            if result._record is not None:
+                found[index] = result._record
+            elif not result.ignore_result:     # nothing will come: None at once
+                waiting.append(index)
         while waiting:
-            raws = app.backend.peek_many([r.id for r in waiting])
+            raws = app.backend.peek_many([self.results[i].id for i in waiting])
             still = []
-            for result, raw in zip(waiting, raws):
+            for index, raw in zip(waiting, raws):
                 if raw:
-                    result._record = decode_record(raw)
+                    found[index] = decode_record(raw)
                 else:
-                    still.append(result)
+                    still.append(index)
             waiting = still
             if not waiting:
                 break
@@ -303,13 +357,16 @@ class ResultSet:
                 raise TimeoutError(f"{len(waiting)} of {len(self.results)} tasks not done "
                                    f"within {timeout} s")
             # block on the first one still missing; the rest are checked in one round after
-            record = app.backend.wait(waiting[0].id, left)
+            record = app.backend.wait(self.results[waiting[0]].id, left)
             if record is not None:
-                waiting[0]._record = record
+                found[waiting[0]] = record
                 waiting = waiting[1:]
-        return [None if r._record is None else _outcome(r._record, propagate)
-                for r in self.results]
-
+        for index, record in found.items():
+            if "malformed" not in record:
+                self.results[index]._record = record
+        modules = exception_modules(app)
+        return [_outcome(found[i], propagate, modules) if i in found else None
+                for i in range(len(self.results))]
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """``get`` from a running event loop (``Engine.agather``): the same rounds, on the
@@ -336,7 +393,8 @@ class ResultSet:
             if record is not None:
                 waiting[0]._record = record
                 waiting = waiting[1:]
-        return [_outcome(r._record, propagate) for r in self.results]
+        modules = exception_modules(app)
+        return [_outcome(r._record, propagate, modules) for r in self.results]
 
 
 def _keep(result: AsyncResult, raw: bytes | None) -> bool:
@@ -354,35 +412,76 @@ def _aclient(app: "Engine"):
     return app.aclient
 
 
-def _outcome(record: dict[str, Any], propagate: bool) -> Any:
+def exception_modules(app: "Engine") -> tuple[str, ...]:
+    """The setting ``result_exception_modules``: a list of module names, or one string of
+    them separated by commas (as a settings module or the environment may give it)."""
+    value = app.conf.get("result_exception_modules") or ()
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(name.strip() for name in value if name and name.strip())
+
+
+def _outcome(record: dict[str, Any], propagate: bool, modules: Iterable[str] = ()) -> Any:
     state = record["state"]
-    if state == SUCCESS:
+    if state == SUCCESS and "malformed" not in record:
         return record["value"]
-    exc = rebuild_exception(record)
+    exc = rebuild_exception(record, modules=modules)
     if propagate:
         raise exc
     return exc
 
 
-def rebuild_exception(record: dict[str, Any]) -> BaseException:
-    """The task's exception as its own type when it can be imported and built from its
-    message; TaskError (carrying the type name and remote traceback) otherwise."""
+def rebuild_exception(record: dict[str, Any], *, modules: Iterable[str] = ()
+                      ) -> BaseException:
+    """The task's exception as its own type, or TaskError (carrying the type name and the
+    remote traceback).
+
+    Its own type only when that is an ``Exception`` subclass found in a module this process
+    has already imported (``sys.modules``), or in one of ``modules`` (the setting
+    ``result_exception_modules``: module names, a package covering its submodules), which
+    may be imported for it. A record names its type as text, and whoever can write a result
+    key could otherwise make every producer that reads it import any module on its path
+    (running that module's top level), or raise SystemExit in it."""
     exc_type, text, tb = record.get("exc_type") or "", record.get("exc_message") or "", \
         record.get("traceback") or ""
     if record["state"] == REVOKED and not exc_type:
         return TaskRevokedError(text or "revoked")
-    module_name, _, qualname = exc_type.rpartition(".")
     exc: BaseException | None = None
-    if module_name:
+    cls = _find_class(exc_type, modules) if exc_type else None
+    if cls is not None:
         try:
-            cls: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                cls = getattr(cls, part)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                exc = cls(text)
-        except Exception:   # not importable here, or needs other constructor arguments
+            exc = cls(text)
+        except Exception:   # needs other constructor arguments
             exc = None
     if exc is None:
         exc = TaskError(text, exc_type=exc_type, traceback=tb)
     exc.remote_traceback = tb   # type: ignore[attr-defined]
     return exc
+
+
+def _find_class(dotted: str, modules: Iterable[str]) -> type | None:
+    """The Exception subclass named ``module.Qual.Name``, looked up as rebuild_exception
+    says; None when it is not there (or not allowed)."""
+    parts = dotted.split(".")
+    allowed = tuple(modules)
+    # the longest prefix that names a module wins: ``pkg.mod.Outer.Inner`` is looked up as
+    # ``Outer.Inner`` in ``pkg.mod``
+    for cut in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:cut])
+        module = sys.modules.get(name)
+        if module is None and any(name == m or name.startswith(m + ".") for m in allowed):
+            try:
+                module = importlib.import_module(name)
+            except Exception:   # not importable here
+                module = None
+        if module is None:
+            continue
+        obj: Any = module
+        for part in parts[cut:]:
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            return obj
+        return None
+    return None

@@ -10,6 +10,7 @@ import functools
 import inspect
 import keyword
 import logging
+import math
 import random
 import threading
 from contextvars import ContextVar
@@ -386,12 +387,19 @@ class Task:
               eta: "float | datetime.datetime | None" = None,
               max_retries: int | None = None) -> Retry:
         """Ask to run again later; raises Retry (so ``raise self.retry()`` reads well).
-        ``eta`` is unix seconds or a datetime (naive: local time).
+        ``eta`` is unix seconds or a datetime (naive: UTC, as in Celery).
 
         Past ``max_retries`` it raises ``exc`` if given, else MaxRetriesExceededError.
+        A ``countdown`` or ``eta`` that is not a finite number raises ValueError (the retry
+        would wait for ever), failing the task with that error.
         """
-        if isinstance(eta, datetime.datetime):
-            eta = (eta if eta.tzinfo is not None else eta.astimezone()).timestamp()
+        if isinstance(eta, datetime.datetime):   # naive means UTC (Celery's rule)
+            eta = (eta if eta.tzinfo is not None
+                   else eta.replace(tzinfo=datetime.timezone.utc)).timestamp()
+        for name, value in (("countdown", countdown), ("eta", eta)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{self.name}: retry {name} must be a finite number of "
+                                 f"seconds, got {value!r}")
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import logging
 import os
 import socket
@@ -28,17 +27,27 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"the dashboard needs {exc.name}: "
                                  "pip install 'engine-tasks[dashboard]'") from None
     from engine.app import load_app
-    from engine.dashboard.web import create_app, parse_credentials
+    from engine.dashboard.web import allowed_hosts, create_app, is_loopback, parse_credentials
 
     try:
         credentials = parse_credentials(args.basic_auth)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    if credentials is None and not is_loopback(args.address):
+        if not args.insecure_no_auth:
+            # refused before anything starts: anyone who reached it could shut workers down
+            raise ConfigurationError(
+                f"refusing to listen on {args.address} without a password: give --basic-auth "
+                f"user:password (or ENGINE_DASHBOARD_AUTH), or --insecure-no-auth to run it "
+                f"open anyway")
+        log.warning("the dashboard listens on %s without a password (--insecure-no-auth): "
+                    "anyone who reaches it can shut workers down", args.address)
+    try:
+        hosts = allowed_hosts(args.address, extra=args.allowed_host)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     app = load_app(args.app or "")
-    if credentials is None and not _is_loopback(args.address):
-        log.warning("the dashboard listens on %s without a password: anyone who reaches it "
-                    "can shut workers down (use --basic-auth user:password)", args.address)
-    web = create_app(app, credentials=credentials, address=args.address)
+    web = create_app(app, credentials=credentials, hosts=hosts)
     host = f"[{args.address}]" if ":" in args.address else args.address
     _check_free(args.address, host, args.port)
     log.info("dashboard of %s on http://%s:%d/%s", app.main, host, args.port,
@@ -46,15 +55,6 @@ def command(args: argparse.Namespace) -> int:
     uvicorn.run(web, host=args.address, port=args.port, log_level="warning",
                 access_log=False, timeout_graceful_shutdown=2, lifespan="on")
     return 0
-
-
-def _is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_free(address: str, host: str, port: int) -> None:

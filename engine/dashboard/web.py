@@ -1,9 +1,9 @@
 """The dashboard's web application (Starlette): pages, a JSON API, a server-sent event stream
 and the few actions, behind the guards.
 
-Guards, outermost first: the Host header must name the address we serve (against DNS
-rebinding when bound to loopback); a password when one is configured (constant-time
-compare); security headers on every answer (a CSP that allows only our own scripts). Every
+Guards, outermost first: a password when one is configured (constant-time compare) and
+security headers on every answer (a CSP that allows only our own scripts); the Host header
+must name the address we serve (against DNS rebinding; ``allowed_hosts``). Every
 action is a JSON POST that must carry the page's CSRF token and come from our own Origin.
 Pages hold no task data: the browser renders it from the API as text, never as markup.
 """
@@ -17,10 +17,12 @@ import hmac
 import ipaddress
 import json
 import secrets
+import socket
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
 
+import psutil
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -110,15 +112,67 @@ def parse_credentials(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def allowed_hosts(address: str) -> list[str]:
-    """Host header values accepted: only loopback names when bound to loopback."""
+#: Host names of the loopback interface (an IPv6 literal keeps its brackets in a Host header)
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(address: str, *, extra: Iterable[str] = ()) -> list[str]:
+    """Host header values accepted when bound to ``address``: the address itself and the
+    loopback names, plus ``extra`` (names a proxy in front uses; ``*.example.com``
+    patterns; ``*`` turns the check off). A wildcard bind (``0.0.0.0``, ``::``) stands for
+    this machine's names and the addresses of its interfaces. A request naming any other
+    host gets 400: a DNS-rebinding page cannot reach the dashboard under a name of its own.
+    ValueError for a pattern TrustedHostMiddleware would refuse."""
+    hosts = list(LOOPBACK_HOSTS)
     try:
         ip = ipaddress.ip_address(address.strip("[]"))
     except ValueError:
-        return [address, "localhost", "127.0.0.1"] if address == "localhost" else ["*"]
-    if ip.is_loopback:
-        return ["127.0.0.1", "localhost", "[::1]", "::1"]
-    return ["*"]
+        hosts.append(address.lower())   # a host name
+    else:
+        if ip.is_unspecified:
+            hosts.extend(_machine_hosts())
+        else:
+            hosts.append(_host_of(ip))
+    for pattern in extra:
+        pattern = pattern.strip().lower()
+        if "*" in pattern[1:] or (pattern.startswith("*") and pattern not in ("*",)
+                                  and not pattern.startswith("*.")):
+            raise ValueError(f"--allowed-host {pattern!r}: a pattern is '*.example.com' "
+                             f"(or '*' for any host)")
+        if pattern:
+            hosts.append(pattern)
+    return list(dict.fromkeys(hosts))
+
+
+def _machine_hosts() -> list[str]:
+    """This machine's host names and the addresses of its interfaces, as Host headers."""
+    names = [socket.gethostname().lower(), socket.getfqdn().lower()]
+    for addresses in psutil.net_if_addrs().values():
+        for entry in addresses:
+            if entry.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    ip = ipaddress.ip_address(entry.address)
+                except ValueError:
+                    continue
+                # a link-local IPv6 address carries its zone (fe80::1%eth0): no Host header
+                # names that
+                if not getattr(ip, "scope_id", None):
+                    names.append(_host_of(ip))
+    return [name for name in names if name]
+
+
+def _host_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{ip}]" if ip.version == 6 else str(ip)
 
 
 class Dashboard:
@@ -304,12 +358,14 @@ class Dashboard:
         return [
             Route("/", self.page("overview.html", "overview")),
             Route("/tasks", self.page("tasks.html", "tasks")),
-            Route("/tasks/{task_id}", self.page("task.html", "task")),
+            # ``path``: a task id may hold slashes (links quote them, and the server gets
+            # the decoded path)
+            Route("/tasks/{task_id:path}", self.page("task.html", "task")),
             Route("/queues", self.page("queues.html", "queues")),
             Route("/workers", self.page("workers.html", "workers")),
             Route("/api/overview", self.api_overview),
             Route("/api/tasks", self.api_tasks),
-            Route("/api/tasks/{task_id}", self.api_task),
+            Route("/api/tasks/{task_id:path}", self.api_task),
             Route("/api/queues/{queue}/dead", self.api_dead),
             Route("/api/queues/{queue}/dead/{entry}/requeue", self.requeue, methods=["POST"]),
             Route("/api/queues/{queue}/dead/{entry}/delete", self.delete_dead, methods=["POST"]),
@@ -321,7 +377,9 @@ class Dashboard:
 
 
 def create_app(engine: "Engine", *, credentials: tuple[str, str] | None = None,
-               address: str = "127.0.0.1") -> Starlette:
+               address: str = "127.0.0.1", hosts: list[str] | None = None) -> Starlette:
+    """The application; it accepts the Host names ``hosts`` (default: ``allowed_hosts`` of
+    ``address``)."""
     dashboard = Dashboard(engine)
 
     @asynccontextmanager
@@ -334,7 +392,8 @@ def create_app(engine: "Engine", *, credentials: tuple[str, str] | None = None,
 
     web = Starlette(routes=dashboard.routes(), lifespan=lifespan, middleware=[
         Middleware(Guard, credentials=credentials),
-        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(address)),
+        Middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts(address),
+                   www_redirect=False),
     ])
     web.state.dashboard = dashboard
     return web

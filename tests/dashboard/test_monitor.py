@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -91,5 +92,15 @@ def test_credentials_and_hosts():
     for bad in ("admin", "admin:"):
         with pytest.raises(ValueError):
             parse_credentials(bad)
-    assert "localhost" in allowed_hosts("127.0.0.1")
-    assert allowed_hosts("0.0.0.0") == ["*"]
+    assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]"]
+    # a specific address: itself and the loopback names, plus what the operator adds
+    assert allowed_hosts("192.0.2.7", extra=["dash.example.com", "*.corp.example"]) == [
+        "127.0.0.1", "localhost", "[::1]", "192.0.2.7", "dash.example.com", "*.corp.example"]
+    assert allowed_hosts("2001:db8::7") == ["127.0.0.1", "localhost", "[::1]", "[2001:db8::7]"]
+    # a wildcard bind: this machine's names and interface addresses, never "any host"
+    wildcard = allowed_hosts("0.0.0.0")
+    assert "*" not in wildcard and socket.gethostname().lower() in wildcard
+    assert "localhost" in wildcard
+    assert allowed_hosts("0.0.0.0", extra=["*"])[-1] == "*"
+    with pytest.raises(ValueError, match="pattern"):
+        allowed_hosts("0.0.0.0", extra=["dash.*.example"])

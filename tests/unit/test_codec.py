@@ -81,3 +81,121 @@ def test_reencode_changes_only_the_given_keys():
     raw = message.encode_message("abc", "t", [1], {}, eta=5.0)
     again = message.loads(message.reencode(raw, retries=2, eta=None))
     assert again["retries"] == 2 and "eta" not in again and again["args"] == [1]
+
+
+# -- arguments a worker could not decode are refused at the producer (issue 14, item 8) --------
+@pytest.mark.parametrize("args, kwargs, named, problem", [
+    ([{(1, 2): "pair"}], {}, r"argument 0 \(dict\)", "map key of type tuple"),
+    ([1, [{"ok": {(3,): 4}}]], {}, r"argument 1 \(list\)", "map key of type tuple"),
+    ([{frozenset({1}): 2}], {}, r"argument 0 \(dict\)", "map key of type frozenset"),
+    ([{(1, 2), (3, 4)}], {}, r"argument 0 \(set\)", "set member of type tuple"),
+    ([], {"grid": {(0, 0): "x"}}, r"argument 'grid' \(dict\)", "map key of type tuple"),
+])
+def test_a_map_key_or_set_member_the_worker_cannot_rebuild_is_refused(args, kwargs, named,
+                                                                      problem):
+    # Given arguments msgpack packs but no decoder can rebuild (a tuple key comes back a list)
+    # When the message is encoded / Then a TypeError names the argument and what is wrong
+    with pytest.raises(TypeError, match=named) as info:
+        message.encode_message("id", "tasks.echo", args, kwargs)
+    assert problem in str(info.value) and "could not decode" in str(info.value)
+
+
+def test_keyword_names_must_be_strings():
+    with pytest.raises(TypeError, match="keyword names must be str, got 1"):
+        message.encode_message("id", "tasks.echo", [], {1: "one"})
+
+
+def test_tuples_and_subclasses_of_builtin_types_still_travel():
+    # Given values the strict packer leaves to the lenient one: tuples (not as keys),
+    # frozensets (as values), IntEnum, OrderedDict, a set subclass
+    import collections
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Tags(set):
+        pass
+
+    args = [(1, (2, 3)), frozenset({4}), Level.HIGH, collections.OrderedDict(a=(5,)), Tags({6})]
+    # When encoded and decoded / Then they arrive as their plain msgpack shapes
+    body = message.decode_message(message.encode_message("id", "t", args, {"at": (7, 8)}))
+    assert body["args"] == [[1, [2, 3]], {4}, 3, {"a": [5]}, {6}]
+    assert body["kwargs"] == {"at": [7, 8]}
+
+
+def test_map_keys_that_come_back_hashable_are_fine():
+    keys = {1: "int", 2.5: "float", None: "none", b"raw": "bytes", True: "bool",
+            dt.date(2026, 1, 1): "date", uuid.UUID(int=1): "uuid"}
+    body = message.decode_message(message.encode_message("id", "t", [keys, {1, "a"}], {}))
+    assert body["args"] == [keys, {1, "a"}]
+
+
+@pytest.mark.parametrize("field", ["eta", "expires", "soft", "hard"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_times_that_are_not_finite_are_refused(field, value):
+    with pytest.raises(ValueError, match="finite"):
+        message.encode_message("id", "t", [], {}, **{field: value})
+
+
+# -- decoding checks every field's type and range (issue 14, item 2) ---------------------------
+GOOD = {"v": 1, "id": "x", "task": "t", "args": [], "kwargs": {}, "retries": 0}
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"retries": 2**64 - 1}, "'retries' out of range"),
+    ({"retries": 2**31}, "'retries' out of range"),
+    ({"retries": -1}, "'retries' out of range"),
+    ({"retries": True}, "'retries' must be int"),
+    ({"retries": 1.0}, "'retries' must be int"),
+    ({"eta": float("inf")}, "'eta' must be a finite number"),
+    ({"eta": float("nan")}, "'eta' must be a finite number"),
+    ({"expires": float("-inf")}, "'expires' must be a finite number"),
+    ({"soft": float("nan")}, "'soft' must be a finite number"),
+    ({"hard": "10"}, "'hard' must be a number"),
+    ({"expires": True}, "'expires' must be a number"),
+    ({"id": ""}, "'id' must not be empty"),
+    ({"id": b"x"}, "'id' must be str"),
+    ({"task": ["t"]}, "'task' must be str"),
+    ({"args": {"0": 1}}, "'args' must be list"),
+    ({"kwargs": [1]}, "'kwargs' must be dict"),
+    ({"kwargs": {1: 2}}, "'kwargs' must have str keys"),
+    ({"kwargs": {"ok": 1, b"raw": 2}}, "'kwargs' must have str keys"),
+    ({"v": True}, "'v' must be int"),
+])
+def test_out_of_range_or_wrong_typed_fields_are_refused_with_a_reason(changes, reason):
+    # Given a hand-built message with one field wrong
+    raw = msgpack.packb(dict(GOOD, **changes), use_bin_type=True)
+    # When a worker decodes it / Then MessageError names the field (its dead-letter reason)
+    with pytest.raises(message.MessageError, match=reason):
+        message.decode_message(raw)
+    with pytest.raises(message.MessageError, match=reason):
+        message.load_job(raw)
+
+
+def test_a_tuple_keyed_map_on_the_wire_is_an_undecodable_message():
+    raw = msgpack.packb(dict(GOOD, args=[{(1, 2): 3}]))
+    with pytest.raises(message.MessageError, match="undecodable"):
+        message.decode_message(raw)
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"retries": message.MAX_RETRIES}, {"eta": 1.5e9, "expires": 2e9, "soft": 1, "hard": 2.5},
+    {"kwargs": {"a": 1, "b": {1: 2}}}, {"ignore_result": True, "future": [1]},
+])
+def test_well_formed_messages_pass_both_paths(changes):
+    body = dict(GOOD, **changes)
+    assert message.decode_message(msgpack.packb(body, use_bin_type=True)) == body
+
+
+@pytest.mark.parametrize("when", [{"countdown": float("inf")}, {"countdown": float("nan")},
+                                  {"eta": float("inf")}])
+def test_retry_refuses_times_that_are_not_finite(when):
+    # a retry waiting for ever would park the message in the delayed set for good
+    from engine.exceptions import Retry
+    from engine.task import Task
+    task = Task(lambda: None, None, name="t.retrying")
+    with pytest.raises(ValueError, match="finite"):
+        task.retry(**when)
+    with pytest.raises(Retry):
+        task.retry(countdown=1.0)
