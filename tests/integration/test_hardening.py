@@ -38,8 +38,8 @@ def test_a_tuple_keyed_argument_is_refused_at_delay(app):
     before = queued(app)
     with pytest.raises(TypeError, match=r"argument 0 \(dict\).*map key of type tuple"):
         echo.delay({(1, 2): "pair"})
-    with pytest.raises(TypeError, match=r"argument 'x' \(set\).*set member of type tuple"):
-        echo.apply_async(kwargs={"x": {(1, 2)}})
+    with pytest.raises(TypeError, match=r"argument 'value' \(set\).*set member of type tuple"):
+        echo.apply_async(kwargs={"value": {(1, 2)}})
     with pytest.raises(TypeError, match=r"call 1: .*argument 0 \(dict\)"):
         echo.delay_many([({"ok": 1},), ({(3,): 4},)])
     assert queued(app) == before
