@@ -51,9 +51,18 @@ class Intake:
             stream = stream.decode() if isinstance(stream, bytes) else stream
             queue_name = self.keys.queue_name(stream)
             for entry_id, fields in entries:
-                count = deliveries.get(text(entry_id), 1) if deliveries else 1
-                if not self.accept(lane, stream, queue_name, entry_id, fields, count, now):
-                    lane.returned += 1
+                try:
+                    count = deliveries.get(text(entry_id), 1) if deliveries else 1
+                    if self.accept(lane, stream, queue_name, entry_id, fields, count, now):
+                        continue
+                except Exception as exc:   # a body nothing above foresaw: file it, go on
+                    log.exception("entry %s of %s could not be taken in", text(entry_id),
+                                  stream)
+                    raw = fields_get(fields, b"m") if isinstance(fields, list) else None
+                    self._dead_letter(queue_name, raw if isinstance(raw, bytes) else b"",
+                                      f"the worker could not take it in: "
+                                      f"{type(exc).__name__}: {exc}", stream, entry_id)
+                lane.returned += 1
 
     def accept(self, lane: PoolLane, stream: str, queue_name: str, entry_id: bytes,
                fields: Any, count: int, now: float) -> bool:

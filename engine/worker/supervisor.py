@@ -59,6 +59,14 @@ class ColdShutdown(BaseException):
     """Raised by the signal wake-up while a warm shutdown blocks in ``Pool.stop``."""
 
 
+def _kind(item: Any) -> str:
+    """What an inbox item is, for a log line."""
+    if type(item) is Outcome:
+        return f"the outcome of {item.job_id}"
+    return f"a fetched batch of lane {item[0].name}" if isinstance(item[0], PoolLane) \
+        else f"a {item[0]} item"
+
+
 def default_name() -> str:
     return f"engine-{os.getpid()}@{socket.gethostname()}"
 
@@ -211,7 +219,11 @@ class Supervisor:
             item = None
         handled = 0
         while item is not None:
-            self._handle(item)
+            try:
+                self._handle(item)
+            except Exception:   # one item's bug must not end the worker (its own code
+                # settles what it can: Settler, Intake); this is the last line of defence
+                log.exception("worker loop: handling %s failed", _kind(item))
             handled += 1
             if handled >= MAX_BATCH:
                 break

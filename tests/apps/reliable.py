@@ -92,3 +92,28 @@ def retry_once_later(self, key):
     if self.request.retries == 0:
         raise self.retry(countdown=3600)
     return "again"
+
+
+@app.task(bind=True, max_retries=3)
+def retry_at(self, key, when):
+    """The first run asks to run again at a datetime, Celery's spelling: ``when`` is
+    "naive" (UTC, as Celery reads a naive eta) or "aware" (another time zone)."""
+    import datetime as dt
+    app.client.incr(_runs_key(key))
+    if self.request.retries == 0:
+        soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=0.3)
+        if when == "naive":
+            eta = soon.replace(tzinfo=None)
+        else:
+            eta = soon.astimezone(dt.timezone(dt.timedelta(hours=-7)))
+        raise self.retry(eta=eta)
+    return "again"
+
+
+@app.task(bind=True)
+def hostile_retry(self, kind):
+    """Asks to retry with an eta or countdown that cannot be a time."""
+    choices = {"nan-eta": {"eta": float("nan")}, "inf-countdown": {"countdown": float("inf")},
+               "huge-countdown": {"countdown": 1e300}, "text-eta": {"eta": "tomorrow"},
+               "text-countdown": {"countdown": "soon"}, "list-eta": {"eta": [1]}}
+    raise self.retry(**choices[kind])
