@@ -21,6 +21,7 @@ import redis
 from engine.broker import Broker
 from engine.exceptions import NotSupported
 from engine.worker import ossignals
+from engine.worker.pressure import FETCH_PAUSE, Pressure, Throttled
 from engine.worker.snapshot import LaneInfo
 from pools.base import Job, Pool, PoolOptions
 
@@ -161,7 +162,8 @@ class PoolLane(Lane):
 
     def __init__(self, spec: LaneSpec, pool: Pool, broker_keys: Any, *,
                  make_broker: Callable[[], Broker], consumer: str,
-                 deliver: Callable[[Any], None], stopping: threading.Event) -> None:
+                 deliver: Callable[[Any], None], stopping: threading.Event,
+                 pressure: Pressure | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.pool = pool
@@ -183,6 +185,8 @@ class PoolLane(Lane):
         self._consumer = consumer
         self._deliver = deliver
         self._stopping = stopping
+        #: while Redis refuses writes the lane fetches nothing it could not report on
+        self._pressure = pressure if pressure is not None else Pressure()
 
     # -- life cycle --------------------------------------------------------------------
     def start(self, take_back: Callable[[Lane], None]) -> None:
@@ -341,7 +345,12 @@ class PoolLane(Lane):
         stopping = self._stopping
         streams = {stream: ">" for stream in self.streams}
         backoff = RECONNECT_BACKOFF
+        pressure = self._pressure
+        errors = Throttled()
         while not stopping.is_set() and self.fetching:
+            if pressure.refusing:
+                stopping.wait(FETCH_PAUSE)
+                continue
             room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
             if room <= 0 or stopping.is_set() or not self.fetching:
                 continue
@@ -350,17 +359,19 @@ class PoolLane(Lane):
             try:
                 batch = broker.fetch(self._consumer, streams, count=count,
                                      block_ms=FETCH_BLOCK_MS)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("lane %s: fetch failed (%s); retrying in %.1f s", self.name, exc,
-                            backoff)
+            except redis.RedisError as exc:
+                if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                    try:   # the stream was deleted under us: recreate
+                        broker.ensure_groups(self.queues)
+                        continue
+                    except redis.RedisError as error:
+                        exc = error
+                # this thread must live on whatever Redis says: the lane would starve
+                errors.warning("lane %s: fetch failed (%s); retrying, backing off up to "
+                               "%.1f s", self.name, exc, RECONNECT_BACKOFF_MAX)
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
                 continue
-            except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):   # the stream was deleted under us: recreate
-                    broker.ensure_groups(self.queues)
-                    continue
-                raise
             backoff = RECONNECT_BACKOFF
             if batch:
                 self.hold(sum(len(entries) for _, entries in batch))

@@ -13,6 +13,8 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Callable
 
+import redis
+
 from engine.broker import GROUP
 from engine.wire import text
 from engine.worker.lanes import Delivery, Lane, PoolLane
@@ -77,6 +79,12 @@ class Recovery:
             if not d.acked:
                 by_stream[d.stream].append((d.entry_id, d.job.body))
         for stream, entries in by_stream.items():
-            self.broker.requeue(stream, entries)
+            try:
+                self.broker.requeue(stream, entries)
+            except redis.RedisError as exc:   # all or nothing (one MULTI): nothing moved
+                log.warning("could not give back %d message(s) of %s (%s): they stay pending "
+                            "on %s and run again once a survivor reclaims them (after "
+                            "worker_lost_after) or this name restarts", len(entries), stream,
+                            exc, self.worker)
         if deliveries:
             log.info("gave back %d message(s) that never started", len(deliveries))

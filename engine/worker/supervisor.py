@@ -35,6 +35,7 @@ from engine.worker.isolation import ProcessLane, control_channel, wants_isolatio
 from engine.worker.lanes import Delivery, Lane, LaneSpec, PoolLane
 from engine.worker.ledger import Ledger
 from engine.worker.presence import RECLAIM_SHARE, Presence, process_figures
+from engine.worker.pressure import Pressure
 from engine.worker.recovery import Recovery
 from engine.worker.runner import TaskRunner
 from engine.worker.settle import Settler
@@ -112,6 +113,7 @@ class Supervisor:
         self._next_maintain = self._next_housekeeping = 0.0
         self._housekeeping_rounds = 0
         self._beat = None                       # engine.beat.Beat, with -B
+        self.pressure = Pressure()              # Redis refusing writes (out of memory)
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
@@ -119,11 +121,13 @@ class Supervisor:
             # a lane process hears only what its supervisor forwards to it
             channel=(self.keys.control if parent is None
                      else control_channel(self.keys, self.name)),
-            deliver=lambda command: self.inbox.put((CONTROL, command)), stopping=self._stopping)
+            deliver=lambda command: self.inbox.put((CONTROL, command)), stopping=self._stopping,
+            pressure=self.pressure)
         self._writer = Writer(app, events_stream=self.keys.events,
                               events_maxlen=int(conf.events_maxlen),
                               cancelled=lambda: self._shutdown == "cold",
-                              pack_events=self.events.pack, sleep=self._retry_sleep)
+                              pack_events=self.events.pack, sleep=self._retry_sleep,
+                              pressure=self.pressure)
         self._handlers: dict[str, Callable[[Any], None]] = {
             START: self.handle_start, SIGNAL: self.handle_signal, CONTROL: self.handle_control}
 
@@ -184,7 +188,8 @@ class Supervisor:
         # fetch threads read on clients of their own, off the connections used for acks
         make_broker = lambda: Broker(self.app.new_client(), prefix=self.keys.prefix)  # noqa: E731
         return PoolLane(spec, pool, self.keys, make_broker=make_broker,
-                        consumer=self.name, deliver=self.inbox.put, stopping=self._stopping)
+                        consumer=self.name, deliver=self.inbox.put, stopping=self._stopping,
+                        pressure=self.pressure)
 
     # -- the loop ----------------------------------------------------------------------
     def _wake(self, intent: str) -> None:
@@ -393,8 +398,8 @@ class Supervisor:
             if rounds % 40 == 0:
                 self.revoked = control.revoked_ids(self.app) | {
                     d for d in self.revoked if d in self.inflight}
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("housekeeping skipped: Redis unavailable (%s)", exc)
+        except redis.RedisError as exc:   # whatever Redis says, the loop goes on
+            self.pressure.skipped("housekeeping", exc)
 
     # -- shutdown ----------------------------------------------------------------------
     def _warm_stop(self) -> None:

@@ -117,3 +117,10 @@ def hostile_retry(self, kind):
                "huge-countdown": {"countdown": 1e300}, "text-eta": {"eta": "tomorrow"},
                "text-countdown": {"countdown": "soon"}, "list-eta": {"eta": [1]}}
     raise self.retry(**choices[kind])
+
+
+@app.task
+def nap(seconds, index):
+    """Sleeps and returns ``index``; writes nothing to Redis itself (the memory tests)."""
+    time.sleep(seconds)
+    return index
