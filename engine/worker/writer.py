@@ -175,7 +175,8 @@ class Writer:
     def _send(self, batch: WriteBatch) -> None:
         """One pipeline: results (and statuses) first, then the batch's other commands
         (retries, dead letters, requeues, successors), then acks and events: a crash between
-        them re-runs a task, never loses a result. Every command may be sent twice (a reply
+        them re-runs a task, never loses a result (with other commands, or while Redis
+        refuses writes, the acks go in a second round trip once the rest is in). Every command may be sent twice (a reply
         lost with the connection): results replace, acks and deletes are idempotent, retries
         wait as zset members; only events, dead letters and requeued copies may repeat."""
         app = self.app
@@ -190,9 +191,12 @@ class Writer:
             tail.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
                          "*", "b", self.pack_events(batch.events)))
         wire = app.broker.wire
-        if self.pressure.refusing and commands:
-            # Redis refuses writes but takes acks: an ack must not go through for a result
-            # it refused, so the results (and commands) first, the acks once they are in
+        if (batch.commands or self.pressure.refusing) and commands:
+            # Redis out of memory refuses XADD, ZADD and SET but takes XACK: an ack must not
+            # go through for a retry, dead letter or parked copy it refused (a crash then
+            # would lose the message), so those first, the acks once they are in. Batches
+            # of results and acks alone keep one round trip: the results script's first
+            # write is a DEL, which Redis takes even then, so it is never refused.
             self._until_written(wire, commands)
             self._until_written(wire, tail)
         else:

@@ -9,6 +9,8 @@ import os
 import socket
 import time
 
+from redis.exceptions import OutOfMemoryError
+
 from engine import Engine
 
 app = Engine("reliable")
@@ -124,3 +126,12 @@ def nap(seconds, index):
     """Sleeps and returns ``index``; writes nothing to Redis itself (the memory tests)."""
     time.sleep(seconds)
     return index
+
+
+@app.task(autoretry_for=(OutOfMemoryError,), retry_backoff=0.1,
+          retry_backoff_max=0.5, retry_jitter=False, max_retries=None)
+def bump_patient(field):
+    """``bump`` that retries when its own write is refused (Redis out of memory)."""
+    app.client.hincrby(f"{app.conf.key_prefix}:chaos", field, 1)
+    time.sleep(0.01)
+    return field

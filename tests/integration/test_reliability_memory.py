@@ -4,6 +4,7 @@ logs a line now and then, and finishes everything by itself once memory is back.
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -72,3 +73,67 @@ def test_worker_rides_out_redis_out_of_memory(rapp, own_redis, run_worker, pool)
     wait_for(lambda: "takes writes again" in worker.log, message="the recovery line")
     assert worker.proc.poll() is None
     assert "Traceback" not in worker.log, worker.log
+
+
+@pytest.mark.slow
+def test_chaos_out_of_memory_with_workers_killed(rapp, own_redis, run_worker, capsys):
+    """Redis runs out of memory and gets it back while whole workers are SIGKILLed: no task
+    is lost, every worker left is alive, every task runs; the duplicates are reported."""
+    from tests.apps.reliable import bump_patient
+    from tests.integration.reliability_helpers import kill_hard
+    tasks = 1500
+    rng = random.Random()
+    env = dict(own_redis.env, TEST_LOST_AFTER="3", TEST_MAX_DELIVERIES="1000")
+    counters = f"{rapp.conf.key_prefix}:chaos"
+    client = rapp.client
+    filler = f"{rapp.conf.key_prefix}:filler"
+
+    def start():
+        return run_worker("--pool", rng.choice(["prefork", "threads"]), "-c", "2",
+                          "--prefetch", "4", app=APP, extra_env=env)
+
+    workers = [start() for _ in range(3)]
+    began = time.monotonic()
+    results = bump_patient.delay_many([(str(i),) for i in range(tasks)])
+    killed = oom_rounds = 0
+    oom_since = None
+
+    def done() -> int:
+        return client.hlen(counters)
+
+    while done() < tasks * 0.9 or oom_since is not None:
+        time.sleep(rng.uniform(0.2, 0.5))   # pacing of the chaos, not synchronisation
+        if oom_since is None and oom_rounds < 2 and done() > tasks * (0.2 + 0.35 * oom_rounds):
+            fill(client, filler)
+            oom_since = time.monotonic()
+            oom_rounds += 1
+        elif oom_since is not None and time.monotonic() - oom_since > 4:
+            client.delete(filler)   # memory is back
+            oom_since = None
+        elif rng.random() < 0.3 and len(workers) > 1:
+            victim = rng.choice(workers)
+            kill_hard(victim)
+            killed += 1
+            workers.remove(victim)
+            if oom_since is None:   # a worker cannot come online while Redis refuses writes
+                workers.append(start())
+        if time.monotonic() - began > 45:
+            if oom_since is not None:
+                client.delete(filler)
+            break
+    while len(workers) < 3:
+        workers.append(start())
+    values = rapp.gather(results, timeout=120)
+    assert values == [str(i) for i in range(tasks)]
+    wait_for(lambda: rapp.broker.depth("default") == {"waiting": 0, "unacked": 0, "delayed": 0,
+                                                      "dead": 0}, message="an empty queue")
+    counts = {int(k): int(v) for k, v in client.hgetall(counters).items()}
+    assert sorted(counts) == list(range(tasks)) and min(counts.values()) >= 1
+    for worker in workers:
+        assert worker.proc.poll() is None, worker.log
+    assert oom_rounds >= 1
+    duplicates = sum(1 for n in counts.values() if n > 1)
+    with capsys.disabled():
+        print(f"\n[chaos-oom] {tasks} tasks in {time.monotonic() - began:.1f} s; Redis out of "
+              f"memory {oom_rounds} time(s); killed {killed} workers; 0 lost; {duplicates} ran "
+              f"more than once (extra runs: {sum(counts.values()) - tasks})")
