@@ -40,6 +40,9 @@ YIELD_EVERY = 200
 FETCH_BLOCK_MS = 500
 #: seconds a warm shutdown waits for a fetch thread to return from its blocking read
 FETCH_JOIN_TIMEOUT = 2.0
+#: seconds a fetch may take beyond its block before the lane suspects a pause of this
+#: process and checks it still owns its buffer before feeding (``engine.worker.ownership``)
+PAUSED_FETCH = 0.5
 #: seconds between reconnect attempts of a fetch thread, doubled up to the maximum
 RECONNECT_BACKOFF, RECONNECT_BACKOFF_MAX = 0.1, 5.0
 
@@ -101,6 +104,9 @@ class Lane:
     streams: list[str]
     #: the pool class serving the lane (here or in the lane's process)
     pool_cls: type[Pool]
+    #: a pause was noticed: feed nothing until ``engine.worker.ownership`` has checked
+    #: that the buffer is still this worker's
+    unverified: bool = False
 
     def start(self, take_back: Callable[["Lane"], None]) -> None:
         """Bring the lane up: ``take_back(lane)`` must run before the lane fetches anything
@@ -249,7 +255,7 @@ class PoolLane(Lane):
     # -- feeding -----------------------------------------------------------------------
     def feed(self, admit: Callable[[Delivery], bool]) -> None:
         buffer = self.buffer
-        if not buffer or not self.fetching:
+        if not buffer or not self.fetching or self.unverified:
             return
         pool = self.pool
         free = pool.free_slots()
@@ -356,6 +362,7 @@ class PoolLane(Lane):
                 continue
             # XREADGROUP's COUNT is per stream; split the room so a lane never overfills
             count = max(room // len(streams), 1)
+            began = time.monotonic()
             try:
                 batch = broker.fetch(self._consumer, streams, count=count,
                                      block_ms=FETCH_BLOCK_MS)
@@ -374,6 +381,8 @@ class PoolLane(Lane):
                 continue
             backoff = RECONNECT_BACKOFF
             if batch:
+                if time.monotonic() - began > FETCH_BLOCK_MS / 1000 + PAUSED_FETCH:
+                    self.unverified = True   # set before the batch reaches the loop
                 self.hold(sum(len(entries) for _, entries in batch))
                 self._deliver((self, batch))
         broker.close()

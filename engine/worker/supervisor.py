@@ -34,6 +34,7 @@ from engine.worker.intake import Intake
 from engine.worker.isolation import ProcessLane, control_channel, wants_isolation
 from engine.worker.lanes import Delivery, Lane, LaneSpec, PoolLane
 from engine.worker.ledger import Ledger
+from engine.worker.ownership import Ownership
 from engine.worker.presence import RECLAIM_SHARE, Presence, process_figures
 from engine.worker.pressure import Pressure
 from engine.worker.recovery import Recovery
@@ -114,6 +115,7 @@ class Supervisor:
         self._housekeeping_rounds = 0
         self._beat = None                       # engine.beat.Beat, with -B
         self.pressure = Pressure()              # Redis refusing writes (out of memory)
+        self.ownership = Ownership(app.broker, self.name, lost_after=self.lost_after)
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
@@ -239,6 +241,7 @@ class Supervisor:
         for lane in self.lanes:
             lane.settle()
         if self._shutdown is None:
+            self.ownership.check(self.lanes)   # after a pause: is the buffer still ours?
             # feed before writing: the pools work while this thread talks to Redis
             for lane in self.lanes:
                 lane.feed(self._admit)
