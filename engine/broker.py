@@ -235,13 +235,17 @@ class Broker:
                         count: int = 200) -> list[tuple[str, list, dict[str, int]]]:
         """Claim the pending entries of consumers whose heartbeat key has expired.
 
-        Returns ``[(stream, entries, deliveries_by_id)]`` where deliveries include this one.
+        Returns ``[(stream, entries, deliveries_by_id)]`` where deliveries include this one,
+        at most ``count`` entries in all (the claimer's prefetch room).
         Liveness is decided by the heartbeat keys, never by how long a task has run: a
         message is never taken from a live worker. ``alive`` only spares round trips; the
         decisive check runs inside the claim script (see ``_CLAIM_DEAD``).
         """
         claimed = []
+        left = count   # the caller's budget, across every queue and dead consumer
         for queue in queues:
+            if left <= 0:
+                break
             stream = self.keys.queue(queue)
             try:
                 consumers = self.client.xinfo_consumers(stream, GROUP)
@@ -249,13 +253,14 @@ class Broker:
                 continue
             for info in consumers:
                 name = _s(info["name"])
-                if name == consumer or name in alive:
+                if name == consumer or name in alive or left <= 0:
                     continue
                 # a dead consumer with nothing pending is deleted too (XINFO stays short)
                 rows = self._claim_dead(keys=[stream, self.keys.worker(name)],
-                                        args=[GROUP, name, consumer, count])
+                                        args=[GROUP, name, consumer, left])
                 if not rows:
                     continue
+                left -= len(rows)
                 entries = [(entry_id, _pairs(fields) or None) for entry_id, fields, _ in rows]
                 deliveries = {_s(entry_id): int(n) for entry_id, _, n in rows}
                 claimed.append((stream, entries, deliveries))

@@ -38,6 +38,8 @@ MIN_PER_SLOT = 2
 YIELD_EVERY = 200
 #: milliseconds one XREADGROUP may block; bounds how long a warm shutdown waits for fetchers
 FETCH_BLOCK_MS = 500
+#: milliseconds a read over a window of a lane's streams blocks at least (``_Windows``)
+WINDOW_BLOCK_MIN_MS = 20
 #: seconds a warm shutdown waits for a fetch thread to return from its blocking read
 FETCH_JOIN_TIMEOUT = 2.0
 #: seconds a fetch may take beyond its block before the lane suspects a pause of this
@@ -350,6 +352,8 @@ class PoolLane(Lane):
         broker = self._make_broker()
         stopping = self._stopping
         streams = {stream: ">" for stream in self.streams}
+        n_streams = len(streams)
+        windows = _Windows(self.streams)
         backoff = RECONNECT_BACKOFF
         pressure = self._pressure
         errors = Throttled()
@@ -360,12 +364,16 @@ class PoolLane(Lane):
             room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
             if room <= 0 or stopping.is_set() or not self.fetching:
                 continue
-            # XREADGROUP's COUNT is per stream; split the room so a lane never overfills
-            count = max(room // len(streams), 1)
+            # XREADGROUP's COUNT is per stream: one read over every stream while the room
+            # covers them all, else rotating windows of ``room`` streams, COUNT 1 each
+            if room >= n_streams:
+                reading, count, block = streams, room // n_streams, FETCH_BLOCK_MS
+            else:
+                reading, block = windows.next(room), windows.block_ms
+                count = 1
             began = time.monotonic()
             try:
-                batch = broker.fetch(self._consumer, streams, count=count,
-                                     block_ms=FETCH_BLOCK_MS)
+                batch = broker.fetch(self._consumer, reading, count=count, block_ms=block)
             except redis.RedisError as exc:
                 if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
                     try:   # the stream was deleted under us: recreate
@@ -387,6 +395,28 @@ class PoolLane(Lane):
                 self._deliver((self, batch))
         broker.close()
         broker.client.close()
+
+
+class _Windows:
+    """Rotating windows over a lane's streams, for fetches whose room is smaller than the
+    number of streams: each read covers ``room`` streams (COUNT 1 each, so it never
+    overfills), the next one the following streams. Each blocks a share of
+    FETCH_BLOCK_MS (at least WINDOW_BLOCK_MIN_MS), so an idle sweep of every stream takes
+    about FETCH_BLOCK_MS when the windows are few."""
+
+    def __init__(self, streams: list[str]) -> None:
+        self.streams = streams
+        self.start = 0
+        self.block_ms = FETCH_BLOCK_MS
+
+    def next(self, room: int) -> dict[str, str]:
+        streams = self.streams
+        n = len(streams)
+        size = max(min(room, n), 1)
+        window = [streams[(self.start + i) % n] for i in range(size)]
+        self.start = (self.start + size) % n
+        self.block_ms = max(FETCH_BLOCK_MS * size // n, WINDOW_BLOCK_MIN_MS)
+        return {stream: ">" for stream in window}
 
 
 #: per-lane options after ``QUEUES=POOL:N``: key -> (LaneSpec or PoolOptions field, type)
