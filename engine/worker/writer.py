@@ -176,9 +176,10 @@ class Writer:
         """One pipeline: results (and statuses) first, then the batch's other commands
         (retries, dead letters, requeues, successors), then acks and events: a crash between
         them re-runs a task, never loses a result (with other commands, or while Redis
-        refuses writes, the acks go in a second round trip once the rest is in). Every command may be sent twice (a reply
-        lost with the connection): results replace, acks and deletes are idempotent, retries
-        wait as zset members; only events, dead letters and requeued copies may repeat."""
+        refuses writes, the acks go in a second round trip once the rest is in). Every
+        command may be sent twice (a reply lost with the connection): results replace, acks
+        and deletes are idempotent, retries wait as zset members; only events, dead letters
+        and requeued copies may repeat."""
         app = self.app
         backend = app.backend
         commands = backend.write_commands(batch.records, batch.statuses)
