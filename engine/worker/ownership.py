@@ -72,10 +72,7 @@ class Ownership:
         try:
             for stream, ids in by_stream.items():
                 keys = sorted(ids, key=_id_key)
-                rows = self.broker.client.xpending_range(
-                    stream, GROUP, min=keys[0], max=keys[-1],
-                    count=len(ids) + max(lane.held, 0) + 16, consumername=self.consumer)
-                ours.update(_b(row["message_id"]) for row in rows)
+                ours.update(self._pending(stream, keys[0], keys[-1], len(ids)))
         except redis.RedisError as exc:
             log.warning("lane %s: could not check its buffered messages (%s); not starting "
                         "them until it can", lane.name, exc)
@@ -89,6 +86,21 @@ class Ownership:
             log.warning("lane %s: %d buffered message(s) were reclaimed by another worker "
                         "while this one was paused: dropped, not run", lane.name, lost)
         lane.unverified = False
+
+
+    def _pending(self, stream: str, first: bytes, last: bytes, count: int) -> set[bytes]:
+        """Every id pending on this consumer from ``first`` to ``last``, page by page (the
+        range also holds what runs, and what ended but is not acked yet)."""
+        found: set[bytes] = set()
+        start: bytes | str = first
+        page = max(count, 100)
+        while True:
+            rows = self.broker.client.xpending_range(stream, GROUP, min=start, max=last,
+                                                     count=page, consumername=self.consumer)
+            found.update(_b(row["message_id"]) for row in rows)
+            if len(rows) < page:
+                return found
+            start = b"(" + _b(rows[-1]["message_id"])   # exclusive: Redis 6.2 and later
 
 
 def _b(value: bytes | str) -> bytes:
