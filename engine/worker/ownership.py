@@ -46,12 +46,12 @@ class Ownership:
         self.broker = broker
         self.consumer = consumer
         self.stall_after = max(lost_after * STALL_SHARE, 0.05)
-        self._last = monotonic()
+        self._last: float | None = None   # the first turn follows start, not a pause
 
     def check(self, lanes: list["Lane"]) -> None:
         """Once per loop turn, before feeding."""
         now = monotonic()
-        gap, self._last = now - self._last, now
+        gap, self._last = (0.0 if self._last is None else now - self._last), now
         if gap > self.stall_after:
             log.warning("worker loop was paused for %.1f s: checking that its buffered "
                         "messages are still its own before starting them", gap)
