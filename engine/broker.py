@@ -379,27 +379,32 @@ class Broker:
                         ) -> list[tuple[str, list, dict[str, int]]]:
         """Claim the pending entries of consumers whose heartbeat key has expired.
 
-        Returns ``[(stream, entries, deliveries_by_id)]`` where deliveries include this one.
+        Returns ``[(stream, entries, deliveries_by_id)]`` where deliveries include this one,
+        at most ``count`` entries in all (the claimer's prefetch room).
         Liveness is decided by the heartbeat keys, never by how long a task has run: a
         message is never taken from a live worker. ``alive`` only spares round trips; the
         decisive check runs inside the claim script (see ``_CLAIM_DEAD``).
         """
         claimed = []
+        left = count   # the caller's budget, across every queue and dead consumer
         # the queues' streams, or (``streams``) those given, priority levels included
         for stream in streams or [self.keys.queue(queue) for queue in queues]:
+            if left <= 0:
+                break
             try:
                 consumers = self.client.xinfo_consumers(stream, GROUP)
             except redis.ResponseError:
                 continue
             for info in consumers:
                 name = _s(info["name"])
-                if name == consumer or name in alive:
+                if name == consumer or name in alive or left <= 0:
                     continue
                 # a dead consumer with nothing pending is deleted too (XINFO stays short)
                 rows = self._claim_dead(keys=[stream, self.keys.worker(name)],
-                                        args=[GROUP, name, consumer, count])
+                                        args=[GROUP, name, consumer, left])
                 if not rows:
                     continue
+                left -= len(rows)
                 entries = [(entry_id, _pairs(fields) or None) for entry_id, fields, _ in rows]
                 deliveries = {_s(entry_id): int(n) for entry_id, _, n in rows}
                 claimed.append((stream, entries, deliveries))

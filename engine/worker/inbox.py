@@ -12,7 +12,7 @@ import multiprocessing
 import queue
 import sys
 from collections import deque
-from typing import Any
+from typing import Any, Iterator
 
 START, SIGNAL, CONTROL = "start", "signal", "control"
 
@@ -62,3 +62,24 @@ def make_inbox() -> Any:
     if monkey and monkey.is_module_patched("threading"):
         return queue.SimpleQueue()
     return WakeInbox()
+
+
+def take(inbox: Any, timeout: float, polled: list, limit: int) -> Iterator[Any]:
+    """One loop turn's items: wait up to ``timeout`` for the first (pools in ``polled``
+    publish their outboxes first: ``Pool.poll``), then up to ``limit`` in all, without
+    waiting again."""
+    if polled:
+        inbox.wait(timeout)
+        for pool in polled:
+            pool.poll()
+        timeout = 0
+    try:
+        item = inbox.get_nowait() if timeout == 0 else inbox.get(timeout=timeout)
+    except queue.Empty:
+        return
+    for _ in range(limit):
+        yield item
+        try:
+            item = inbox.get_nowait()
+        except queue.Empty:
+            return

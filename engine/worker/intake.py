@@ -62,9 +62,18 @@ class Intake:
             if signer is not None:
                 entries = self._verified(signer, stream, queue_name, entries, lane)
             for entry_id, fields in entries:
-                count = deliveries.get(text(entry_id), 1) if deliveries else 1
-                if not self.accept(lane, stream, queue_name, entry_id, fields, count, now):
-                    lane.returned += 1
+                try:
+                    count = deliveries.get(text(entry_id), 1) if deliveries else 1
+                    if self.accept(lane, stream, queue_name, entry_id, fields, count, now):
+                        continue
+                except Exception as exc:   # a body nothing above foresaw: file it, go on
+                    log.exception("entry %s of %s could not be taken in", text(entry_id),
+                                  stream)
+                    raw = fields_get(fields, b"m") if isinstance(fields, list) else None
+                    self._dead_letter(queue_name, raw if isinstance(raw, bytes) else b"",
+                                      f"the worker could not take it in: "
+                                      f"{type(exc).__name__}: {exc}", stream, entry_id)
+                lane.returned += 1
         if self._held:
             self._admit_held(lane, now)
 

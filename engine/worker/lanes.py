@@ -23,6 +23,7 @@ from engine import limits
 from engine.exceptions import NotSupported
 from engine.logs import task_context
 from engine.worker import ossignals
+from engine.worker.pressure import FETCH_PAUSE, Pressure, Throttled
 from engine.worker.snapshot import LaneInfo
 from engine.worker.lanespec import LaneSpec
 from pools.base import Job, Pool
@@ -40,8 +41,13 @@ MIN_PER_SLOT = 2
 YIELD_EVERY = 200
 #: milliseconds one XREADGROUP may block; bounds how long a warm shutdown waits for fetchers
 FETCH_BLOCK_MS = 500
+#: milliseconds a read over a window of a lane's streams blocks at least (``_Windows``)
+WINDOW_BLOCK_MIN_MS = 20
 #: seconds a warm shutdown waits for a fetch thread to return from its blocking read
 FETCH_JOIN_TIMEOUT = 2.0
+#: seconds a fetch may take beyond its block before the lane suspects a pause of this
+#: process and checks it still owns its buffer before feeding (``engine.worker.ownership``)
+PAUSED_FETCH = 0.5
 #: seconds between reconnect attempts of a fetch thread, doubled up to the maximum
 RECONNECT_BACKOFF, RECONNECT_BACKOFF_MAX = 0.1, 5.0
 
@@ -84,6 +90,9 @@ class Lane:
     streams: list[str]
     #: the pool class serving the lane (here or in the lane's process)
     pool_cls: type[Pool]
+    #: a pause was noticed: feed nothing until ``engine.worker.ownership`` has checked
+    #: that the buffer is still this worker's
+    unverified: bool = False
 
     def start(self, take_back: Callable[["Lane"], None]) -> None:
         """Bring the lane up: ``take_back(lane)`` must run before the lane fetches anything
@@ -151,7 +160,8 @@ class PoolLane(Lane):
     def __init__(self, spec: LaneSpec, pool: Pool, broker_keys: Any, *,
                  make_broker: Callable[[], Broker], consumer: str,
                  deliver: Callable[[Any], None], stopping: threading.Event,
-                 paused: Callable[[], set[str]] = set) -> None:
+                 paused: Callable[[], set[str]] = set,
+                 pressure: Pressure | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.pool = pool
@@ -178,6 +188,8 @@ class PoolLane(Lane):
         self._deliver = deliver
         self._stopping = stopping
         self._paused = paused      #: queues the fleet does not fetch now (engine.flow)
+        #: while Redis refuses writes the lane fetches nothing it could not report on
+        self._pressure = pressure if pressure is not None else Pressure()
 
     # -- life cycle --------------------------------------------------------------------
     def start(self, take_back: Callable[[Lane], None]) -> None:
@@ -253,7 +265,7 @@ class PoolLane(Lane):
     # -- feeding -----------------------------------------------------------------------
     def feed(self, admit: Callable[[Delivery], bool]) -> None:
         buffer = self.buffer
-        if not buffer or not self.fetching:
+        if not buffer or not self.fetching or self.unverified:
             return
         pool = self.pool
         free = pool.free_slots()
@@ -349,44 +361,60 @@ class PoolLane(Lane):
         broker = self._make_broker()
         stopping = self._stopping
         paused: set[str] | None = None
-        reading: list[str] | None = None
+        ordered: list[str] | None = None
         streams: dict[str, str] = {}
+        windows = _Windows([])
         backoff = RECONNECT_BACKOFF
+        pressure = self._pressure
+        errors = Throttled()
         while not stopping.is_set() and self.fetching:
+            if pressure.refusing:
+                stopping.wait(FETCH_PAUSE)
+                continue
             room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
             if room <= 0 or stopping.is_set() or not self.fetching:
                 continue
-            if self._paused() is not paused or self._ordered is not reading:
+            if self._paused() is not paused or self._ordered is not ordered:
                 # new sets (pauses, priority levels) are new objects: compare identities
-                paused, reading = self._paused(), self._ordered
-                streams = {stream: ">" for stream in reading
+                paused, ordered = self._paused(), self._ordered
+                streams = {stream: ">" for stream in ordered
                            if self._queue_of[stream] not in paused}
+                windows = _Windows(list(streams))
             if not streams:
                 stopping.wait(FETCH_BLOCK_MS / 1000)
                 continue
+            # XREADGROUP's COUNT is per stream: one read over every stream while the room
+            # covers them all, else rotating windows of ``room`` streams, COUNT 1 each
+            n_streams = len(streams)
+            if room >= n_streams:
+                reading, count, block = streams, room // n_streams, FETCH_BLOCK_MS
+            else:
+                reading, block = windows.next(room), windows.block_ms
+                count = 1
+            began = time.monotonic()
             try:
                 batch = None
-                if self._level_pairs:
+                if self._level_pairs:   # priority levels: highest first (non-blocking)
                     batch = self._fetch_by_priority(broker, streams, room)
                 if not batch:
-                    # XREADGROUP's COUNT is per stream; split the room so a lane never
-                    # overfills
-                    batch = broker.fetch(self._consumer, streams,
-                                         count=max(room // len(streams), 1),
-                                         block_ms=FETCH_BLOCK_MS)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("lane %s: fetch failed (%s); retrying in %.1f s", self.name, exc,
-                            backoff)
+                    batch = broker.fetch(self._consumer, reading, count=count, block_ms=block)
+            except redis.RedisError as exc:
+                if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                    try:   # a stream was deleted under us: recreate
+                        broker.ensure_groups(self.queues, self._levels())
+                        continue
+                    except redis.RedisError as error:
+                        exc = error
+                # this thread must live on whatever Redis says: the lane would starve
+                errors.warning("lane %s: fetch failed (%s); retrying, backing off up to "
+                               "%.1f s", self.name, exc, RECONNECT_BACKOFF_MAX)
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
                 continue
-            except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):   # a stream was deleted under us: recreate
-                    broker.ensure_groups(self.queues, self._levels())
-                    continue
-                raise
             backoff = RECONNECT_BACKOFF
             if batch:
+                if time.monotonic() - began > FETCH_BLOCK_MS / 1000 + PAUSED_FETCH:
+                    self.unverified = True   # set before the batch reaches the loop
                 self.hold(sum(len(entries) for _, entries in batch))
                 self._deliver((self, batch))
         broker.close()
@@ -422,6 +450,27 @@ class PoolLane(Lane):
             self.streams = [stream for _, _, stream in ordered]
             self._ordered = self.streams
         return new
+
+class _Windows:
+    """Rotating windows over a lane's streams, for fetches whose room is smaller than the
+    number of streams: each read covers ``room`` streams (COUNT 1 each, so it never
+    overfills), the next one the following streams. Each blocks a share of
+    FETCH_BLOCK_MS (at least WINDOW_BLOCK_MIN_MS), so an idle sweep of every stream takes
+    about FETCH_BLOCK_MS when the windows are few."""
+
+    def __init__(self, streams: list[str]) -> None:
+        self.streams = streams
+        self.start = 0
+        self.block_ms = FETCH_BLOCK_MS
+
+    def next(self, room: int) -> dict[str, str]:
+        streams = self.streams
+        n = len(streams)
+        size = max(min(room, n), 1)
+        window = [streams[(self.start + i) % n] for i in range(size)]
+        self.start = (self.start + size) % n
+        self.block_ms = max(FETCH_BLOCK_MS * size // n, WINDOW_BLOCK_MIN_MS)
+        return {stream: ">" for stream in window}
 
     def _levels(self) -> list[tuple[str, int]]:
         return list(self._level_pairs)

@@ -19,6 +19,7 @@ import redis
 
 from engine import control
 from engine.exceptions import ConfigurationError
+from engine.worker.pressure import Pressure, Throttled, is_oom
 from engine.worker.snapshot import WorkerSnapshot
 
 log = logging.getLogger("engine.worker")
@@ -65,7 +66,7 @@ class Presence:
     def __init__(self, app, name: str, *, lost_after: float, interval: float, events,
                  active: Callable[[], int],
                  channel: str, deliver: Callable[[dict], None],
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, pressure: Pressure | None = None) -> None:
         self.app = app
         self.keys = app.broker.keys
         self.name = name
@@ -86,6 +87,8 @@ class Presence:
         self.stopping = stopping
         #: the latest process figures, measured here (a /proc walk) rather than on the loop
         self.figures: dict[str, float] = {"load": 0.0, "rss": 0, "cpu": 0.0}
+        self.pressure = pressure if pressure is not None else Pressure()
+        self._log = Throttled()
 
     def check_name(self) -> None:
         """Refuse to start beside a live worker of the same name (a dead one is taken over)."""
@@ -115,8 +118,7 @@ class Presence:
             pipe.delete(key)
             pipe.zrem(self.keys.workers, self.name)
         else:
-            pipe.set(key, self.snapshot,
-                     px=max(int(self.lost_after * HEARTBEAT_TTL_SHARE * 1000), 100))
+            pipe.set(key, self.snapshot, px=self._ttl_ms())
             pipe.zadd(self.keys.workers, {self.name: time.time()})
         if self.events.enabled:
             kind = "worker-online" if online else "worker-offline" if offline else "worker-heartbeat"
@@ -142,13 +144,39 @@ class Presence:
         for target, name in ((self._beat_loop, "heartbeat"), (self._listen_loop, "control")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
+    def _ttl_ms(self) -> int:
+        return max(int(self.lost_after * HEARTBEAT_TTL_SHARE * 1000), 100)
+
     def _beat_loop(self) -> None:
         while not self.stopping.wait(self.interval):
             try:
                 self.figures = process_figures()
                 self.beat()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("heartbeat failed: %s", exc)
+            except redis.RedisError as exc:
+                if is_oom(exc):
+                    self._keep_alive(exc)
+                else:
+                    self._log.warning("heartbeat failed: %s", exc)
+                continue
+            except Exception:   # this thread must outlive anything (a /proc read, say)
+                log.exception("heartbeat failed")
+                continue
+            if self.pressure.refusing:
+                self.pressure.accepted()   # the SET went through: memory is back
+
+    def _keep_alive(self, exc: redis.RedisError) -> None:
+        """Redis refuses the SET for memory but takes PEXPIRE: the key this worker wrote
+        last lives on (its snapshot grows stale), so no survivor reclaims from a live
+        worker."""
+        try:
+            kept = self.app.client.pexpire(self.keys.worker(self.name), self._ttl_ms())
+        except redis.RedisError as error:
+            self._log.warning("heartbeat failed: %s; keeping the key alive failed too: %s",
+                              exc, error)
+            return
+        self.pressure.refused("heartbeat: SET refused, key kept by PEXPIRE" if kept else
+                              "heartbeat: SET refused and the key is gone: survivors may "
+                              "take this worker for lost")
 
     def _listen_loop(self) -> None:
         while not self.stopping.is_set():
@@ -167,5 +195,6 @@ class Presence:
                             log.warning("ignored a bad control message: %s", exc)
                 pubsub.close()
                 client.close()
-            except (redis.ConnectionError, redis.TimeoutError):
+            except redis.RedisError as exc:
+                self._log.warning("control channel: %s; listening again in 1 s", exc)
                 self.stopping.wait(1.0)

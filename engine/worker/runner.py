@@ -12,7 +12,9 @@ here, in the process that ran the task, so results cross process boundaries as b
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
+import math
 import time
 from typing import TYPE_CHECKING, Any, Coroutine
 
@@ -24,11 +26,42 @@ from engine.results import encode_record
 from engine.signals import TASK_HOOKS as _TASK_HOOKS
 from engine.task import Request, _context, set_async_request
 from engine.worker import hooks, slotloop
-from pools.base import REJECTED, RETRY, SUCCESS, Job, Outcome
+from pools.base import FAILURE, REJECTED, RETRY, SUCCESS, Job, Outcome
 
 if TYPE_CHECKING:
     from engine.app import Engine
     from engine.task import Task
+
+#: the latest unix time a retry may ask for: the end of year 9999, the last a datetime can
+#: hold (Celery reads every eta as one); later, infinite or not-a-number is no time at all
+LATEST_ETA = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp()
+
+
+def retry_time(eta: Any, countdown: Any, now: float) -> float:
+    """When a retry runs: ``eta`` (unix seconds, or a datetime: a naive one is UTC, as in
+    Celery; an aware one is converted) or ``now + countdown``. ValueError, saying why, for
+    anything that is not a time before LATEST_ETA."""
+    if eta is not None:
+        if isinstance(eta, dt.datetime):
+            when = (eta if eta.tzinfo is not None
+                    else eta.replace(tzinfo=dt.timezone.utc)).timestamp()
+        elif isinstance(eta, (int, float)) and not isinstance(eta, bool):
+            when = float(eta)
+        else:
+            raise ValueError(f"retry eta must be unix seconds or a datetime, got "
+                             f"{type(eta).__name__} {eta!r:.60}")
+        what = f"retry eta {eta!r:.60}"
+    else:
+        if countdown is None:
+            countdown = 0.0
+        if not isinstance(countdown, (int, float)) or isinstance(countdown, bool):
+            raise ValueError(f"retry countdown must be seconds, got "
+                             f"{type(countdown).__name__} {countdown!r:.60}")
+        when = now + float(countdown)
+        what = f"retry countdown {countdown!r:.60}"
+    if not math.isfinite(when) or when > LATEST_ETA:
+        raise ValueError(f"{what} is not a time (finite, before year 10000)")
+    return when
 
 
 class TaskRunner:
@@ -159,9 +192,13 @@ class TaskRunner:
 
     @staticmethod
     def _retry(job: Job, retry: Retry, start: float) -> Outcome:
+        runtime = time.perf_counter() - start
+        try:
+            when = retry_time(retry.eta, retry.countdown, time.time())
+        except ValueError as exc:
+            # a retry that cannot be scheduled ends the task: its FAILURE says why
+            return Outcome.from_exception(job.id, exc, state=FAILURE, runtime=runtime)
         reason = retry.exc if retry.exc is not None else retry
-        outcome = Outcome.from_exception(job.id, reason, state=RETRY,
-                                         runtime=time.perf_counter() - start)
-        outcome.retry_at = retry.eta if retry.eta is not None else \
-            time.time() + (retry.countdown or 0.0)
+        outcome = Outcome.from_exception(job.id, reason, state=RETRY, runtime=runtime)
+        outcome.retry_at = when
         return outcome

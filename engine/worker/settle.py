@@ -9,6 +9,7 @@ goes back to its lane for another delivery, up to ``task_max_deliveries``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from engine.logs import task_context
 from engine.results import REVOKED, RETRY, encode_record
 from engine.worker.intake import WORKER_LOST
 from engine.worker.lanes import Delivery
+from engine.worker.runner import LATEST_ETA
 from pools.base import FAILURE, REJECTED, SUCCESS, Outcome
 
 if TYPE_CHECKING:
@@ -44,6 +46,13 @@ class Settler:
     def settle(self, delivery: Delivery, outcome: Outcome) -> bool:
         """Note what ``outcome`` owes; False when the job goes back to its lane instead
         (its process died: it runs again, at least once)."""
+        try:
+            return self._settle(delivery, outcome)
+        except Exception as exc:   # a bug or a hostile outcome: this task fails, not us
+            self._broken(delivery, outcome, exc)
+            return True
+
+    def _settle(self, delivery: Delivery, outcome: Outcome) -> bool:
         lane = delivery.lane
         lane.note_runtime(outcome.runtime)
         job = delivery.job
@@ -110,6 +119,23 @@ class Settler:
             self.ledger.extend([flow.release_unique_command(delivery.unique, delivery.job.id)])
             delivery.unique = None
 
+    def _broken(self, delivery: Delivery, outcome: Outcome, exc: Exception) -> None:
+        """Settling ``outcome`` raised: what it noted stays (the writer sends what can be
+        sent), the task is recorded as a FAILURE naming the error, and its message acked."""
+        job = delivery.job
+        log.exception("task %s[%s]: settling its %s outcome failed; recording FAILURE",
+                      job.task, job.id, outcome.state)
+        try:
+            failed = Outcome.from_exception(job.id, exc, runtime=outcome.runtime or 0.0)
+            failed.exc_message = f"the worker could not settle its {outcome.state} " \
+                                 f"outcome: {failed.exc_message}"
+            self._failure(delivery, failed)
+        except Exception:
+            log.exception("task %s[%s]: could not record its FAILURE either", job.task, job.id)
+        if not delivery.acked:
+            self.ledger.ack(delivery.stream, delivery.entry_id)
+            delivery.acked = True
+
     def revoked(self, delivery: Delivery, why: str) -> None:
         """Record REVOKED (expired, revoked, terminated) and ack: the task will not run."""
         job = delivery.job
@@ -153,18 +179,26 @@ class Settler:
 
     def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
         job = delivery.job
+        when = outcome.retry_at
+        if (not isinstance(when, (int, float)) or isinstance(when, bool)
+                or not math.isfinite(when) or when > LATEST_ETA):
+            # the runner checks this; a pool's own runner may not: fail the task, not us
+            outcome.state, outcome.exc_type = FAILURE, f"{ValueError.__module__}.ValueError"
+            outcome.exc_message = f"retry at {when!r:.60} is not a time: {outcome.exc_message}"
+            self._failure(delivery, outcome)
+            return
         retries = job.retries + 1
-        body = message.reencode(job.body, retries=retries, eta=outcome.retry_at)
+        body = message.reencode(job.body, retries=retries, eta=when)
         # always through the delayed zset, even with no countdown (the mover runs every
         # housekeeping round): a ZADD sent twice over a flaky connection is one retry
-        self.ledger.delay(job.queue, body, outcome.retry_at)
+        self.ledger.delay(job.queue, body, when)
         if not job.ignore_result:
             self.ledger.status(job.id, encode_record(
                 RETRY, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
                 traceback=outcome.traceback, retries=retries, task=job.task,
                 worker=self.worker))
         log.warning("task %s[%s] will retry (%d) in %.1f s: %s", job.task, job.id, retries,
-                    max((outcome.retry_at or 0) - time.time(), 0), outcome.exc_message,
+                    max(when - time.time(), 0), outcome.exc_message,
                     extra=task_context(job.id, job.task, job.queue, self.worker))
         self.events.task("task-retried", job.id, job.task, retries=retries,
                          exception=outcome.exc_type, message=outcome.exc_message)

@@ -31,13 +31,15 @@ from engine.exceptions import ConfigurationError
 from engine.flow import Limiter
 from engine.results import STARTED, encode_record
 from engine.worker import commands, hooks, ossignals
-from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox
+from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox, take
 from engine.worker.intake import Intake
 from engine.worker.isolation import ProcessLane, control_channel, wants_isolation
 from engine.worker.lanes import Delivery, Lane, PoolLane, read_levels
 from engine.worker.lanespec import LaneSpec
 from engine.worker.ledger import Ledger
+from engine.worker.ownership import Ownership
 from engine.worker.presence import RECLAIM_SHARE, Presence, process_figures
+from engine.worker.pressure import Pressure
 from engine.worker.recovery import Recovery
 from engine.worker.runner import TaskRunner
 from engine.worker.settle import Settler
@@ -69,6 +71,14 @@ def _metrics(conf: Any, parent: str | None) -> Any:
         return None
     from engine.worker.metrics import WorkerMetrics
     return WorkerMetrics()
+
+
+def _kind(item: Any) -> str:
+    """What an inbox item is, for a log line."""
+    if type(item) is Outcome:
+        return f"the outcome of {item.job_id}"
+    return f"a fetched batch of lane {item[0].name}" if isinstance(item[0], PoolLane) \
+        else f"a {item[0]} item"
 
 
 def default_name() -> str:
@@ -113,6 +123,8 @@ class Supervisor:
         self._next_maintain = self._next_housekeeping = 0.0
         self._housekeeping_rounds = 0
         self._beat = None                       # engine.beat.Beat, with -B
+        self.pressure = Pressure()              # Redis refusing writes (out of memory)
+        self.ownership = Ownership(app.broker, self.name, lost_after=self.lost_after)
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
@@ -120,11 +132,13 @@ class Supervisor:
             # a lane process hears only what its supervisor forwards to it
             channel=(self.keys.control if parent is None
                      else control_channel(self.keys, self.name)),
-            deliver=lambda command: self.inbox.put((CONTROL, command)), stopping=self._stopping)
+            deliver=lambda command: self.inbox.put((CONTROL, command)), stopping=self._stopping,
+            pressure=self.pressure)
         self._writer = Writer(app, events_stream=self.keys.events,
                               events_maxlen=int(conf.events_maxlen),
                               cancelled=lambda: self._shutdown == "cold",
-                              pack_events=self.events.pack, sleep=self._retry_sleep)
+                              pack_events=self.events.pack, sleep=self._retry_sleep,
+                              pressure=self.pressure)
         # engine.worker.metrics.WorkerMetrics with --metrics-port, else None
         self.metrics = self.settler.metrics = _metrics(conf, parent)
         self._handlers: dict[str, Callable[[Any], None]] = {
@@ -197,7 +211,7 @@ class Supervisor:
         make_broker = lambda: Broker(self.app.new_client(), prefix=self.keys.prefix)  # noqa: E731
         return PoolLane(spec, pool, self.keys, make_broker=make_broker,
                         consumer=self.name, deliver=self.inbox.put, stopping=self._stopping,
-                        paused=lambda: self.limiter.paused)
+                        paused=lambda: self.limiter.paused, pressure=self.pressure)
 
     # -- the loop ----------------------------------------------------------------------
     def _wake(self, intent: str) -> None:
@@ -220,29 +234,16 @@ class Supervisor:
         write_due = self.ledger.deadline(WRITE_DELAY)
         if write_due is not None:
             timeout = min(timeout, max(write_due - now, 0.0))
-        inbox = self.inbox
-        if self._polled:
-            inbox.wait(timeout)
-            for pool in self._polled:
-                pool.poll()
-            timeout = 0
-        try:
-            item = inbox.get_nowait() if timeout == 0 else inbox.get(timeout=timeout)
-        except queue.Empty:
-            item = None
-        handled = 0
-        while item is not None:
-            self._handle(item)
-            handled += 1
-            if handled >= MAX_BATCH:
-                break
+        for item in take(self.inbox, timeout, self._polled, MAX_BATCH):
             try:
-                item = inbox.get_nowait()
-            except queue.Empty:
-                item = None
+                self._handle(item)
+            except Exception:   # one item's bug must not end the worker (its own code
+                # settles what it can: Settler, Intake); this is the last line of defence
+                log.exception("worker loop: handling %s failed", _kind(item))
         for lane in self.lanes:
             lane.settle()
         if self._shutdown is None:
+            self.ownership.check(self.lanes)   # after a pause: is the buffer still ours?
             # feed before writing: the pools work while this thread talks to Redis
             for lane in self.lanes:
                 lane.feed(self._admit)
@@ -387,8 +388,8 @@ class Supervisor:
                 self.limiter.refresh()
                 self.revoked = control.revoked_ids(self.app) | {
                     d for d in self.revoked if d in self.inflight}
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("housekeeping skipped: Redis unavailable (%s)", exc)
+        except redis.RedisError as exc:   # whatever Redis says, the loop goes on
+            self.pressure.skipped("housekeeping", exc)
 
     # -- shutdown ----------------------------------------------------------------------
     def _warm_stop(self) -> None:

@@ -19,6 +19,7 @@ import redis
 
 from engine.events import EventBuffer
 from engine.worker.ledger import Ledger, WriteBatch
+from engine.worker.pressure import Pressure, Throttled, is_oom
 
 log = logging.getLogger("engine.worker")
 
@@ -31,12 +32,32 @@ WRITE_MAX = 1000
 MAX_BACKLOG = 32
 #: seconds between retries of a write batch while Redis is away (doubled up to the max)
 RETRY_DELAY, RETRY_DELAY_MAX = 0.05, 2.0
+#: error replies that pass (a replica promoted, a script or a load that ends, a cluster
+#: that heals): the refused commands are sent again; any other error reply is final
+_PASSING = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "LOADING")
+#: what a command's arguments may be (anything else cannot be packed: a bug upstream)
+_ARGUMENT_TYPES = (bytes, str, int, float, memoryview)
+
+
+def _passing(error: redis.ResponseError) -> bool:
+    return (is_oom(error) or isinstance(error, redis.exceptions.ReadOnlyError)
+            or str(error).startswith(_PASSING))
+
+
+def _names(commands: list[tuple]) -> str:
+    """``EVAL×1 XADD×2``: what a list of commands is, for a log line."""
+    counts: dict[str, int] = {}
+    for command in commands:
+        name = str(command[0])
+        counts[name] = counts.get(name, 0) + 1
+    return " ".join(f"{name}×{n}" for name, n in counts.items())
 
 
 class Writer:
     def __init__(self, app, *, events_stream: str, events_maxlen: int,
                  cancelled: Callable[[], bool], pack_events: Callable[[list], bytes],
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 pressure: Pressure | None = None) -> None:
         self.app = app
         self.events_stream = events_stream
         self.events_maxlen = events_maxlen
@@ -56,6 +77,10 @@ class Writer:
         self._io = threading.Lock()         # one pipeline on the wire at a time
         self._thread: threading.Thread | None = None
         self.written = 0
+        #: raised while Redis refuses writes for memory (the fetchers read it too)
+        self.pressure = pressure if pressure is not None else Pressure()
+        self._outage_log = Throttled()
+        self._error_log = Throttled()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="writer", daemon=True)
@@ -106,8 +131,11 @@ class Writer:
 
     def write(self, batch: WriteBatch) -> None:
         """Write a batch on the calling thread, now."""
-        with self._io:
-            self._send(batch)
+        try:
+            with self._io:
+                self._send(batch)
+        except Exception:
+            self._abandoned(batch)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted batch is written; False on timeout."""
@@ -138,8 +166,7 @@ class Writer:
                 with self._io:
                     self._send(batch)
             except Exception:
-                log.exception("a write batch failed and was dropped (its messages will be "
-                              "delivered again)")
+                self._abandoned(batch)
             self._done += 1
             if self._waiting:
                 with self._idle:
@@ -148,9 +175,11 @@ class Writer:
     def _send(self, batch: WriteBatch) -> None:
         """One pipeline: results (and statuses) first, then the batch's other commands
         (retries, dead letters, requeues, successors), then acks and events: a crash between
-        them re-runs a task, never loses a result. Every command may be sent twice (a reply
-        lost with the connection): results replace, acks and deletes are idempotent, retries
-        wait as zset members; only events, dead letters and requeued copies may repeat."""
+        them re-runs a task, never loses a result (with other commands, or while Redis
+        refuses writes, the acks go in a second round trip once the rest is in). Every
+        command may be sent twice (a reply lost with the connection): results replace, acks
+        and deletes are idempotent, retries wait as zset members; only events, dead letters
+        and requeued copies may repeat."""
         app = self.app
         backend = app.backend
         commands = backend.write_commands(batch.records, batch.statuses)
@@ -158,26 +187,94 @@ class Writer:
             self._until_written(backend.wire, commands)   # a result backend of its own
             commands = []
         commands += batch.commands
-        commands += app.broker.ack_commands(batch.acks)
+        tail = app.broker.ack_commands(batch.acks)
         if batch.events is not None:
-            commands.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
-                             "*", "b", self.pack_events(batch.events)))
-        self._until_written(app.broker.wire, commands)
+            tail.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
+                         "*", "b", self.pack_events(batch.events)))
+        wire = app.broker.wire
+        if (batch.commands or self.pressure.refusing) and commands:
+            # Redis out of memory refuses XADD, ZADD and SET but takes XACK: an ack must not
+            # go through for a retry, dead letter or parked copy it refused (a crash then
+            # would lose the message), so those first, the acks once they are in. Batches
+            # of results and acks alone keep one round trip: the results script's first
+            # write is a DEL, which Redis takes even then, so it is never refused.
+            self._until_written(wire, commands)
+            self._until_written(wire, tail)
+        else:
+            commands += tail
+            self._until_written(wire, commands)
         self.written += 1
 
     def _until_written(self, wire, commands: list[tuple]) -> None:
-        """Send ``commands`` until they go through, backing off while Redis is away, or
-        give up when a cold shutdown says so."""
+        """Send ``commands`` until Redis has taken each of them, or a cold shutdown gives
+        up. A dropped connection resends them all (each may run twice: see ``_send``); a
+        command Redis refuses for now (out of memory, a read-only replica, a busy script)
+        is sent again alone, with backoff, while those it took stay taken; one it refuses
+        for good (a wrong type, a bug) is logged and not sent again."""
         delay = RETRY_DELAY
+        pending = commands
+        refused_before = False
         while True:
             try:
-                wire.pipeline(commands, retry=False)
-                return
+                replies = wire.pipeline(pending, retry=False, raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self.cancelled():
                     log.error("dropping a write batch during cold shutdown: %s", exc)
                     return
-                log.warning("Redis unavailable (%s); retrying the write batch in %.2f s",
-                            exc, delay)
+                self._outage_log.warning("Redis unavailable (%s); retrying the write batch "
+                                         "(%d command(s)), backing off up to %.1f s", exc,
+                                         len(pending), RETRY_DELAY_MAX)
                 self.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY_MAX)
+                continue
+            except redis.DataError as exc:
+                # nothing was sent: a command carries an argument no command can (a bug
+                # upstream); drop that one, send the others
+                pending = self._packable(pending, exc)
+                continue
+            again: list[tuple] = []
+            first = None
+            for command, reply in zip(pending, replies):
+                if isinstance(reply, redis.ResponseError):
+                    if _passing(reply):
+                        again.append(command)
+                        first = first or reply
+                    else:
+                        self._error_log.warning("Redis refused %s for good (%s): not sent "
+                                                "again", command[0], reply)
+            if not again:
+                if refused_before:
+                    self.pressure.owed = 0
+                    self.pressure.accepted()
+                return
+            if self.cancelled():
+                log.error("dropping %s (refused: %s) during cold shutdown", _names(again),
+                          first)
+                return
+            refused_before = True
+            self.pressure.owed = len(again)
+            detail = (f"writer: {_names(again)} of {len(pending)} command(s) refused, the "
+                      f"other {len(pending) - len(again)} went through; {first}")
+            if is_oom(first):
+                self.pressure.refused(detail)
+            else:
+                self._outage_log.warning("Redis refuses writes for now (%s)", detail)
+            pending = again
+            self.sleep(delay)
+            delay = min(delay * 2, RETRY_DELAY_MAX)
+
+    def _packable(self, commands: list[tuple], exc: Exception) -> list[tuple]:
+        keep = [c for c in commands if all(
+            isinstance(a, _ARGUMENT_TYPES) and not isinstance(a, bool) for a in c)]
+        dropped = [c for c in commands if c not in keep] if len(keep) < len(commands) else []
+        if not dropped:   # not an argument we can name: nothing can be sent
+            log.error("a write batch cannot be packed (%s): abandoned", exc)
+            return []
+        log.error("dropping %s from a write batch: an argument cannot be sent (%s)",
+                  _names(dropped), exc)
+        return keep
+
+    def _abandoned(self, batch: WriteBatch) -> None:
+        log.exception("a write batch of %d item(s) failed with an unexpected error and was "
+                      "abandoned: its results and acks may not be in Redis (unacked messages "
+                      "stay pending on this worker until it restarts)", len(batch))

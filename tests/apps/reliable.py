@@ -9,6 +9,8 @@ import os
 import socket
 import time
 
+from redis.exceptions import OutOfMemoryError
+
 from engine import Engine
 
 app = Engine("reliable")
@@ -92,3 +94,44 @@ def retry_once_later(self, key):
     if self.request.retries == 0:
         raise self.retry(countdown=3600)
     return "again"
+
+
+@app.task(bind=True, max_retries=3)
+def retry_at(self, key, when):
+    """The first run asks to run again at a datetime, Celery's spelling: ``when`` is
+    "naive" (UTC, as Celery reads a naive eta) or "aware" (another time zone)."""
+    import datetime as dt
+    app.client.incr(_runs_key(key))
+    if self.request.retries == 0:
+        soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=0.3)
+        if when == "naive":
+            eta = soon.replace(tzinfo=None)
+        else:
+            eta = soon.astimezone(dt.timezone(dt.timedelta(hours=-7)))
+        raise self.retry(eta=eta)
+    return "again"
+
+
+@app.task(bind=True)
+def hostile_retry(self, kind):
+    """Asks to retry with an eta or countdown that cannot be a time."""
+    choices = {"nan-eta": {"eta": float("nan")}, "inf-countdown": {"countdown": float("inf")},
+               "huge-countdown": {"countdown": 1e300}, "text-eta": {"eta": "tomorrow"},
+               "text-countdown": {"countdown": "soon"}, "list-eta": {"eta": [1]}}
+    raise self.retry(**choices[kind])
+
+
+@app.task
+def nap(seconds, index):
+    """Sleeps and returns ``index``; writes nothing to Redis itself (the memory tests)."""
+    time.sleep(seconds)
+    return index
+
+
+@app.task(autoretry_for=(OutOfMemoryError,), retry_backoff=0.1,
+          retry_backoff_max=0.5, retry_jitter=False, max_retries=None)
+def bump_patient(field):
+    """``bump`` that retries when its own write is refused (Redis out of memory)."""
+    app.client.hincrby(f"{app.conf.key_prefix}:chaos", field, 1)
+    time.sleep(0.01)
+    return field
