@@ -18,6 +18,15 @@ _PUBLIC = {
     "ResultSet": "engine.results",
     "Task": "engine.task",
     "crontab": "engine.schedules",
+    "signature": "engine.canvas",
+    "Signature": "engine.canvas",
+    "chain": "engine.canvas",
+    "group": "engine.canvas",
+    "chord": "engine.canvas",
+    "chunks": "engine.canvas",
+    "xmap": "engine.canvas",
+    "xstarmap": "engine.canvas",
+    "GroupResult": "engine.canvas",
 }
 
 __all__ = sorted(_PUBLIC)

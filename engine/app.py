@@ -66,6 +66,8 @@ class Engine:
         self._backend: ResultBackend | None = None
         for fn, options in SHARED:
             self._register(fn, options, app=None)
+        from engine.canvas import builtins
+        builtins.register(self)
         _apps.append(self)
         _current = self
 
@@ -230,6 +232,12 @@ class Engine:
             raise BrokerUnavailable(
                 f"cannot reach the broker at {self.conf.broker_url}: gave up after "
                 f"{self.conf.broker_connection_retries} retries ({exc})") from exc
+
+    def signature(self, name: str, args: Any = (), kwargs: dict | None = None, *,
+                  immutable: bool = False, **options: Any):
+        """A Signature of the task ``name`` (which need not be importable here)."""
+        from engine.canvas import Signature
+        return Signature(name, args, kwargs, options, immutable=immutable, app=self)
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,
                propagate: bool = True) -> list[Any]:
