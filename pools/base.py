@@ -35,6 +35,9 @@ class Job:
     soft_limit: float | None = None   #: seconds from start, None for no limit
     hard_limit: float | None = None
     ignore_result: bool = False
+    #: the decoded body when it carries canvas keys (chain, link, link_error, chord, group):
+    #: the supervisor sends its successors. None, the common case, for a plain task.
+    canvas: dict | None = None
 
 
 @dataclass(slots=True)

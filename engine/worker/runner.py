@@ -49,7 +49,9 @@ class TaskRunner:
                     # the message was delivered twice): do not run it again
                     return Outcome(job.id, SUCCESS, done, runtime=time.perf_counter() - start)
             value = task.run(*job.args, **job.kwargs)
-            encoded = b"" if (job.ignore_result or task.ignore_result) else message.dumps(value)
+            # a canvas step's result goes to its successors even when it is not stored
+            encoded = b"" if ((job.ignore_result or task.ignore_result) and job.canvas is None) \
+                else message.dumps(value)
             if task.idempotent:
                 stored = self.app.backend.mark_done(job.id, message.dumps(value))
                 if stored is not None:   # a copy running elsewhere finished first
@@ -77,8 +79,8 @@ class TaskRunner:
         """Store a SUCCESS result here and now (a prefork child's lone job: the caller waits,
         and no batch in the supervisor would share the write). False, and the supervisor
         stores it, when there is nothing to store or Redis did not take it at once."""
-        if outcome.state != SUCCESS or job.ignore_result:
-            return False
+        if outcome.state != SUCCESS or job.ignore_result or job.canvas is not None:
+            return False     # a canvas step's record (with its children) is the supervisor's
         task = self.app.tasks.get(job.task)
         if task is None or task.ignore_result:
             return False

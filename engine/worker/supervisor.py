@@ -25,6 +25,7 @@ import msgpack
 import redis
 
 from engine import control, limits, message
+from engine.canvas import worker as canvas
 from engine.worker import ossignals as signals
 from engine.broker import Broker
 from engine.events import EventBuffer
@@ -151,6 +152,7 @@ class Supervisor:
         self._records: list[tuple[str, bytes]] = []
         self._statuses: list[tuple[str, bytes]] = []
         self._extra: list[Any] = []             # callables(pipe) queued for the next flush
+        self._canvas: list[canvas.Owed] = []    # canvas successors, after records, before acks
         self._snapshot: bytes = b""
         self.presence: Presence | None = None
         self._writer = Writer(app, events_stream=self.keys.events,
@@ -331,7 +333,7 @@ class Supervisor:
         """Write now when nothing else is running (latency) or enough has gathered or the
         oldest write has waited FLUSH_DELAY (throughput: one round trip for many tasks)."""
         pending = len(self._records) + len(self._statuses) + len(self._extra) + \
-            sum(len(ids) for ids in self._acks.values())
+            len(self._canvas) + sum(len(ids) for ids in self._acks.values())
         if not pending:
             if self.events._pending:
                 self._flush()   # only when the events are due (EventBuffer.take decides)
@@ -514,7 +516,9 @@ class Supervisor:
                                    f"(task_max_deliveries={self.max_deliveries})"))
         lane.processed += 1
         if state == SUCCESS:
-            if not (job.ignore_result or delivery.task.ignore_result or outcome.stored):
+            if job.canvas is not None:
+                self._settle_canvas(delivery, outcome)   # its record, with its children
+            elif not (job.ignore_result or delivery.task.ignore_result or outcome.stored):
                 self._records.append((job.id, encode_record(
                     SUCCESS, outcome.result, retries=job.retries, task=job.task,
                     worker=self.name, runtime=outcome.runtime)))
@@ -541,11 +545,22 @@ class Supervisor:
                 FAILURE, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
                 traceback=outcome.traceback, retries=job.retries, task=job.task,
                 worker=self.name, runtime=outcome.runtime), job, delivery.task)
+            if job.canvas is not None:
+                self._settle_canvas(delivery, outcome)
             self.events.task("task-failed", job.id, job.task, exception=outcome.exc_type,
                              message=outcome.exc_message, traceback=outcome.traceback,
                              runtime=outcome.runtime)
         if not delivery.acked:
             self._acks[delivery.stream].append(delivery.entry_id)
+
+    def _settle_canvas(self, delivery: Delivery, outcome: Outcome) -> None:
+        """What a canvas step owes (engine.canvas.worker): written with its result, before
+        its ack, in the same flush."""
+        job = delivery.job
+        owed = canvas.settle(self.app, job, outcome, worker=self.name, store=not (
+            job.ignore_result or delivery.task.ignore_result or outcome.stored))
+        self._records.extend(owed.records)
+        self._canvas.append(owed)
 
     def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
         job = delivery.job
@@ -589,11 +604,12 @@ class Supervisor:
         """Hand what was gathered to the writer; write it here and now when nothing else
         runs (a thread hop less for the lone task's latency) or when ``sync``."""
         events = self.events.take(force=force_events, packed=False)
-        if not (self._records or self._acks or self._extra or self._statuses
+        if not (self._records or self._acks or self._extra or self._statuses or self._canvas
                 or events is not None):
             return
-        batch = WriteBatch(self._statuses, self._records, self._extra, self._acks, events)
-        self._statuses, self._records, self._extra = [], [], []
+        batch = WriteBatch(self._statuses, self._records, self._extra, self._acks, events,
+                           self._canvas)
+        self._statuses, self._records, self._extra, self._canvas = [], [], [], []
         self._acks = defaultdict(list)
         self._flush_due = None
         if sync or (not self.inflight and not self._writer.busy):

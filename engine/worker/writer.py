@@ -33,10 +33,14 @@ class WriteBatch:
     extras: list[Callable[[Any], None]] = field(default_factory=list)
     acks: dict[str, list[bytes]] = field(default_factory=dict)
     events: list | None = None      #: EventBuffer.take(packed=False), packed here
+    #: what canvas steps owe (``engine.canvas.worker.Owed``): sends and chord counts,
+    #: written after the records and before the acks
+    canvas: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return (len(self.statuses) + len(self.records) + len(self.extras)
-                + sum(len(ids) for ids in self.acks.values()) + (self.events is not None))
+                + sum(len(ids) for ids in self.acks.values()) + (self.events is not None)
+                + len(self.canvas))
 
 
 class Writer:
@@ -130,37 +134,60 @@ class Writer:
                     self._idle.notify_all()
 
     def _send(self, batch: WriteBatch) -> None:
-        """Results (and statuses) first, then retries, dead letters and requeues, then acks
-        and events: a crash between them re-runs a task, never loses a result."""
+        """Results (and statuses) first, then retries, dead letters and requeues, then canvas
+        successors, then acks and events: a crash between them re-runs a task, never loses
+        a result or a successor. Chord members take one round trip more: their count is
+        written, and only then the chord's body (when the count says so) and the acks."""
         app = self.app
-        backend = app.backend
-        results = backend.write_commands(batch.records, batch.statuses)
-        if results and backend.client is not app.client:
-            self._execute_raw(backend.wire, results)   # a result backend of its own
-            results = []
+        results = self._results(batch.records, batch.statuses)
         tail = app.broker.ack_commands(batch.acks)
         if batch.events is not None:
             tail.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
                          "*", "b", self.pack_events(batch.events)))
-        if batch.extras:
+        sends = [command for owed in batch.canvas for command in owed.sends]
+        steps = [owed.chord for owed in batch.canvas if owed.chord is not None]
+        if steps:
+            from engine.canvas.worker import after_chord
+            replies = self._run(results, batch.extras, sends + [s.command for s in steps])
+            later = [after_chord(app, step, reply)
+                     for step, reply in zip(steps, replies[-len(steps):])]
+            records = self._results([r for owed in later for r in owed.records], [])
+            self._run(records, [], [c for owed in later for c in owed.sends] + tail)
+        else:
+            self._run(results, batch.extras, sends + tail)
+        self.written += 1
+
+    def _results(self, records: list, statuses: list) -> list[tuple]:
+        """The commands storing records and statuses; sent here at once when the result
+        backend is a Redis of its own (then none are returned)."""
+        backend = self.app.backend
+        commands = backend.write_commands(records, statuses)
+        if commands and backend.client is not self.app.client:
+            self._execute_raw(backend.wire, commands)
+            return []
+        return commands
+
+    def _run(self, head: list[tuple], extras: list, tail: list[tuple]) -> list:
+        """``head``, the extras, then ``tail`` in one pipeline; their replies."""
+        if extras:
             # the rare extras are written against a redis-py pipeline: build one for all
-            pipe = app.client.pipeline(transaction=False)
-            for command in results:
+            pipe = self.app.client.pipeline(transaction=False)
+            for command in head:
                 pipe.execute_command(*command)
-            for extra in batch.extras:
+            for extra in extras:
                 extra(pipe)
             for command in tail:
                 pipe.execute_command(*command)
-            self._execute(pipe)
-        else:
-            self._execute_raw(app.broker.wire, results + tail)
-        self.written += 1
+            return self._execute(pipe)
+        return self._execute_raw(self.app.broker.wire, head + tail)
 
-    def _execute_raw(self, wire, commands: list[tuple]) -> None:
+    def _execute_raw(self, wire, commands: list[tuple]) -> list:
         """``_execute`` for a Wire: the same retries, the same idempotence."""
-        self._until_written(lambda: wire.pipeline(commands, retry=False))
+        if not commands:
+            return []
+        return self._until_written(lambda: wire.pipeline(commands, retry=False))
 
-    def _execute(self, pipe) -> None:
+    def _execute(self, pipe) -> list:
         """Run a pipeline, riding out a Redis restart: retry with backoff until it goes
         through or a cold shutdown gives up. Every write in it may be sent twice (a reply
         lost with the connection): results replace, acks and deletes are idempotent, retries
@@ -171,23 +198,22 @@ class Writer:
         # cache, and the pipeline loads only the scripts it knows of)
         commands, scripts = list(pipe.command_stack), set(pipe.scripts)
 
-        def send() -> None:
+        def send() -> list:
             pipe.command_stack, pipe.scripts = list(commands), set(scripts)
-            pipe.execute()
-        self._until_written(send)
+            return pipe.execute()
+        return self._until_written(send)
 
-    def _until_written(self, send: Callable[[], None]) -> None:
+    def _until_written(self, send: Callable[[], Any]) -> Any:
         """Call ``send`` until it goes through, backing off while Redis is away, or give
         up when a cold shutdown says so."""
         delay = RETRY_DELAY
         while True:
             try:
-                send()
-                return
+                return send()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self.cancelled():
                     log.error("dropping a write batch during cold shutdown: %s", exc)
-                    return
+                    return []
                 log.warning("Redis unavailable (%s); retrying the write batch in %.2f s",
                             exc, delay)
                 self.sleep(delay)
