@@ -188,7 +188,7 @@ class chain(Signature):
         if len(tasks) == 1 and not isinstance(tasks[0], dict):
             tasks = tuple(tasks[0])
         steps = [maybe_signature(t, app=app) for t in tasks]
-        super().__init__(CHAIN, (), {"tasks": steps}, options, app=app)
+        super().__init__(CHAIN, (), {"tasks": steps}, options, app=app or _app_of(steps))
 
     tasks = property(lambda self: self["kwargs"]["tasks"])
 
@@ -215,7 +215,7 @@ class group(Signature):
         if len(tasks) == 1 and not isinstance(tasks[0], dict):
             tasks = tuple(tasks[0])
         members = [maybe_signature(t, app=app) for t in tasks]
-        super().__init__(GROUP, (), {"tasks": members}, options, app=app)
+        super().__init__(GROUP, (), {"tasks": members}, options, app=app or _app_of(members))
 
     tasks = property(lambda self: self["kwargs"]["tasks"])
 
@@ -249,7 +249,8 @@ class chord(Signature):
             header = header.tasks
         members = [maybe_signature(t, app=app) for t in header]
         body = maybe_signature(body, app=app) if body is not None else None
-        super().__init__(CHORD, (), {"header": members, "body": body}, options, app=app)
+        super().__init__(CHORD, (), {"header": members, "body": body}, options,
+                         app=app or _app_of([*members, body]))
 
     header = property(lambda self: self["kwargs"]["header"])
     body = property(lambda self: self["kwargs"]["body"])
@@ -279,9 +280,9 @@ class chunks(Signature):
                  app: "Engine | None" = None, **options: Any) -> None:
         if int(n) < 1:
             raise ValueError(f"chunks: n must be at least 1, got {n}")
-        super().__init__(CHUNKS, (), {"task": maybe_signature(task, app=app),
-                                      "it": [list(item) for item in it], "n": int(n)},
-                         options, app=app)
+        task = maybe_signature(task, app=app)
+        super().__init__(CHUNKS, (), {"task": task, "it": [list(item) for item in it],
+                                      "n": int(n)}, options, app=app or _app_of([task]))
 
     def group(self) -> group:
         kw = self["kwargs"]
@@ -300,17 +301,28 @@ class chunks(Signature):
 
 def xmap(task: dict, it: Iterable[Any], *, app: "Engine | None" = None) -> Signature:
     """One task that calls ``task`` on each item (``task.map(items)``): a list back."""
-    return Signature(MAP, (), {"task": maybe_signature(task, app=app), "it": list(it)},
-                     app=app)
+    task = maybe_signature(task, app=app)
+    return Signature(MAP, (), {"task": task, "it": list(it)}, app=app or _app_of([task]))
 
 
 def xstarmap(task: dict, it: Iterable[Any], *, app: "Engine | None" = None) -> Signature:
     """``xmap`` with each item spread as the arguments (``task.starmap(pairs)``)."""
-    return Signature(STARMAP, (), {"task": maybe_signature(task, app=app),
-                                   "it": [list(item) for item in it]}, app=app)
+    task = maybe_signature(task, app=app)
+    return Signature(STARMAP, (), {"task": task, "it": [list(item) for item in it]},
+                     app=app or _app_of([task]))
 
 
 _CLASSES = {CHAIN: chain, GROUP: group, CHORD: chord, CHUNKS: chunks}
+
+
+def _app_of(parts: list) -> "Engine | None":
+    """The app of a composition made without one: its tasks' (not the current app, which
+    may be another)."""
+    for part in parts:
+        app = getattr(part, "_app", None)
+        if app is not None:
+            return app
+    return None
 
 
 def signature(varies: Any, args: Iterable[Any] = (), kwargs: dict | None = None, *,

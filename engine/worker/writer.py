@@ -144,6 +144,10 @@ class Writer:
         if batch.events is not None:
             tail.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
                          "*", "b", self.pack_events(batch.events)))
+        if not batch.canvas:
+            self._run(results, batch.extras, tail)
+            self.written += 1
+            return
         sends = [command for owed in batch.canvas for command in owed.sends]
         steps = [owed.chord for owed in batch.canvas if owed.chord is not None]
         if steps:

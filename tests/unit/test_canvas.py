@@ -183,3 +183,15 @@ def test_chunks_map_and_starmap_shapes():
     assert app.tasks["engine.starmap"](add.s(), [[1, 2], [3, 4]]) == [3, 7]
     assert app.tasks["engine.map"](mul.s(10), [1, 2]) == [10, 20]
     assert group().task == GROUP and not group().tasks
+
+
+def test_a_composition_belongs_to_its_tasks_app_not_the_current_one():
+    # Given tasks of this module's app, and another app made after it (the current one)
+    other = Engine("unit-canvas-other", broker="redis://127.0.0.1:2/0")
+    from engine.app import current_app
+    assert current_app() is other
+    # Then compositions of those tasks send through their own app
+    assert (add.s(1, 1) | mul.s(2)).app is app
+    assert group(add.s(1, 1)).app is app and chord([add.s(1, 1)], tsum.s()).app is app
+    assert add.chunks([(1, 2)], 1).app is app and add.map([1]).app is app
+    assert (add.s(1, 1) | mul.s(2)).freeze().app is app
