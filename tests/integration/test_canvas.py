@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine import AsyncResult, GroupResult, chain, chord, group
+from engine import AsyncResult, GroupResult, chain, chord, group, message
 from engine.exceptions import ChordError
 from tests.apps.canvas import (Boom, add, collect, counted, echo, fail, hop, late, mul, record,
                                step, tsum)
@@ -149,6 +149,22 @@ def test_group_result_save_and_restore_in_another_process(worker, capp, env):
     assert out.stdout.split("\n")[0] == "[1, 2, 3, 4, 5] 5 5"
     restored = GroupResult.restore(g.id, app=capp)
     assert [r.id for r in restored.results] == [r.id for r in g.results]
+
+
+def test_a_body_whose_canvas_cannot_go_on_is_dead_lettered(worker, capp):
+    # Given a step, sent raw, whose chain holds something that is not a signature
+    body = {"v": 1, "id": "bad-chain", "task": add.name, "args": [1, 2], "kwargs": {},
+            "retries": 0, "chain": [42]}
+    capp.client.xadd(capp.broker.keys.queue("default"), {"m": message.dumps(body)})
+    # Then the step ran and its result is stored, its body is filed with the reason, and the
+    # worker goes on
+    assert AsyncResult("bad-chain", capp).get(timeout=T) == 3
+    wait_for(lambda: capp.client.xlen(capp.broker.keys.dlq("default")), T,
+             message="the dead letter")
+    [(_, fields)] = capp.client.xrange(capp.broker.keys.dlq("default"))
+    assert fields[b"reason"].startswith(b"canvas: ") and b"signature" in fields[b"reason"]
+    assert message.loads(fields[b"m"])["id"] == "bad-chain"
+    assert (add.s(1, 1) | mul.s(3)).delay().get(timeout=T) == 6
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "gevent", "solo"])

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import chain, chord
+from engine import chain, chord, message
 from engine.canvas.plan import Planner
+from engine.canvas.worker import chord_keys
 from tests.apps.canvas import add, counted, step, tsum
 from tests.conftest import wait_for
 from tests.integration.canvas_helpers import APP, capp, count  # noqa: F401
@@ -80,6 +81,23 @@ def test_a_step_delivered_twice_sends_its_successors_once(capp, run_worker):
     assert cr.parent.get(timeout=T) == [2 * i for i in range(10)]
     assert add.delay(1, 1).get(timeout=T) == 2          # everything before it is done
     assert count(capp, "body") == 1
+
+
+def test_a_crash_between_the_chord_count_and_its_body_loses_no_body(capp, run_worker):
+    # Given a chord whose every member was counted, but whose last member's worker died
+    # before sending the body (its message is still there, to be delivered again)
+    ch = chord([add.s(i, 10) for i in range(3)], tsum.s())
+    r = ch.freeze()
+    members = Planner(capp).plan(ch, seed="unused")
+    results_key, _ = chord_keys(capp.conf.key_prefix, r.parent.id)
+    capp.client.hset(results_key, mapping={i: message.dumps(i + 10) for i in range(3)})
+    capp.broker.enqueue_many([(members[2].queue, members[2].body, None)])
+    # When a worker runs the redelivered member
+    run_worker("--pool", "threads", "-c", "2", app=APP)
+    # Then the body was sent, once, with every member's result
+    assert r.get(timeout=T) == 10 + 11 + 12
+    assert add.delay(1, 1).get(timeout=T) == 2
+    assert not capp.client.exists(results_key)       # forgotten once the body was sent
 
 
 def test_a_ten_thousand_member_chord_completes_and_its_keys_expire(capp, run_worker):
