@@ -22,6 +22,15 @@ _PUBLIC = {
     "get_task_logger": "engine.task",
     "signals": "engine.signals",
     "crontab": "engine.schedules",
+    "signature": "engine.canvas",
+    "Signature": "engine.canvas",
+    "chain": "engine.canvas",
+    "group": "engine.canvas",
+    "chord": "engine.canvas",
+    "chunks": "engine.canvas",
+    "xmap": "engine.canvas",
+    "xstarmap": "engine.canvas",
+    "GroupResult": "engine.canvas",
 }
 
 __all__ = sorted(_PUBLIC)

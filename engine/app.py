@@ -65,6 +65,8 @@ class Engine:
             options = dict(options)
             base = options.pop("base", None) or Task
             self.tasks.register(base(fn, None, **options))
+        from engine.canvas import builtins
+        builtins.register(self)
         set_current(self)
 
     def __repr__(self) -> str:
@@ -437,6 +439,12 @@ class Engine:
                 f"cannot reach the broker at {url}: gave up after "
                 f"{self.conf.broker_connection_retries} retries ({exc}); {what}")
         return kind(text, sent=sent, unsent=unsent, unsent_indexes=unsent_indexes)
+
+    def signature(self, name: str, args: Any = (), kwargs: dict | None = None, *,
+                  immutable: bool = False, **options: Any):
+        """A Signature of the task ``name`` (which need not be importable here)."""
+        from engine.canvas import Signature
+        return Signature(name, args, kwargs, options, immutable=immutable, app=self)
 
     def gather(self, results: Iterable[AsyncResult], timeout: float | None = None,
                propagate: bool = True) -> list[Any]:

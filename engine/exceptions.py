@@ -69,6 +69,11 @@ class TaskRevokedError(Exception):
     """The task was revoked before or while it ran."""
 
 
+class ChordError(Exception):
+    """A chord's header member failed, so its body never ran; the message names the member's
+    task id (and its exception)."""
+
+
 class TaskError(Exception):
     """A task failed and its exception type cannot be rebuilt here.
 

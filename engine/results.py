@@ -12,8 +12,9 @@ Keys (``P`` is ``key_prefix``):
                   redelivered copy returns it instead of running again
 
 A record is a msgpack array ``[state, value, exc_type, exc_message, traceback, date_done,
-retries, task, worker, runtime]``; ``value`` is spliced in already encoded by the process
-that ran the task, so a result is serialised exactly once.
+retries, task, worker, runtime]``, with an 11th item ``children`` (the ids of the tasks it
+sent: canvas successors) when there are any; ``value`` is spliced in already encoded by the
+process that ran the task, so a result is serialised exactly once.
 """
 
 from __future__ import annotations
@@ -38,16 +39,20 @@ PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED = (
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 _NONE = msgpack.packb(None)
 _FIELDS = ("state", "value", "exc_type", "exc_message", "traceback", "date_done",
-           "retries", "task", "worker", "runtime")
+           "retries", "task", "worker", "runtime", "children")
 
 
 def encode_record(state: str, value: bytes = b"", *, exc_type: str = "", exc_message: str = "",
                   traceback: str = "", retries: int = 0, task: str = "", worker: str = "",
-                  runtime: float = 0.0) -> bytes:
+                  runtime: float = 0.0, children: list[str] | None = None) -> bytes:
+    if children:
+        tail = msgpack.packb([exc_type, exc_message, traceback, time.time(), retries, task,
+                              worker, runtime, children], use_bin_type=True)
+        return b"\x9b" + msgpack.packb(state) + (value or _NONE) + tail[1:]
     tail = msgpack.packb([exc_type, exc_message, traceback, time.time(), retries, task,
                           worker, runtime], use_bin_type=True)
     # fixarray of 10: header, state, the spliced value, then the 8 packed items of ``tail``
-    # without their own fixarray header (one byte, 0x98)
+    # without their own fixarray header (one byte, 0x98); 11 with the children
     return b"\x9a" + msgpack.packb(state) + (value or _NONE) + tail[1:]
 
 
@@ -216,7 +221,7 @@ class AsyncResult:
     """
 
     def __init__(self, id: str, app: "Engine | None" = None, *, task_name: str | None = None,
-                 ignore_result: bool = False):
+                 ignore_result: bool = False, parent: "AsyncResult | None" = None):
         if app is None:
             from engine.registry import current_app
             app = current_app()
@@ -225,6 +230,9 @@ class AsyncResult:
         self.task_name = task_name
         #: sent with ignore_result: no record will come, so ``get`` returns None at once
         self.ignore_result = ignore_result
+        #: the handle of the step before this one in a chain (known where it was sent)
+        self.parent = parent
+        self._children: list | None = None
         self._record: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -274,6 +282,17 @@ class AsyncResult:
         return record["value"]
 
     info = result
+
+    @property
+    def children(self) -> list:
+        """Handles of what this task sent when it finished (the next step of its chain,
+        its links; a group's members): known at once where the canvas was sent, else read
+        from the stored result once the task has ended (empty before)."""
+        if self._children is not None:
+            return list(self._children)
+        record = self._fetch()
+        ids = (record or {}).get("children") or []
+        return [AsyncResult(i, self.app, parent=self) for i in ids]
 
     @property
     def traceback(self) -> str | None:

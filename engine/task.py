@@ -23,6 +23,7 @@ from engine.exceptions import ExceptionInfo, MaxRetriesExceededError, Retry
 if TYPE_CHECKING:
     from engine import eager, results
     from engine.app import Engine
+    from engine.canvas import Signature
 
 #: options ``@app.task`` accepts, with their defaults (also the class attributes of Task, so
 #: a subclass or a class-based task sets them as attributes)
@@ -317,9 +318,19 @@ class Task:
                     time_limit: float | None = None, task_id: str | None = None,
                     ignore_result: bool | None = None,
                     headers: dict | None = None, unique_for: float | None = None,
-                    priority: int | None = None) -> "results.AsyncResult":
+                    priority: int | None = None, link: Any = None,
+                    link_error: Any = None) -> "results.AsyncResult":
         """Send with options; ``headers`` (a dict) travel in the message and are
-        ``self.request.headers`` in the task."""
+        ``self.request.headers`` in the task. ``link``: signature(s) sent with this task's
+        result first when it succeeds; ``link_error``: signature(s) sent with its id first
+        when it fails."""
+        if link is not None or link_error is not None:
+            given = {"countdown": countdown, "eta": eta, "expires": expires, "queue": queue,
+                     "soft_time_limit": soft_time_limit, "time_limit": time_limit,
+                     "task_id": task_id, "ignore_result": ignore_result, "link": link,
+                     "link_error": link_error}
+            return self.signature(args, kwargs, **{k: v for k, v in given.items()
+                                                   if v is not None}).apply_async()
         return self.app.send(self, args or (), kwargs or {}, countdown=countdown, eta=eta,
                              expires=expires, queue=queue, soft_time_limit=soft_time_limit,
                              time_limit=time_limit, task_id=task_id,
@@ -377,7 +388,37 @@ class Task:
                               soft_time_limit=soft_time_limit, time_limit=time_limit,
                               task_id=task_id, ignore_result=ignore_result)
 
-    def delay_many(self, calls: Any, *, queue: str | None = None) -> list["results.AsyncResult"]:
+    # -- signatures (engine.canvas) ----------------------------------------------------
+    def signature(self, args: tuple | list = (), kwargs: dict | None = None, *,
+                  immutable: bool = False, **options: Any) -> "Signature":
+        """``add.signature((2, 2), {}, countdown=1, queue="math")``."""
+        from engine.canvas import Signature
+        return Signature(self, args, kwargs, options, immutable=immutable, app=self._app)
+
+    def s(self, *args: Any, **kwargs: Any) -> "Signature":
+        """A signature of this call; a parent's result, when it has one, comes first."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> "Signature":
+        """An immutable signature: it never takes a parent's result."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> "Signature":
+        """One task calling this one on each item: ``add1.map([1, 2])`` -> [2, 3]."""
+        from engine.canvas import xmap
+        return xmap(self.s(), it, app=self._app)
+
+    def starmap(self, it: Any) -> "Signature":
+        """As ``map``, each item spread: ``add.starmap([(1, 2), (3, 4)])`` -> [3, 7]."""
+        from engine.canvas import xstarmap
+        return xstarmap(self.s(), it, app=self._app)
+
+    def chunks(self, it: Any, n: int) -> "Signature":
+        """The items in parts of ``n``, one task per part: a list of lists back."""
+        from engine.canvas import chunks
+        return chunks(self.s(), it, n, app=self._app)
+
+    def delay_many(self, calls: Any, *, queue: str | None = None) -> list["AsyncResult"]:
         """Send many calls in pipelined round trips. Each item is an args tuple, or an
         (args, kwargs) pair when it is a 2-tuple whose second item is a dict."""
         return self.app.send_many(self, calls, queue=queue)

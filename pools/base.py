@@ -36,6 +36,9 @@ class Job:
     hard_limit: float | None = None
     ignore_result: bool = False
     headers: dict | None = None       #: the sender's custom headers (``self.request.headers``)
+    #: the decoded body when it carries canvas keys (chain, link, link_error, chord, group):
+    #: the supervisor sends its successors. None, the common case, for a plain task.
+    canvas: dict | None = None
 
 
 @dataclass(slots=True)

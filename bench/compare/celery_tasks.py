@@ -56,3 +56,20 @@ def payload(data):
 @app.task(ignore_result=False)
 def echo(x):
     return x
+
+
+# -- canvas workloads (chord, chain): results stored, as a chord needs them (its Redis
+# backend counts the members' results) and as the chain's handle does
+@app.task(ignore_result=False)
+def cmember():
+    return None
+
+
+@app.task(ignore_result=False)
+def ccount(results):
+    return len(results)
+
+
+@app.task(ignore_result=False)
+def cstep(x):
+    return x + 1

@@ -26,9 +26,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: ``stored`` is the no-op with its (None) result stored by the worker, as a caller that
 #: wants results would have it; every other throughput workload ignores results
-WORKLOADS = ("noop", "stored", "latency", "sleep", "cpu", "payload")
+WORKLOADS = ("noop", "stored", "latency", "sleep", "cpu", "payload", "chord", "chain")
 DEFAULT_N = {"noop": 20000, "stored": 20000, "latency": 500, "sleep": 2000, "cpu": 200,
-             "payload": 5000}
+             "payload": 5000, "chord": 1000, "chain": 100}
+#: canvas workloads (``chord``: n no-op members and a callback that counts their results;
+#: ``chain``: n steps, each adding one): timed from the send to the final result, on a
+#: worker that is up and warmed, CANVAS_ROUNDS times a run (the median is reported)
+CANVAS = ("chord", "chain")
+CANVAS_ROUNDS = 5
 SLEEP_S = 0.05
 PAYLOAD_BYTES = 10 * 1024
 CPU_MS = 20.0
@@ -381,6 +386,11 @@ class Driver:
         """One delay(x).get() of the echo task; returns the value."""
         raise NotImplementedError
 
+    def canvas(self, workload, n, timeout):
+        """Send one chord of n members (or chain of n steps) and wait for its result; returns
+        the value (n: the callback counts n results, the chain adds one n times)."""
+        raise NotImplementedError
+
     def versions(self):
         return {}
 
@@ -416,6 +426,8 @@ def run(driver, argv=None):
             out["payload_bytes"] = args.payload_bytes
         if args.workload == "latency":
             out.update(_run_latency(driver, args, workers))
+        elif args.workload in CANVAS:
+            out.update(_run_canvas(driver, args, workers))
         else:
             # pre-enqueued backlog: the enqueue is timed alone, with no worker competing
             t0 = time.perf_counter()
@@ -504,6 +516,36 @@ def _run_latency(driver, args, workers):
     if args.samples:
         res["latencies_ms"] = [round(x, 4) for x in lat]
     return res
+
+
+def _run_canvas(driver, args, workers):
+    for argv_, env in driver.worker_commands(args):
+        workers.start(argv_, env)
+    sampler = RssSampler(workers.pids)
+    sampler.start()
+    deadline = time.monotonic() + min(args.timeout, 120)
+    while True:
+        workers.check_alive()
+        try:
+            driver.roundtrip(0, 2.0)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+    driver.canvas(args.workload, min(args.n, 50), 60.0)     # warm-up, not timed
+    times = []
+    for _ in range(CANVAS_ROUNDS):
+        t = time.perf_counter()
+        value = driver.canvas(args.workload, args.n, args.timeout)
+        times.append(time.perf_counter() - t)
+        if value != args.n:
+            raise AssertionError(f"{args.workload} returned {value!r}, expected {args.n}")
+    sampler.stop()
+    s = sorted(times)
+    median = s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+    return {"first_to_last_s": median, "canvas_s": times, "tasks_per_s": args.n / median,
+            "worker_rss_peak_mb": sampler.peak / 2**20, "worker_cpu_s": sampler.cpu_s,
+            "worker_procs": sampler.nprocs}
 
 
 def chunks(total, size):

@@ -79,6 +79,16 @@ class EngineDriver(common.Driver):
     def roundtrip(self, x, timeout):
         return self.t.echo.delay(x).get(timeout=timeout)
 
+    def canvas(self, workload, n, timeout):
+        from engine import chain, chord
+
+        t = self.t
+        if workload == "chord":
+            r = chord([t.cmember.s() for _ in range(n)], t.ccount.s()).delay()
+        else:
+            r = chain(t.cstep.s(0), *[t.cstep.s() for _ in range(n - 1)]).delay()
+        return r.get(timeout=timeout)
+
     def versions(self):
         try:
             from importlib.metadata import version

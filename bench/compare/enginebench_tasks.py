@@ -50,3 +50,20 @@ def payload(data):
 @app.task
 def echo(x):
     return x
+
+
+# -- canvas workloads (chord, chain): results stored, as the chord and the chain's handle
+# need them (Celery's too)
+@app.task
+def cmember():
+    return None
+
+
+@app.task
+def ccount(results):
+    return len(results)
+
+
+@app.task
+def cstep(x):
+    return x + 1

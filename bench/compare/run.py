@@ -80,8 +80,12 @@ MATRIX = {
     "payload": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2),
                 cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
                 cfg("ardiq", "async", ARDIQ_WIDE, procs=2)],
+    # canvas (issue 15): send to final result, median of common.CANVAS_ROUNDS a run
+    "chord": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2)],
+    "chain": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2)],
 }
-QUICK_N = {"noop": 2000, "stored": 2000, "latency": 100, "sleep": 500, "cpu": 50, "payload": 1000}
+QUICK_N = {"noop": 2000, "stored": 2000, "latency": 100, "sleep": 500, "cpu": 50, "payload": 1000,
+           "chord": 200, "chain": 20}
 # which engine pool answers a rival's pool when no engine row has the same pool and -c
 POOL_EQUIV = {"greenlet": "gevent", "process": "prefork", "async": "gevent"}
 
@@ -395,6 +399,11 @@ def targets(summary):
     cs = g("cpu", "engine solo -c 1", "start_to_last_s")
     if cp and cs:
         add("cpu 200x20ms: prefork -c 2 time / solo time", cp / cs, "<= 0.55", cp / cs <= 0.55)
+    for w, bar in (("chord", 10), ("chain", 5)):     # canvas (issue 15): send to result
+        e = g(w, "engine prefork -c 2", "first_to_last_s")
+        r = g(w, "celery prefork -c 2", "first_to_last_s")
+        if e and r:
+            add(f"{w} prefork -c 2: celery time / engine time", r / e, f">= {bar}", r / e >= bar)
     return t
 
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.broker import Broker
+
+if TYPE_CHECKING:
+    from engine.canvas.worker import Owed
 
 
 @dataclass(slots=True)
@@ -27,10 +31,14 @@ class WriteBatch:
     commands: list[tuple] = field(default_factory=list)               #: after the results
     acks: dict[str, list[bytes]] = field(default_factory=dict)        #: stream -> entry ids
     events: list | None = None      #: EventBuffer.take(packed=False), packed by the writer
+    #: what canvas steps owe (``engine.canvas.worker.Owed``): successors and chord counts,
+    #: written after the records and before the acks
+    canvas: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return (len(self.statuses) + len(self.records) + len(self.commands)
-                + sum(len(ids) for ids in self.acks.values()) + (self.events is not None))
+                + sum(len(ids) for ids in self.acks.values()) + (self.events is not None)
+                + len(self.canvas))
 
 
 class Ledger:
@@ -45,6 +53,7 @@ class Ledger:
         self.records: list[tuple[str, bytes]] = []
         self.commands: list[tuple] = []
         self.acks: defaultdict[str, list[bytes]] = defaultdict(list)
+        self.canvas: list = []
         self._owed = 0
         self._since: float | None = None   # monotonic time of the oldest owed write
 
@@ -93,11 +102,19 @@ class Ledger:
         self.commands.extend(commands)
         self._owed += len(commands)
 
+    def canvas_step(self, owed: "Owed") -> None:
+        """What a canvas step owes (``engine.canvas.worker.settle``): its records now, its
+        successors and chord count in the writer's canvas order."""
+        self.records.extend(owed.records)
+        self.canvas.append(owed)
+        self._owed += len(owed.records) + 1
+
     # -- handing over ------------------------------------------------------------------
     def take(self, events: list | None = None) -> WriteBatch | None:
         """Everything noted since the last take, with ``events``; None when nothing is."""
         if not self._owed and events is None:
             return None
-        batch = WriteBatch(self.statuses, self.records, self.commands, self.acks, events)
+        batch = WriteBatch(self.statuses, self.records, self.commands, self.acks, events,
+                           self.canvas)
         self._new()
         return batch

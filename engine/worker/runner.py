@@ -143,7 +143,9 @@ class TaskRunner:
 
     def succeeded(self, task: "Task", job: Job, value: Any, start: float) -> Outcome:
         """The Outcome of a run that returned ``value``; raises when it cannot be encoded."""
-        encoded = b"" if (job.ignore_result or task.ignore_result) else message.dumps(value)
+        # a canvas step's result goes to its successors even when it is not stored
+        encoded = b"" if ((job.ignore_result or task.ignore_result) and job.canvas is None) \
+            else message.dumps(value)
         if task.idempotent:
             stored = self.app.backend.mark_done(job.id, message.dumps(value))
             if stored is not None:   # a copy running elsewhere finished first
@@ -175,8 +177,8 @@ class TaskRunner:
         stores it, when there is nothing to store or Redis did not take it at once."""
         if outcome.stored:
             return True          # nothing to write (Ignore)
-        if outcome.state != SUCCESS or job.ignore_result:
-            return False
+        if outcome.state != SUCCESS or job.ignore_result or job.canvas is not None:
+            return False     # a canvas step's record (with its children) is the supervisor's
         task = self.app.tasks.get(job.task)
         if task is None or task.ignore_result:
             return False

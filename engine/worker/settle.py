@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine import flow, message
+from engine.canvas import worker as canvas
 from engine import signals as hooksig
 from engine.worker import hooks
 from engine.logs import task_context
@@ -33,8 +34,9 @@ log = logging.getLogger("engine.worker")
 
 
 class Settler:
-    def __init__(self, worker: str, ledger: "Ledger", events: "EventBuffer", *,
+    def __init__(self, app: Any, worker: str, ledger: "Ledger", events: "EventBuffer", *,
                  max_deliveries: int, limiter: "Limiter") -> None:
+        self.app = app
         self.worker = worker
         self.ledger = ledger
         self.events = events
@@ -75,7 +77,9 @@ class Settler:
                                     f"{self.max_deliveries})")
         lane.processed += 1
         if state == SUCCESS:
-            if not (job.ignore_result or delivery.task.ignore_result or outcome.stored):
+            if job.canvas is not None:
+                self._canvas(delivery, outcome)   # its record, with its children
+            elif not (job.ignore_result or delivery.task.ignore_result or outcome.stored):
                 self.ledger.record(job.id, encode_record(
                     SUCCESS, outcome.result, retries=job.retries, task=job.task,
                     worker=self.worker, runtime=outcome.runtime))
@@ -176,6 +180,8 @@ class Settler:
         self.events.task("task-failed", job.id, job.task, exception=outcome.exc_type,
                          message=outcome.exc_message, traceback=outcome.traceback,
                          runtime=outcome.runtime)
+        if job.canvas is not None:
+            self._canvas(delivery, outcome)   # the chain's later steps, errbacks, chord
 
     def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
         job = delivery.job
@@ -202,6 +208,15 @@ class Settler:
                     extra=task_context(job.id, job.task, job.queue, self.worker))
         self.events.task("task-retried", job.id, job.task, retries=retries,
                          exception=outcome.exc_type, message=outcome.exc_message)
+
+    def _canvas(self, delivery: Delivery, outcome: Outcome) -> None:
+        """What a canvas step owes (``engine.canvas.worker``): written with its result,
+        its successors before its ack."""
+        job = delivery.job
+        self.ledger.canvas_step(canvas.settle(self.app, job, outcome, worker=self.worker,
+                                              store=not (job.ignore_result or
+                                                         delivery.task.ignore_result or
+                                                         outcome.stored)))
 
     def _store(self, delivery: Delivery, record: bytes) -> None:
         if not (delivery.job.ignore_result or delivery.task.ignore_result):

@@ -108,7 +108,7 @@ class Supervisor:
                                   maxlen=int(conf.events_maxlen))
         self.ledger = Ledger(app.broker)
         self.limiter = Limiter(app, self.name)
-        self.settler = Settler(self.name, self.ledger, self.events, limiter=self.limiter,
+        self.settler = Settler(app, self.name, self.ledger, self.events, limiter=self.limiter,
                                max_deliveries=int(conf.task_max_deliveries))
         self.intake = Intake(app, self.name, self.ledger, self.events, limiter=self.limiter,
                              revoked=self.settler.revoked)

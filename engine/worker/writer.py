@@ -192,7 +192,9 @@ class Writer:
             tail.append(("XADD", self.events_stream, "MAXLEN", "~", self.events_maxlen,
                          "*", "b", self.pack_events(batch.events)))
         wire = app.broker.wire
-        if (batch.commands or self.pressure.refusing) and commands:
+        if batch.canvas:
+            commands = self._canvas(wire, commands, batch.canvas)
+        if (batch.commands or batch.canvas or self.pressure.refusing) and commands:
             # Redis out of memory refuses XADD, ZADD and SET but takes XACK: an ack must not
             # go through for a retry, dead letter or parked copy it refused (a crash then
             # would lose the message), so those first, the acks once they are in. Batches
@@ -205,22 +207,41 @@ class Writer:
             self._until_written(wire, commands)
         self.written += 1
 
-    def _until_written(self, wire, commands: list[tuple]) -> None:
+    def _canvas(self, wire, commands: list[tuple], owed: list) -> list[tuple]:
+        """Canvas steps' successors go after the results (``engine.canvas.worker``). Chord
+        members take one round trip more: the results, sends and chord counts are written
+        now, and what the counts say (the chord's body, or its failure) is returned to go
+        before the acks, so that no member is acked before its chord's body is sent."""
+        sends = [command for step in owed for command in step.sends]
+        steps = [step.chord for step in owed if step.chord is not None]
+        if not steps:
+            return commands + sends
+        from engine.canvas.worker import after_chord
+        replies = self._until_written(wire, commands + sends + [s.command for s in steps])
+        later = [after_chord(self.app, step, reply)
+                 for step, reply in zip(steps, replies[-len(steps):])]
+        records = self.app.backend.write_commands(
+            [record for step in later for record in step.records], [])
+        return records + [command for step in later for command in step.sends]
+
+    def _until_written(self, wire, commands: list[tuple]) -> list:
         """Send ``commands`` until Redis has taken each of them, or a cold shutdown gives
         up. A dropped connection resends them all (each may run twice: see ``_send``); a
         command Redis refuses for now (out of memory, a read-only replica, a busy script)
         is sent again alone, with backoff, while those it took stay taken; one it refuses
         for good (a wrong type, a bug) is logged and not sent again."""
         delay = RETRY_DELAY
-        pending = commands
+        found: list = [None] * len(commands)   # each command's last reply
+        pending = list(range(len(commands)))
         refused_before = False
         while True:
             try:
-                replies = wire.pipeline(pending, retry=False, raise_on_error=False)
+                replies = wire.pipeline([commands[i] for i in pending], retry=False,
+                                        raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self.cancelled():
                     log.error("dropping a write batch during cold shutdown: %s", exc)
-                    return
+                    return found
                 self._outage_log.warning("Redis unavailable (%s); retrying the write batch "
                                          "(%d command(s)), backing off up to %.1f s", exc,
                                          len(pending), RETRY_DELAY_MAX)
@@ -230,30 +251,33 @@ class Writer:
             except redis.DataError as exc:
                 # nothing was sent: a command carries an argument no command can (a bug
                 # upstream); drop that one, send the others
-                pending = self._packable(pending, exc)
+                packable = self._packable([commands[i] for i in pending], exc)
+                pending = [i for i in pending if commands[i] in packable]
                 continue
-            again: list[tuple] = []
+            again: list[int] = []
             first = None
-            for command, reply in zip(pending, replies):
+            for index, reply in zip(pending, replies):
+                found[index] = reply
                 if isinstance(reply, redis.ResponseError):
                     if _passing(reply):
-                        again.append(command)
+                        again.append(index)
                         first = first or reply
                     else:
                         self._error_log.warning("Redis refused %s for good (%s): not sent "
-                                                "again", command[0], reply)
+                                                "again", commands[index][0], reply)
             if not again:
                 if refused_before:
                     self.pressure.owed = 0
                     self.pressure.accepted()
-                return
+                return found
             if self.cancelled():
-                log.error("dropping %s (refused: %s) during cold shutdown", _names(again),
-                          first)
-                return
+                log.error("dropping %s (refused: %s) during cold shutdown",
+                          _names([commands[i] for i in again]), first)
+                return found
             refused_before = True
             self.pressure.owed = len(again)
-            detail = (f"writer: {_names(again)} of {len(pending)} command(s) refused, the "
+            detail = (f"writer: {_names([commands[i] for i in again])} of {len(pending)} "
+                      f"command(s) refused, the "
                       f"other {len(pending) - len(again)} went through; {first}")
             if is_oom(first):
                 self.pressure.refused(detail)
