@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, Iterable
 
+from engine.broker import EnqueueError
 from engine.canvas.plan import (CHAIN, CHORD, CHUNKS, GROUP, MAP, OPTIONS, STARMAP,
                                 CanvasError, Planner)
 
@@ -362,8 +363,12 @@ def send(sig: Signature, app: "Engine") -> "AsyncResult | GroupResult":
     messages in pipelined batches; everything is encoded before the first byte is sent."""
     result = _freeze(sig, app, None, _ids())
     outgoing = Planner(app).plan(sig, seed=str(uuid.uuid4()))
-    with app._sending():
+    try:
         app.broker.enqueue_many([(o.queue, o.body, o.eta) for o in outgoing])
+    except EnqueueError as exc:   # one clear error, saying how much of it went out
+        raise app._send_error(exc.error, sent=[], unsent=[], unsent_indexes=exc.unsent,
+                              what=f"{len(exc.sent)} of the canvas's {len(outgoing)} first "
+                              f"messages were queued") from exc.error
     return result
 
 
