@@ -7,9 +7,7 @@ app can be defined at import time without any Redis running.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
-import math
 import threading
 import time
 import uuid
@@ -17,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from engine import loader, message, routing, signals, signing, tracing, urls
+from engine.urls import connect
+from engine.message import absolute_time as _absolute, finite_seconds as _finite
 from engine.broker import Broker, EnqueueError
 from engine.config import Config, import_object
 from engine.exceptions import BrokerOutOfMemory, BrokerUnavailable, ConfigurationError
@@ -275,10 +273,11 @@ class Engine:
         if unique_for:
             return self._send_unique(name, task, args, kwargs, queue, unique_for, options)
         if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
-            return self._publish_signalled(name, task, args, kwargs, queue, options)
+            return signals.publish(self, name, task, args, kwargs, queue, options,
+                                   ignore_result=ignored(task, options))
         task_id, body, when = self._body(name, args, kwargs, task=task, **options)
         self._enqueue(name, task_id, queue, body, when, priority)
-        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
+        return AsyncResult(task_id, self, task_name=name, ignore_result=ignored(task, options))
 
     def _send_unique(self, name: str, task: Task | None, args: Any, kwargs: dict,
                      queue: str, seconds: float, options: dict) -> AsyncResult:
@@ -298,29 +297,7 @@ class Engine:
         _, body, when = self._body(name, args, kwargs, task=task, task_id=task_id,
                                    unique=key, **options)
         self._enqueue(name, task_id, queue, body, when, options.get("priority", 0))
-        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
-
-    def _publish_signalled(self, name: str, task: Task | None, args: Any, kwargs: dict,
-                           queue: str, options: dict) -> AsyncResult:
-        """The publish path with before/after_task_publish receivers: ``headers`` hold the
-        message's fields (Celery's ``headers['id']``, ``['task']``) and its custom headers;
-        keys a receiver adds travel as custom headers (``self.request.headers``)."""
-        task_id = options.get("task_id") or str(uuid.uuid4())
-        custom = dict(options.get("headers") or {})
-        headers = {**custom, "id": task_id, "task": name, "retries": 0,
-                   "eta": options.get("eta"), "expires": options.get("expires")}
-        body = (list(args), kwargs, {})
-        signals.before_task_publish.send(
-            sender=name, body=body, exchange="", routing_key=queue, headers=headers,
-            properties={}, declare=[], retry_policy=None)
-        custom = {k: v for k, v in headers.items() if k not in _MESSAGE_HEADERS}
-        options = {**options, "task_id": task_id, "headers": custom or None}
-        task_id, raw, when = self._body(name, args, kwargs, task=task, **options)
-        self._enqueue(name, task_id, queue, raw, when, options.get("priority", 0))
-        if signals.after_task_publish.receivers:
-            signals.after_task_publish.send(sender=name, headers=headers, body=body,
-                                            exchange="", routing_key=queue)
-        return AsyncResult(task_id, self, task_name=name, ignore_result=_ignored(task, options))
+        return AsyncResult(task_id, self, task_name=name, ignore_result=ignored(task, options))
 
     def route(self, name: str, task: Task | None, args: Any, kwargs: dict,
               queue: str | None, options: dict) -> str:
@@ -473,11 +450,8 @@ class _SendSettings:
     routes: routing.Routes | None
 
 
-#: the message fields in before_task_publish's ``headers`` (the rest are custom headers)
-_MESSAGE_HEADERS = frozenset({"id", "task", "retries", "eta", "expires"})
-
-
-def _ignored(task: Task | None, options: dict) -> bool:
+def ignored(task: Task | None, options: dict) -> bool:
+    """Whether a send's result is ignored (the option, else the task's)."""
     ignore = options.get("ignore_result")
     return bool(task is not None and task.ignore_result) if ignore is None else bool(ignore)
 
@@ -496,39 +470,6 @@ def _numbered(index: int, check: Callable, *args: Any) -> None:
         check(*args)
     except TypeError as exc:
         raise TypeError(f"call {index}: {exc}") from None
-
-
-def connect(url: str, *, conf: Config | None = None) -> redis.Redis:
-    """A client that rides out short outages: a command that meets a dropped connection
-    or a restarting Redis (or, through Sentinel, a failover) is retried with doubling waits,
-    then raises ConnectionError. Every URL scheme of ``engine.urls``.
-    No socket timeout: blocking reads (BLMOVE in ``get``, XREADGROUP) wait longer."""
-    conf = conf or Config()
-    retry = Retry(ExponentialBackoff(cap=float(conf.broker_connection_backoff_max), base=0.1),
-                  int(conf.broker_connection_retries))
-    return urls.make_client(url, transport_options=conf.broker_transport_options,
-                            socket_connect_timeout=5, retry=retry,
-                            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
-
-
-def _absolute(when: Any, name: str = "time") -> float:
-    """Seconds from now or a datetime -> unix seconds."""
-    if isinstance(when, _dt.datetime):
-        if when.tzinfo is None:
-            when = when.astimezone()   # naive means local time
-        return when.timestamp()
-    if isinstance(when, (int, float)):
-        return time.time() + _finite(name, when)
-    raise TypeError(f"{name}: expected seconds or a datetime, got {type(when).__name__}")
-
-
-def _finite(name: str, seconds: Any) -> float:
-    """``seconds`` as a float; ValueError when it is not finite: an eta of +inf would park
-    the message for ever, and NaN compares false with every clock."""
-    value = float(seconds)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
-    return value
 
 
 def load_app(target: str) -> Engine:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import math
+import time
 import os
 import uuid
 from typing import Any
@@ -339,3 +340,24 @@ def uuid4_strings(block: int = 256):
         for i in range(0, 32 * block, 32):
             h = raw[i:i + 32]
             yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+def absolute_time(when: Any, name: str = "time") -> float:
+    """Seconds from now or a datetime -> unix seconds (the wire's ``eta``/``expires``);
+    ValueError for a number that is not finite."""
+    if isinstance(when, _dt.datetime):
+        if when.tzinfo is None:   # naive means UTC (Celery's rule)
+            when = when.replace(tzinfo=_dt.timezone.utc)
+        return when.timestamp()
+    if isinstance(when, (int, float)):
+        return time.time() + finite_seconds(name, when)
+    raise TypeError(f"{name}: expected seconds or a datetime, got {type(when).__name__}")
+
+
+def finite_seconds(name: str, seconds: Any) -> float:
+    """``seconds`` as a float; ValueError when it is not finite: an eta of +inf would park
+    the message for ever, and NaN compares false with every clock."""
+    value = float(seconds)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
+    return value

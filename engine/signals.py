@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 import weakref
 from typing import Any, Callable
 
@@ -232,3 +233,31 @@ setup_logging = Signal("setup_logging", providing_args=(
     "loglevel", "logfile", "format", "colorize"),
     doc="Connected: the command line leaves logging to its handlers.")
 import_modules = Signal("import_modules", doc="The app imports its task modules (sender: app).")
+
+
+#: the message fields in before_task_publish's ``headers`` (the rest are custom headers)
+_MESSAGE_HEADERS = frozenset({"id", "task", "retries", "eta", "expires"})
+
+
+def publish(app: Any, name: str, task: Any, args: Any, kwargs: dict, queue: str,
+            options: dict, *, ignore_result: bool) -> Any:
+    """``Engine``'s publish path when before/after_task_publish have receivers: ``headers``
+    hold the message's fields (Celery's ``headers['id']``, ``['task']``) and its custom
+    headers; keys a receiver adds travel as custom headers (``self.request.headers``)."""
+    from engine.results import AsyncResult
+    task_id = options.get("task_id") or str(uuid.uuid4())
+    custom = dict(options.get("headers") or {})
+    headers = {**custom, "id": task_id, "task": name, "retries": 0,
+               "eta": options.get("eta"), "expires": options.get("expires")}
+    body = (list(args), kwargs, {})
+    before_task_publish.send(
+        sender=name, body=body, exchange="", routing_key=queue, headers=headers,
+        properties={}, declare=[], retry_policy=None)
+    custom = {k: v for k, v in headers.items() if k not in _MESSAGE_HEADERS}
+    options = {**options, "task_id": task_id, "headers": custom or None}
+    task_id, raw, when = app._body(name, args, kwargs, task=task, **options)
+    app._enqueue(name, task_id, queue, raw, when, options.get("priority", 0))
+    if after_task_publish.receivers:
+        after_task_publish.send(sender=name, headers=headers, body=body, exchange="",
+                                routing_key=queue)
+    return AsyncResult(task_id, app, task_name=name, ignore_result=ignore_result)

@@ -9,16 +9,16 @@ import datetime
 import functools
 import inspect
 import keyword
-import logging
 import math
 import random
-import threading
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from engine import message
 from engine.exceptions import ExceptionInfo, MaxRetriesExceededError, Retry
+# what a running task knows: engine.request (re-exported here, where the worker finds them)
+from engine.request import (Request, _async_request, _context, current_task,  # noqa: F401
+                            get_current_task, get_task_logger, pop_request, push_request,
+                            set_async_request)
 
 if TYPE_CHECKING:
     from engine import eager, results
@@ -54,105 +54,6 @@ TASK_OPTIONS: dict[str, Any] = {
 HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
 
 
-@dataclass
-class Request:
-    """What a running task knows about its call (``self.request`` in bound tasks).
-
-    ``engine.worker.runner`` builds it with positional arguments (the cheap way): a new
-    field goes at the end."""
-
-    id: str | None = None
-    task: str | None = None
-    args: list = field(default_factory=list)
-    kwargs: dict = field(default_factory=dict)
-    retries: int = 0
-    hostname: str | None = None
-    queue: str | None = None
-    called_directly: bool = True
-    headers: dict | None = None     #: ``apply_async(headers=...)``, as sent
-    is_eager: bool = False
-
-    @property
-    def name(self) -> str | None:
-        """The task name (Celery's worker request spells it so)."""
-        return self.task
-
-
-class _Context(threading.local):
-    # threading.local becomes greenlet-local once gevent has patched the process
-    def __init__(self) -> None:
-        self.stack: list[Request] = []
-        self.tasks: list["Task"] = []
-
-
-_context = _Context()
-#: the Request of the ``async def`` task running in this asyncio task: coroutines share
-#: their thread (and, in gevent, run in the loop's greenlet), so a thread-local cannot say
-_async_request: ContextVar[Request | None] = ContextVar("engine_request", default=None)
-
-
-def push_request(request: Request, task: "Task | None" = None) -> None:
-    _context.stack.append(request)
-    _context.tasks.append(task)
-
-
-def pop_request() -> None:
-    _context.stack.pop()
-    _context.tasks.pop()
-
-
-def get_current_task() -> "Task | None":
-    """The task running in this thread (greenlet), or None."""
-    tasks = _context.tasks
-    return tasks[-1] if tasks else None
-
-
-class _CurrentTask:
-    """``engine.current_task``: Celery's proxy to the running task (false outside one);
-    ``current_task.request.id``, ``current_task.name``."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        task = get_current_task()
-        if task is None:
-            raise AttributeError(f"no task is running here (current_task.{name})")
-        return getattr(task, name)
-
-    def __bool__(self) -> bool:
-        return get_current_task() is not None
-
-    def __repr__(self) -> str:
-        return f"<current_task: {get_current_task()!r}>"
-
-
-current_task = _CurrentTask()
-
-
-class _TaskContext(logging.Filter):
-    """Puts ``task_id`` and ``task_name`` on every record of a task logger (``"???"``
-    outside a task), for formats such as ``%(task_name)s[%(task_id)s]``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        stack = _context.stack
-        request = stack[-1] if stack else None
-        record.task_id = (request.id if request else None) or "???"
-        record.task_name = (request.task if request else None) or "???"
-        return True
-
-
-_TASK_CONTEXT = _TaskContext()
-
-
-def get_task_logger(name: str) -> logging.Logger:
-    """A logger for task modules (Celery's ``get_task_logger``): ``name`` under the
-    ``engine.task`` logger, its records carrying ``task_id`` and ``task_name``."""
-    logger = logging.getLogger(f"engine.task.{name}")
-    if _TASK_CONTEXT not in logger.filters:
-        logger.addFilter(_TASK_CONTEXT)
-    return logger
-
-
 def check_priority(priority: Any) -> int:
     """0 to 9 (None: 0); anything else is a ValueError."""
     if priority is None:
@@ -160,11 +61,6 @@ def check_priority(priority: Any) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         raise ValueError(f"priority must be a whole number from 0 to 9, got {priority!r}")
     return priority
-
-
-def set_async_request(request: Request | None) -> None:
-    """Set the Request seen by ``self.request`` in the current asyncio task's context."""
-    _async_request.set(request)
 
 
 class Task:

@@ -32,6 +32,8 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, to_bool
 from redis.sentinel import Sentinel
 
@@ -133,3 +135,18 @@ def _db(text: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"the database must be a number, got {text!r}") from None
+
+
+def connect(url: str, *, conf: Any = None) -> redis.Redis:
+    """A client that rides out short outages: a command that meets a dropped connection
+    or a restarting Redis (or, through Sentinel, a failover) is retried with doubling waits,
+    then raises ConnectionError. Every URL scheme of this module.
+    No socket timeout: blocking reads (BLMOVE in ``get``, XREADGROUP) wait longer."""
+    if conf is None:
+        from engine.config import Config   # the defaults (config imports nothing of ours)
+        conf = Config()
+    retry = Retry(ExponentialBackoff(cap=float(conf.broker_connection_backoff_max), base=0.1),
+                  int(conf.broker_connection_retries))
+    return make_client(url, transport_options=conf.broker_transport_options,
+                            socket_connect_timeout=5, retry=retry,
+                            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
