@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engine.canvas.plan import MAP, STARMAP
+from engine.task import Task
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -23,5 +24,7 @@ def register(app: "Engine") -> None:
         sig = maybe_signature(task, app=app)
         return [sig(*item) for item in it]
 
-    app.task(name=MAP)(map_items)
-    app.task(name=STARMAP)(starmap_items)
+    # engine.Task, not the app's task_cls: that may not be importable yet (an app is made
+    # while its own module is being imported), and these tasks need no hooks
+    app.task(name=MAP, base=Task)(map_items)
+    app.task(name=STARMAP, base=Task)(starmap_items)
