@@ -86,8 +86,10 @@ def dashboard(start_dashboard) -> DashboardServer:
     return start_dashboard()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # per module, not per session: Playwright's sync API keeps an event loop running in
+    # this thread while it is started, and later tests call asyncio.run()
     if not CHROMIUM.exists():
         pytest.fail(f"{NO_CHROMIUM}; `make test` installs it")
     from playwright import sync_api
