@@ -146,13 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--dump", action="store_true", help="print one JSON event a line")
     events.add_argument("--since", default="$", help="with --dump: stream id to start from (0: all)")
 
+    def reply_args(p: argparse.ArgumentParser) -> None:
+        """Whom to ask and how long to wait: inspect and control alike."""
+        p.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
+        p.add_argument("-t", "--timeout", type=_seconds, default=1.0,
+                       help="seconds to wait for replies")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
     inspect = sub.add_parser("inspect", help="ask running workers")
     app_arg(inspect)
     loglevel_arg(inspect, "warning")   # quiet: info lines only with -l info/debug
     inspect.add_argument("verb", choices=INSPECT_VERBS)
-    inspect.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
-    inspect.add_argument("-t", "--timeout", type=_seconds, default=1.0, help="seconds to wait for replies")
-    inspect.add_argument("--json", action="store_true", help="print JSON")
+    reply_args(inspect)
 
     ctl = sub.add_parser("control", help="steer running workers")
     app_arg(ctl)
@@ -164,9 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("value", nargs="?", help="for rate-limit: N/s, N/m or N/h (0: none)")
     ctl.add_argument("--lane", help="for pool-grow/shrink: the lane (default: the first)")
     ctl.add_argument("--terminate", action="store_true", help="for revoke: end it if running")
-    ctl.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
-    ctl.add_argument("-t", "--timeout", type=_seconds, default=1.0, help="seconds to wait for replies")
-    ctl.add_argument("--json", action="store_true", help="print JSON")
+    reply_args(ctl)
 
     purge = sub.add_parser("purge", help="delete waiting messages")
     app_arg(purge)

@@ -69,3 +69,8 @@ class TaskRegistry(dict):
 
     def names(self) -> list[str]:
         return sorted(self)
+
+
+def app_or_current(app: "Engine | None") -> "Engine":
+    """``app``, or the current app when it is None (tasks and signatures made without one)."""
+    return app if app is not None else current_app()

@@ -307,10 +307,7 @@ class ResultSet:
             waiting = still
             if not waiting:
                 break
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"{len(waiting)} of {len(self.results)} tasks not done "
-                                   f"within {timeout} s")
+            left = self._left(deadline, len(waiting), timeout)
             # block on the first one still missing; the rest are checked in one round after
             record = app.backend.wait(self.results[waiting[0]].id, left)
             if record is not None:
@@ -322,6 +319,15 @@ class ResultSet:
         modules = exception_modules(app)
         return [_outcome(found[i], propagate, modules) if i in found else None
                 for i in range(len(self.results))]
+
+    def _left(self, deadline: float | None, missing: int, timeout: float | None
+              ) -> float | None:
+        """Seconds left of the wait (None: no limit); TimeoutError once none are."""
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise TimeoutError(f"{missing} of {len(self.results)} tasks not done "
+                               f"within {timeout} s")
+        return left
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """``get`` from a running event loop (``Engine.agather``): the same rounds, on the
@@ -340,10 +346,7 @@ class ResultSet:
             waiting = [r for r, raw in zip(waiting, raws) if not _keep(r, raw)]
             if not waiting:
                 break
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"{len(waiting)} of {len(self.results)} tasks not done "
-                                   f"within {timeout} s")
+            left = self._left(deadline, len(waiting), timeout)
             record = await app.backend.await_record(aclient, waiting[0].id, left)
             if record is not None:
                 waiting[0]._record = record

@@ -83,10 +83,8 @@ class Signature(dict):
 
     @property
     def app(self) -> "Engine":
-        if self._app is not None:
-            return self._app
-        from engine.registry import current_app
-        return current_app()
+        from engine.registry import app_or_current
+        return app_or_current(self._app)
 
     @property
     def type(self):
