@@ -332,7 +332,9 @@ class Task:
             eta = (eta if eta.tzinfo is not None
                    else eta.replace(tzinfo=datetime.timezone.utc)).timestamp()
         for name, value in (("countdown", countdown), ("eta", eta)):
-            if value is not None and not math.isfinite(value):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
                 raise ValueError(f"{self.name}: retry {name} must be a finite number of "
                                  f"seconds, got {value!r}")
         request = self.request
