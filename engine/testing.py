@@ -108,13 +108,7 @@ class RedisServer:
             client.close()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(GRACE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def restart(self) -> None:
         self.stop()
@@ -128,6 +122,17 @@ class RedisServer:
             return (self.dir / "redis.log").read_text(errors="replace")[-2000:]
         except OSError:
             return "(no redis.log)"
+
+
+def stop_process(proc: "subprocess.Popen | None", grace: float = GRACE) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, and reap: a process we started."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from typing import Sequence
 import redis
 
 from engine import embedded
-from engine.testing import GRACE, free_port, wait_for
+from engine.testing import free_port, stop_process, wait_for
 
 
 def _has_tls(binary: str) -> bool:
@@ -118,13 +118,7 @@ class ServerProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(GRACE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def plain_args(port: int) -> list[str]:
