@@ -115,11 +115,12 @@ class TreeSampler(threading.Thread):
         while not self._halt.wait(self.interval):
             self.sample()
 
-    def cpu_s(self) -> float:
-        """CPU seconds of the tree so far (samples now)."""
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds so far (samples now): the root process's and the rest of the tree's."""
         self.sample()
         with self._lock:
-            return sum(self._cpu.values())
+            root = self._cpu.get(self.root, 0.0)
+            return root, sum(self._cpu.values()) - root
 
     def reset_peak(self) -> None:
         self.peak = self.rss
@@ -340,7 +341,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         with _Progress(progress) as bar:
             task = bar.add(f"{kind} x{n} on {pool}", n)
             last_count, last_change = 0, time.monotonic()
-            cpu_online, online_at = 0.0, None
+            cpu_online, online_at = (0.0, 0.0), None
             while True:
                 if online_at is None and collector.online.is_set():
                     cpu_online, online_at = sampler.cpu_s(), time.time()
@@ -364,7 +365,9 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
                 time.sleep(0.05)
             bar.update(task, n)
         drained_at = time.time()
-        cpu_run = sampler.cpu_s() - cpu_online   # the start-up (imports, forks) left out
+        cpu_end = sampler.cpu_s()   # the start-up (imports, forks) left out
+        cpu_sup, cpu_children = cpu_end[0] - cpu_online[0], cpu_end[1] - cpu_online[1]
+        cpu_run = cpu_sup + cpu_children
         run_from = online_at or worker.started_at
         redis_cpu1 = _redis_cpu(client)
         times = sorted(collector.done.values())
@@ -380,6 +383,8 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
             "cpu_s": round(cpu_run, 3),
             "cpu_percent": round(100.0 * cpu_run / max(drained_at - run_from, 1e-9), 1),
             "cpu_us_per_task": round(1e6 * cpu_run / n, 1),
+            "supervisor_cpu_us_per_task": round(1e6 * cpu_sup / n, 1),
+            "children_cpu_us_per_task": round(1e6 * cpu_children / n, 1),
             "rss_peak_mib": round(sampler.peak / 2**20, 1),
         }
         if redis_cpu0 is not None and redis_cpu1 is not None:
@@ -449,6 +454,8 @@ def report(r: dict[str, Any]) -> str:
         f"every {lat['send_interval_ms']:.1f} ms)",
         f"  worker        CPU {_fmt(w['cpu_percent'], '%')} ({_fmt(w['cpu_us_per_task'], ' µs')}/task), "
         f"RSS peak {_fmt(w['rss_peak_mib'], ' MiB', 1)} over {w['processes']} process(es)",
+        f"                supervisor {_fmt(w['supervisor_cpu_us_per_task'], ' µs')}/task, "
+        f"pool children {_fmt(w['children_cpu_us_per_task'], ' µs')}/task",
     ]
     if r.get("redis_cpu_us_per_task") is not None:
         lines.append(f"  redis         CPU {_fmt(r['redis_cpu_us_per_task'], ' µs')}/task")

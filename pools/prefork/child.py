@@ -93,7 +93,7 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
             raise SoftTimeLimitExceeded("soft time limit exceeded")
 
     signals.install_interrupt(raise_soft)
-    items, release_done = table.items, done.release
+    items, wait_for_offer, release_done = table.items, table.wait_for_offer, done.release
     put, put_started, set_running, set_phase = (outbox.put, outbox.put_started,
                                                 outbox.set_running, outbox.set_phase)
     load, execute = runner.load, runner.execute
@@ -103,17 +103,16 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
         reason = _should_exit(table, outbox)
         if reason:
             _exit(outbox, reason)
-        if not items.acquire(True, IDLE_CHECK):
+        if not wait_for_offer(IDLE_CHECK):
             if os.getppid() != parent_pid:
                 _exit(outbox, STOPPED)
-            if not table.has_offer():
-                continue
-            # An offer with no token for it: a token went missing (taken by a child that
-            # died before it claimed, say). Claim without one rather than leave the job
-            # stranded; the surplus token this may leave only costs one spurious wake-up.
+            continue
+        # claims need no token: one we got, or one left by a child that died before it
+        # claimed, only costs a spurious wake-up later
         reason = _should_exit(table, outbox)
         if reason:
-            items.release()          # the token is owed to another child
+            if table.has_offer():
+                items.release()      # the offer is another child's now: wake one
             _exit(outbox, reason)
         slot = table.claim(outbox)
         if slot < 0:

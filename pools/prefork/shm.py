@@ -11,8 +11,10 @@ Work (supervisor -> children), one table shared by every child:
 * per slot a POSIX semaphore that is 1 while the slot is offered. A child claims a slot with a
   non-blocking ``sem_trywait`` (an atomic compare-and-swap in user space): no lock is ever held,
   so a child that dies anywhere cannot wedge the others.
-* ``items`` counts offered slots; an idle child sleeps on it (a futex), and ``sem_post`` only
-  enters the kernel when a child is asleep, so a busy pool does no syscall per task.
+* ``items`` is the wake-up: an idle child sleeps on it (a futex). A child that finishes a job
+  looks for the next offer itself, without a token; the supervisor posts a token with an
+  offer only while ``sleepers`` says some child may be asleep, so a busy pool does no
+  syscall and no wake-up per task, and a surplus token only costs a spurious wake-up.
 
 Completions (child -> supervisor), one single-producer single-consumer byte ring per child:
 8-byte-aligned records ``u32 length | u8 kind | payload``; a length of 0 means "wrap to the
@@ -104,6 +106,10 @@ class WorkTable:
         self.mm = mmap.mmap(-1, self._bodies + SLOT_SIZE * nslots)
         self.words = memoryview(self.mm).cast("Q")
         self.items = _ctx.Semaphore(0)
+        # how many children are about to sleep on ``items`` or sleep there now: an offer
+        # posts a token only while one may be asleep (a post that wakes a sleeper is a
+        # syscall and, on a busy machine, a preemption of the supervisor holding its GIL)
+        self.sleepers = _ctx.Semaphore(0)
         self.claims = [_ctx.Semaphore(0) for _ in range(nslots)]
         self.overflow: dict[int, str] = {}              # slot -> path (supervisor side)
 
@@ -136,10 +142,15 @@ class WorkTable:
 
     def reoffer(self, slot: int) -> None:
         # order: contents, then state byte (scanned by children), then the claim token, then
-        # the wake-up; a child that sees the byte before the token just tries again later
+        # the wake-up; a child that sees the byte before the token just tries again later.
+        # The claim token's post is an atomic read-modify-write, a full barrier: the state
+        # byte is visible before we read ``sleepers``, and a child counts itself a sleeper
+        # (also a barrier) before it looks at the bytes one last time, so one of the two
+        # always sees the other (no lost wake-up)
         self.mm[slot] = OFFERED
         self.claims[slot].release()
-        self.items.release()
+        if self.sleepers.get_value():
+            self.items.release()
 
     def withdraw(self, slot: int) -> bool:
         """Take an offered slot back before any child claims it; True when we got it."""
@@ -149,7 +160,7 @@ class WorkTable:
         return False
 
     def is_claimed(self, slot: int) -> bool:
-        return self.claims[slot]._get_value() == 0
+        return self.claims[slot].get_value() == 0
 
     def release(self, slot: int) -> None:
         """The job in ``slot`` is over: the slot may be offered again."""
@@ -187,9 +198,9 @@ class WorkTable:
 
         The child's status says CLAIMING the slot *before* the compare-and-swap, so that if it
         dies in between the supervisor knows which slot to look at. A pass that only lost
-        races is repeated: the ``items`` token we hold is owed a slot, and the slot may have
-        been offered behind our scan. A pass that sees no offered byte at all proves the token
-        was spurious, since the supervisor marks the byte before it posts.
+        races is repeated: the slot may have been offered behind our scan (its byte before
+        its claim token). A pass that sees no offered byte at all means another child was
+        faster, or a token was spurious.
         """
         mm, n, words, hint_w = self.mm, self.nslots, self.words, (self._meta - 8) >> 3
         claims = self.claims
@@ -223,6 +234,21 @@ class WorkTable:
     def has_offer(self) -> bool:
         """Is any slot on offer now (a scan of the state bytes, no lock)?"""
         return self.mm.find(b"\x01", 0, self.nslots) >= 0
+
+    def wait_for_offer(self, timeout: float) -> bool:
+        """Child side: return at once while a slot is on offer (a busy child goes from one
+        job to the next without a token or a wake-up), else sleep on ``items`` up to
+        ``timeout``, counted among the sleepers. True when an offer may be waiting."""
+        if self.has_offer():
+            return True
+        sleepers = self.sleepers
+        sleepers.release()
+        try:
+            if self.has_offer():      # offered while we counted ourselves in
+                return True
+            return self.items.acquire(True, timeout) or self.has_offer()
+        finally:
+            sleepers.acquire(False)
 
     def read(self, slot: int) -> tuple[int, bytes, bool, bool]:
         """(seq, body, self_store, notify_start) of a claimed slot."""
