@@ -48,7 +48,7 @@ def command(args) -> int:
             return 2
         else:
             from engine.monitor.screen import live
-            live(app, f"{app.main} on {redact(app.broker_url)}")
+            live(app, app.main, redact(app.broker_url))
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:   # ``engine events --dump | head``

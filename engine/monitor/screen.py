@@ -29,7 +29,8 @@ _COLORS = {"green": curses.COLOR_GREEN, "red": curses.COLOR_RED,
            "yellow": curses.COLOR_YELLOW}
 
 
-def live(app: "Engine", title: str, *, refresh: float = REFRESH_PER_SECOND) -> None:
+def live(app: "Engine", title: str, where: str = "", *,
+         refresh: float = REFRESH_PER_SECOND) -> None:
     """Run the full-screen view until ``q``, Esc or Ctrl-C."""
     locale.setlocale(locale.LC_ALL, "")
     if "utf" not in (locale.getpreferredencoding(False) or "").lower():
@@ -37,7 +38,7 @@ def live(app: "Engine", title: str, *, refresh: float = REFRESH_PER_SECOND) -> N
     state = FleetState()
     poller = Poller(app, state)
     poller.start()
-    curses.wrapper(_loop, poller, title, max(int(1000 / refresh), 1))
+    curses.wrapper(_loop, poller, (title, where), max(int(1000 / refresh), 1))
 
 
 def _attributes() -> dict[str, int]:
@@ -61,7 +62,8 @@ def _attributes() -> dict[str, int]:
     return attrs
 
 
-def _loop(window: "curses.window", poller: Poller, title: str, period_ms: int) -> None:
+def _loop(window: "curses.window", poller: Poller, title: tuple[str, str],
+          period_ms: int) -> None:
     try:
         curses.curs_set(0)
     except curses.error:   # a terminal that cannot hide the cursor
@@ -74,7 +76,7 @@ def _loop(window: "curses.window", poller: Poller, title: str, period_ms: int) -
     while True:
         poller.turn()
         height, width = window.getmaxyx()
-        paint(window, render(poller.state, selection, width, height, title), attrs)
+        paint(window, render(poller.state, selection, width, height, title[0], where=title[1]), attrs)
         key = window.getch()
         if key == -1 or key == curses.KEY_RESIZE:
             continue

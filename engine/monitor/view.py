@@ -39,13 +39,15 @@ DETAILS_LINES = (5, 9)
 
 
 def render(state: FleetState, selection: Selection, width: int, height: int, title: str,
-           now: float | None = None) -> list[Line]:
-    """The whole screen: at most ``height`` lines of at most ``width`` characters."""
+           now: float | None = None, where: str = "") -> list[Line]:
+    """The whole screen: at most ``height`` lines of at most ``width`` characters (``title``
+    the app, ``where`` its broker)."""
     if width <= 0 or height <= 0:
         return []
     now = time.time() if now is None else now
-    top = bar([(" engine events ", "title", 0), (title, "", 4),
-               (time.strftime("%H:%M:%S", time.localtime(now)), "dim", 3), (HELP, "dim", 1),
+    top = bar([(" engine events ", "title", 0), (title, "bold", 2),
+               (f"on {where}" if where else "", "", 5),
+               (time.strftime("%H:%M:%S", time.localtime(now)), "dim", 4), (HELP, "dim", 1),
                (state.error or "", "red", 0)], width)
     w_rows, w_styles = _worker_rows(state, now)
     q_rows = _queue_rows(state)
@@ -58,8 +60,8 @@ def render(state: FleetState, selection: Selection, width: int, height: int, tit
     free = max(height - 6, 0)
     d_lines = fields(details, width, min(DETAILS_LINES[height >= 30], max(free - 3, 1)))
     left = free - len(d_lines)
-    w_count = min(len(w_rows), max(1, (left - 2) // 3))
-    q_count = min(len(q_rows), max(1, (left - 1 - w_count) // 3))
+    w_count = min(len(w_rows), max(2, (left - 2) // 3))
+    q_count = min(len(q_rows), max(2, (left - 1 - w_count) // 3))
     t_count = max(left - w_count - q_count, 0)
 
     t_rows = [_task_row(state.tasks[i], now) for i in ids]
