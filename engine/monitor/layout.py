@@ -186,7 +186,7 @@ def bar(items: Sequence[tuple[str, str, int]], width: int, sep: str = "  ") -> L
     return clip(line, width)
 
 
-def rule(title: str, width: int, style: str = "header") -> Line:
+def rule(title: str, width: int, style: str = "bold") -> Line:
     """``── title ─────`` across the width."""
     head = f"{RULE}{RULE} {cut(title, max(width - 4, 0))} " if width > 6 else ""
     return clip([(head, style), (RULE * max(width - len(head), 0), "dim")], width)

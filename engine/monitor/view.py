@@ -158,10 +158,18 @@ def _throughput(state: FleetState, now: float, width: int) -> Line:
 
 def _runtime(record: dict[str, Any], now: float) -> str:
     if record.get("runtime") is not None and record["state"] not in ("active", "reserved"):
-        return f"{float(record['runtime']):.3f}s"
+        return _seconds(float(record["runtime"]))
     if record["state"] == "active" and record.get("started"):
-        return f"{now - record['started']:.1f}s"
+        return _seconds(now - record["started"])
     return ""
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms"
+    return f"{seconds:.1f}s" if seconds < 600 else _duration(seconds)
 
 
 def _exception(record: dict[str, Any]) -> str:

@@ -93,10 +93,11 @@ class PtyScreen:
             return [y for y in range(self.rows) if buffer[y][0].reverse and buffer[y][last].reverse]
 
     def cells(self) -> list[list]:
-        """A copy of the screen: rows of (char, fg, bg, bold, reverse) for a renderer."""
+        """A copy of the screen: rows of (char, fg, bg, bold, reverse, underscore) for a
+        renderer."""
         with self._lock:
             buffer = self.screen.buffer
-            return [[(c.data, c.fg, c.bg, c.bold, c.reverse)
+            return [[(c.data, c.fg, c.bg, c.bold, c.reverse, c.underscore)
                      for c in (buffer[y][x] for x in range(self.columns))]
                     for y in range(self.rows)]
 
