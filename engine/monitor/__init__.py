@@ -36,7 +36,7 @@ def command(args) -> int:
     """``engine events``: the live view (q, Esc or Ctrl-C leaves it), or ``--dump``."""
     from engine.app import load_app
     from engine.connection import probe
-    from engine.console import redact
+    from engine.urls import redact
     app = load_app(args.app or "")
     probe(app.broker_url, transport_options=app.conf.get("broker_transport_options"))
     try:

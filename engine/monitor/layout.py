@@ -20,6 +20,9 @@ Line = list[Segment]
 #: one cell: its text, or (text, style)
 Cell = Any
 
+#: control characters (a newline or an escape in a task's message) shown as spaces: one
+#: character each, so the widths hold, and nothing reaches the terminal as a command
+CONTROL = {code: " " for code in (*range(0x20), *range(0x7f, 0xa0))}
 ELLIPSIS = "…"
 RULE = "─"
 GAP = 2
@@ -157,13 +160,14 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int,
 
 
 def clip(line: Line, width: int) -> Line:
-    """The line cut at ``width`` characters (the last resort of every layout)."""
+    """The line cut at ``width`` characters (the last resort of every layout), control
+    characters made spaces."""
     out: Line = []
     left = width
     for text, style in line:
         if left <= 0:
             break
-        out.append((text[:left], style))
+        out.append((text[:left].translate(CONTROL), style))
         left -= len(out[-1][0])
     return out
 

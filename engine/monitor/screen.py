@@ -88,13 +88,15 @@ def _loop(window: "curses.window", poller: Poller, title: tuple[str, str],
 
 
 def paint(window: "curses.window", lines: list[layout.Line], attrs: dict[str, int]) -> None:
+    encoding = locale.getpreferredencoding(False) or "ascii"
     window.erase()
     height, width = window.getmaxyx()
     for y, line in enumerate(lines[:height]):
         x = 0
         for text, style in layout.clip(line, width):
-            try:
-                window.addstr(y, x, text, attrs.get(style, 0))
+            try:   # what the terminal's encoding lacks shows as "?"
+                window.addstr(y, x, text.encode(encoding, "replace").decode(encoding),
+                              attrs.get(style, 0))
             except curses.error:   # the bottom-right cell: written, then the cursor cannot move
                 pass
             x += len(text)

@@ -140,3 +140,16 @@ def test_details_follow_the_selected_task():
         assert f"id {ids[n]}" in screen
     assert "state failed" in screens[0] and "state reserved" in screens[1]
     assert "exception reports.errors.TemplateMissing: no template" in screens[0]
+
+
+def test_control_characters_in_a_message_reach_the_screen_as_spaces():
+    state = fleet(0)
+    state.on_event({"type": "task-failed", "ts": NOW, "worker": "w\x1b[2J", "id": "x\ty",
+                    "task": "t\x07", "exception": "E", "message": "line one\nline two\x1b]0;"})
+    for width in (40, 80, 200):
+        screen = render(state, Selection(), width, 30, "app", NOW)
+        for line in screen:
+            joined = text(line)
+            assert len(joined) <= width
+            assert not any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in joined), joined
+    assert "line one line two" in "\n".join(text(line) for line in screen)
