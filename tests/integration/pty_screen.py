@@ -12,6 +12,7 @@ import fcntl
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import termios
@@ -126,6 +127,14 @@ class PtyScreen:
             text = screen.text()
             return text if all(re.search(p, text, re.M) for p in patterns) else None
         return self.wait(match, message, timeout)
+
+    def resize(self, rows: int, columns: int) -> None:
+        """The terminal resized, as a window manager does: new size, then SIGWINCH."""
+        with self._lock:
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+            self.screen.resize(rows, columns)
+            self.rows, self.columns = rows, columns
+        self.proc.send_signal(signal.SIGWINCH)
 
     # -- typing ------------------------------------------------------------------------
     def press(self, key: str) -> None:

@@ -137,6 +137,12 @@ def test_120x40_shows_every_worker_column_whole_and_esc_quits(busy, monitor):
     # And the task list shows the failure's exception in its own column
     screen.showing(r"failed\s+mon1\s+\S+\s+0\s+default\s+CustomError: kaboom",
                    message="the exception column")
+    # When the terminal shrinks to 80x24, the screen is laid out again for it
+    screen.resize(24, 80)
+    screen.wait(lambda s: re.search(r"^worker .*\bconc\b.*\bstatus$", s.text(), re.M)
+                and not any(line.startswith("time") and "exception" in line
+                            for line in s.lines()), "the 80-column layout")
+    assert_fits(screen)
     # When Esc is typed, the monitor exits 0
     screen.press("esc")
     assert screen.proc.wait(60) == 0
