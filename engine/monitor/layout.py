@@ -203,15 +203,16 @@ def fields(items: Sequence[tuple[str, str, str]], width: int, limit: int) -> lis
     lines: list[Line] = [[]]
     used = 0
     for label, value, style in items:
-        size = len(label) + 1 + len(value)
+        size = len(label) + bool(label) + len(value)
         if lines[-1] and used + 3 + size > width:
             lines.append([])
             used = 0
         if lines[-1]:
             lines[-1].append(("   ", ""))
             used += 3
-        lines[-1].append((label + " ", "label"))
-        used += len(label) + 1
+        if label:
+            lines[-1].append((label + " ", "label"))
+            used += len(label) + 1
         words = value.split(" ")
         text = ""
         for word in words:

@@ -37,7 +37,7 @@ def live(app: "Engine", title: str, where: str = "", *,
         layout.use_ascii()
     state = FleetState()
     poller = Poller(app, state)
-    poller.start()
+    poller.turn()
     curses.wrapper(_loop, poller, (title, where), max(int(1000 / refresh), 1))
 
 
@@ -74,7 +74,7 @@ def _loop(window: "curses.window", poller: Poller, title: tuple[str, str],
     attrs = _attributes()
     selection = Selection()
     while True:
-        poller.turn()
+        poller.turn(selection.selected(poller.state.task_ids()))
         height, width = window.getmaxyx()
         paint(window, render(poller.state, selection, width, height, title[0], where=title[1]), attrs)
         key = window.getch()

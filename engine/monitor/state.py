@@ -2,9 +2,9 @@
 
 Workers come from their heartbeat snapshots (pool, concurrency, load, CPU and RSS measured
 by the worker itself), queue depths from the broker, throughput and the tasks from the event
-stream (``engine.events``). Events carry no arguments, so the arguments of tasks still in
-flight are asked of the workers (``inspect active`` / ``reserved``) now and then. Nothing
-here draws or prints.
+stream (``engine.events``). Events carry no arguments, so the arguments of the selected
+task, while it is in flight, are asked of the workers (``inspect active`` / ``reserved``)
+now and then. Nothing here draws or prints.
 """
 
 from __future__ import annotations
@@ -149,8 +149,10 @@ class FleetState:
         self.queues = {queue: broker.depth(queue) for queue in broker.known_queues()}
         self.error = None
 
-    def wants_arguments(self) -> bool:
-        return any(r["state"] in IN_FLIGHT and "args" not in r for r in self.tasks.values())
+    def wants_arguments(self, task_id: str | None) -> bool:
+        """Whether the task (the one selected) is in flight with its arguments unknown."""
+        record = self.tasks.get(task_id) if task_id else None
+        return record is not None and record["state"] in IN_FLIGHT and "args" not in record
 
     def poll_arguments(self, app: "Engine", timeout: float = ARGS_TIMEOUT) -> None:
         """Ask the workers which tasks they hold (with their arguments) and remember them."""
@@ -170,7 +172,7 @@ class EventFeed:
         self.app = app
         self.stream = app.broker.keys.events
         self.reader = app.new_client()
-        self.last_id = "$"
+        self.last_id = "0"
 
     def backlog(self, state: FleetState, entries: int = BACKLOG) -> None:
         """The recent past: its tasks are listed, its counts are not (they are "since the
@@ -197,31 +199,28 @@ class EventFeed:
 
 
 class Poller:
-    """Keeps ``state`` fresh: events every turn, snapshots every POLL_INTERVAL, arguments of
-    tasks in flight every ARGS_INTERVAL; a lost broker shows as ``state.error``."""
+    """Keeps ``state`` fresh: events every turn (the recent past first), snapshots every
+    POLL_INTERVAL, and every ARGS_INTERVAL the arguments of the selected task while it is
+    in flight; a lost broker shows as ``state.error`` until it answers again."""
 
     def __init__(self, app: "Engine", state: FleetState) -> None:
         self.app, self.state = app, state
         self.feed = EventFeed(app)
+        self._caught_up = False
         self._next_poll = self._next_args = 0.0
 
-    def start(self) -> None:
-        try:
-            self.feed.backlog(self.state)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self.state.error = f"Redis unavailable: {exc}"
-        self.turn()
-
-    def turn(self) -> None:
+    def turn(self, selected: str | None = None) -> None:
         state, now = self.state, time.monotonic()
         try:
+            if not self._caught_up:
+                self.feed.backlog(state)
+                self._caught_up = True
             self.feed.pump(state)
             if now >= self._next_poll:
                 self._next_poll = now + POLL_INTERVAL
                 state.poll(self.app)
-            if now >= self._next_args and state.wants_arguments():
+            if now >= self._next_args and state.wants_arguments(selected):
                 self._next_args = now + ARGS_INTERVAL
                 state.poll_arguments(self.app)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             state.error = f"Redis unavailable: {exc}"
-            self.feed.last_id = self.feed.last_id or "$"

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from engine.monitor.keys import HELP, Selection
-from engine.monitor.layout import Column, Line, bar, fields, rule, table
+from engine.monitor.layout import Column, Line, bar, cut, fields, rule, table
 from engine.monitor.state import RATE_WINDOW, FleetState
 
 # the priority of each column: 0 always shown, the highest number dropped first
@@ -48,7 +48,7 @@ def render(state: FleetState, selection: Selection, width: int, height: int, tit
     top = bar([(" engine events ", "title", 0), (title, "bold", 2),
                (f"on {where}" if where else "", "", 5),
                (time.strftime("%H:%M:%S", time.localtime(now)), "dim", 4), (HELP, "dim", 1),
-               (state.error or "", "red", 0)], width)
+               (cut(state.error or "", width - 17), "red", 0)], width)
     w_rows, w_styles = _worker_rows(state, now)
     q_rows = _queue_rows(state)
     ids = state.task_ids()

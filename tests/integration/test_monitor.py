@@ -174,3 +174,30 @@ def test_live_view_needs_a_terminal(engine):
     assert done.stderr.strip().splitlines() == [
         "engine events: error: the live view needs a terminal (--dump prints events as "
         "JSON lines)"]
+
+
+def test_a_lost_broker_is_shown_and_the_monitor_carries_on(env, tmp_path):
+    # Given the monitor on a Redis server of this test's own
+    from engine.testing import RedisServer
+    server = RedisServer(tmp_path / "redis", aof=False)
+    (tmp_path / "redis").mkdir()
+    server.start()
+    screen = None
+    try:
+        screen = PtyScreen([sys.executable, "-m", "engine", "events", "-A", "tests.apps.basic"],
+                           dict(env, ENGINE_BROKER_URL=server.url), rows=24, columns=80,
+                           cwd=ROOT)
+        screen.showing(r"no live workers", message="the monitor")
+        # When the server goes away, the top line says so and the view stays up
+        server.stop()
+        screen.showing(r"^ engine events .*Redis unavailable", message="the lost broker")
+        assert_fits(screen)
+        # When it is back, the error goes and q still quits cleanly
+        server.start()
+        screen.wait(lambda s: "Redis unavailable" not in s.text(), "the broker back")
+        screen.press("q")
+        assert screen.proc.wait(60) == 0
+    finally:
+        if screen is not None:
+            screen.close()
+        server.stop()
