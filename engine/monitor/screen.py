@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import curses
 import locale
+import threading
 from typing import TYPE_CHECKING
 
 from engine.monitor import layout
@@ -35,10 +36,18 @@ def live(app: "Engine", title: str, where: str = "", *,
     locale.setlocale(locale.LC_ALL, "")
     if "utf" not in (locale.getpreferredencoding(False) or "").lower():
         layout.use_ascii()
-    state = FleetState()
-    poller = Poller(app, state)
-    poller.turn()
-    curses.wrapper(_loop, poller, (title, where), max(int(1000 / refresh), 1))
+    poller = Poller(app, FleetState())
+    poller.turn()   # the recent past on the first screen
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop, 1.0 / refresh),
+                              name="monitor-poller", daemon=True)
+    thread.start()
+    try:
+        curses.wrapper(_loop, poller, (title, where), max(int(1000 / refresh), 1))
+    finally:
+        # not joined: a command it is retrying against a lost broker may take seconds,
+        # and the daemon thread ends with the process
+        stop.set()
 
 
 def _attributes() -> dict[str, int]:
@@ -73,10 +82,13 @@ def _loop(window: "curses.window", poller: Poller, title: tuple[str, str],
     window.timeout(period_ms)
     attrs = _attributes()
     selection = Selection()
+    state = poller.state
     while True:
-        poller.turn(selection.selected(poller.state.task_ids()))
         height, width = window.getmaxyx()
-        paint(window, render(poller.state, selection, width, height, title[0], where=title[1]), attrs)
+        with state.lock:
+            lines = render(state, selection, width, height, title[0], where=title[1])
+            poller.selected = selection.selected(state.task_ids())
+        paint(window, lines, attrs)
         key = window.getch()
         if key == -1 or key == curses.KEY_RESIZE:
             continue
@@ -84,7 +96,8 @@ def _loop(window: "curses.window", poller: Poller, title: tuple[str, str],
         if what == QUIT:
             return
         if what:
-            selection.apply(what, poller.state.task_ids())
+            with state.lock:
+                selection.apply(what, state.task_ids())
 
 
 def paint(window: "curses.window", lines: list[layout.Line], attrs: dict[str, int]) -> None:

@@ -9,6 +9,7 @@ now and then. Nothing here draws or prints.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from typing import TYPE_CHECKING, Any
@@ -47,9 +48,11 @@ IN_FLIGHT = ("reserved", "active")
 
 
 class FleetState:
-    """What the monitor knows, fed by events (``on_event``) and polls (``poll``)."""
+    """What the monitor knows, fed by events (``on_event``) and polls (``poll``). The poller
+    thread changes it under ``lock``, which the view holds while it draws."""
 
     def __init__(self, *, max_tasks: int = MAX_TASKS) -> None:
+        self.lock = threading.RLock()
         self.workers: dict[str, dict[str, Any]] = {}
         self.offline: dict[str, float] = {}
         self.queues: dict[str, dict[str, int]] = {}
@@ -140,14 +143,14 @@ class FleetState:
             # a lane process shows in its supervisor's row
             if snapshot is not None and not snapshot.parent:
                 workers[name] = snapshot.as_dict()
+        queues = {queue: broker.depth(queue) for queue in broker.known_queues()}
         now = time.time()
-        for name, info in workers.items():
-            self._cpu_percent(name, info)
-        self.workers = workers
-        self.offline = {n: ts for n, ts in self.offline.items()
-                        if n not in workers and now - ts < OFFLINE_SHOWN}
-        self.queues = {queue: broker.depth(queue) for queue in broker.known_queues()}
-        self.error = None
+        with self.lock:
+            for name, info in workers.items():
+                self._cpu_percent(name, info)
+            self.workers, self.queues, self.error = workers, queues, None
+            self.offline = {n: ts for n, ts in self.offline.items()
+                            if n not in workers and now - ts < OFFLINE_SHOWN}
 
     def wants_arguments(self, task_id: str | None) -> bool:
         """Whether the task (the one selected) is in flight with its arguments unknown."""
@@ -156,12 +159,14 @@ class FleetState:
 
     def poll_arguments(self, app: "Engine", timeout: float = ARGS_TIMEOUT) -> None:
         """Ask the workers which tasks they hold (with their arguments) and remember them."""
-        for verb in ("active", "reserved"):
-            for reply in control.broadcast(app, verb, timeout=timeout):
+        replies = [r for verb in ("active", "reserved")
+                   for r in control.broadcast(app, verb, timeout=timeout)]
+        with self.lock:
+            for reply in replies:
                 jobs = reply.get("reply")
                 for job in jobs if isinstance(jobs, list) else ():
-                    record = self.tasks.get(str(job.get("id")))
-                    if record is not None and isinstance(job, dict):
+                    record = self.tasks.get(str(job.get("id"))) if isinstance(job, dict) else None
+                    if record is not None:
                         record["args"], record["kwargs"] = job.get("args"), job.get("kwargs")
 
 
@@ -178,36 +183,45 @@ class EventFeed:
         """The recent past: its tasks are listed, its counts are not (they are "since the
         monitor started")."""
         recent = self.reader.xrevrange(self.stream, count=entries)
-        for _, fields in reversed(recent):
-            for event in _events.unpack(fields):
-                state.on_event(event)
+        with state.lock:
+            for _, fields in reversed(recent):
+                for event in _events.unpack(fields):
+                    state.on_event(event)
+            state.counts.clear()
+            state.finished.clear()
         self.last_id = _s(recent[0][0]) if recent else "0"
-        state.counts.clear()
-        state.finished.clear()
 
     def pump(self, state: FleetState) -> int:
         """Fold in what arrived since the last call; returns how many events."""
         seen = 0
         response = self.reader.xread({self.stream: self.last_id}, count=1000)
-        for _, entries in response or []:
-            for entry_id, fields in entries:
-                self.last_id = _s(entry_id)
-                for event in _events.unpack(fields):
-                    state.on_event(event)
-                    seen += 1
+        with state.lock:
+            for _, entries in response or []:
+                for entry_id, fields in entries:
+                    self.last_id = _s(entry_id)
+                    for event in _events.unpack(fields):
+                        state.on_event(event)
+                        seen += 1
         return seen
 
 
 class Poller:
     """Keeps ``state`` fresh: events every turn (the recent past first), snapshots every
-    POLL_INTERVAL, and every ARGS_INTERVAL the arguments of the selected task while it is
-    in flight; a lost broker shows as ``state.error`` until it answers again."""
+    POLL_INTERVAL, and every ARGS_INTERVAL the arguments of the ``selected`` task while it
+    is in flight; a lost broker shows as ``state.error`` until it answers again. ``run`` is
+    the thread that does it, so that a slow or lost broker never holds up the keys."""
 
     def __init__(self, app: "Engine", state: FleetState) -> None:
         self.app, self.state = app, state
         self.feed = EventFeed(app)
+        self.selected: str | None = None
         self._caught_up = False
         self._next_poll = self._next_args = 0.0
+
+    def run(self, stop: threading.Event, period: float) -> None:
+        while not stop.is_set():
+            self.turn(self.selected)
+            stop.wait(period)
 
     def turn(self, selected: str | None = None) -> None:
         state, now = self.state, time.monotonic()
@@ -219,7 +233,9 @@ class Poller:
             if now >= self._next_poll:
                 self._next_poll = now + POLL_INTERVAL
                 state.poll(self.app)
-            if now >= self._next_args and state.wants_arguments(selected):
+            with state.lock:
+                wanted = state.wants_arguments(selected)
+            if now >= self._next_args and wanted:
                 self._next_args = now + ARGS_INTERVAL
                 state.poll_arguments(self.app)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
