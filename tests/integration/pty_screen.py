@@ -136,6 +136,14 @@ class PtyScreen:
             self.rows, self.columns = rows, columns
         self.proc.send_signal(signal.SIGWINCH)
 
+    def restored(self) -> bool:
+        """Whether the terminal is as the command found it: line mode with echo again, and
+        the alternate screen (if it entered one) left."""
+        lflag = termios.tcgetattr(self.master)[3]
+        raw = bytes(self.raw)
+        return bool(lflag & termios.ICANON and lflag & termios.ECHO) and \
+            raw.rfind(b"\x1b[?1049l") >= raw.rfind(b"\x1b[?1049h")
+
     # -- typing ------------------------------------------------------------------------
     def press(self, key: str) -> None:
         os.write(self.master, KEYS.get(key, key).encode())

@@ -118,9 +118,11 @@ def test_80x24_fits_moves_through_tasks_and_quits_with_q(busy, monitor):
                    message="the failed task's details")
     assert_fits(screen)
 
-    # When q is typed, the monitor exits 0
+    # When q is typed, the monitor exits 0, the terminal as it was
+    assert not screen.restored()
     screen.press("q")
     assert screen.proc.wait(60) == 0
+    screen.wait(PtyScreen.restored, "the terminal restored")
 
 
 def test_120x40_shows_every_worker_column_whole_and_esc_quits(busy, monitor):
@@ -143,9 +145,10 @@ def test_120x40_shows_every_worker_column_whole_and_esc_quits(busy, monitor):
                 and not any(line.startswith("time") and "exception" in line
                             for line in s.lines()), "the 80-column layout")
     assert_fits(screen)
-    # When Esc is typed, the monitor exits 0
+    # When Esc is typed, the monitor exits 0, the terminal as it was
     screen.press("esc")
     assert screen.proc.wait(60) == 0
+    screen.wait(PtyScreen.restored, "the terminal restored")
 
 
 def test_monitor_counts_and_follows_workers(app, run_worker, monitor):
