@@ -56,7 +56,8 @@ def render(state: FleetState, selection: Selection, width: int, height: int, tit
     details = _details(state.tasks.get(selected) if selected else None, now)
 
     # rows: 6 fixed (title bar, three table headers, throughput, details rule), then the
-    # details, workers and queues (each at least one row) and the task list the rest
+    # details, workers and queues (two rows each at least, when they have them) and the
+    # task list the rest
     free = max(height - 6, 0)
     d_lines = fields(details, width, min(DETAILS_LINES[height >= 30], max(free - 3, 1)))
     left = free - len(d_lines)
