@@ -1,0 +1,242 @@
+"""What ``engine events`` knows: the fleet from polls, the tasks from the event stream.
+
+Workers come from their heartbeat snapshots (pool, concurrency, load, CPU and RSS measured
+by the worker itself), queue depths from the broker, throughput and the tasks from the event
+stream (``engine.events``). Events carry no arguments, so the arguments of the selected
+task, while it is in flight, are asked of the workers (``inspect active`` / ``reserved``)
+now and then. Nothing here draws or prints.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from engine import control
+from engine import events as _events
+from engine.wire import text as _s
+from engine.worker.snapshot import read_fleet
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+#: seconds between polls of worker snapshots and queue depths
+POLL_INTERVAL = 0.5
+#: seconds between asking the workers for the arguments of tasks in flight
+ARGS_INTERVAL = 2.0
+#: seconds a worker has to answer that question (the view waits this long at most)
+ARGS_TIMEOUT = 0.3
+#: seconds of events the throughput figure averages over
+RATE_WINDOW = 5.0
+#: tasks kept (the oldest are forgotten first)
+MAX_TASKS = 1000
+#: seconds a worker that said goodbye stays listed as offline
+OFFLINE_SHOWN = 30.0
+#: entries of the stream read at start (the recent past: tasks and failures at once)
+BACKLOG = 200
+
+#: the state a task event leaves a task in: "reserved" is prefetched and not started,
+#: "active" started and not finished (the words of ``engine inspect``)
+STATE_OF = {"task-received": "reserved", "task-started": "active",
+            "task-succeeded": "succeeded", "task-failed": "failed", "task-retried": "retry",
+            "task-revoked": "revoked"}
+IN_FLIGHT = ("reserved", "active")
+
+
+class FleetState:
+    """What the monitor knows, fed by events (``on_event``) and polls (``poll``). The poller
+    thread changes it under ``lock``, which the view holds while it draws."""
+
+    def __init__(self, *, max_tasks: int = MAX_TASKS) -> None:
+        self.lock = threading.RLock()
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.offline: dict[str, float] = {}
+        self.queues: dict[str, dict[str, int]] = {}
+        self.counts: Counter[str] = Counter()
+        self.finished: deque[float] = deque()
+        #: task id -> record, oldest first
+        self.tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.max_tasks = max_tasks
+        self.last_event: float | None = None
+        self.error: str | None = None
+        self._cpu_seen: dict[str, tuple[float, float]] = {}   # worker -> (cpu s, at)
+        self._cpu_last: dict[str, float] = {}
+
+    # -- events ------------------------------------------------------------------------
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "?")
+        self.counts[kind] += 1
+        ts = float(event.get("ts") or time.time())
+        self.last_event = ts
+        if kind in ("task-succeeded", "task-failed"):
+            self.finished.append(ts)
+        if kind in STATE_OF and event.get("id"):
+            self._fold(kind, ts, event)
+        elif kind == "worker-offline":
+            self.offline[event.get("worker", "?")] = ts
+        elif kind == "worker-online":
+            self.offline.pop(event.get("worker", "?"), None)
+
+    def _fold(self, kind: str, ts: float, event: dict[str, Any]) -> None:
+        task_id = str(event["id"])
+        record = self.tasks.get(task_id)
+        if record is None:
+            record = self.tasks[task_id] = {"id": task_id, "received": ts, "retries": 0}
+            while len(self.tasks) > self.max_tasks:
+                self.tasks.popitem(last=False)
+        record["name"] = str(event.get("task") or record.get("name") or "?")
+        record["state"] = STATE_OF[kind]
+        record["worker"] = str(event.get("worker") or record.get("worker") or "?")
+        record["at"] = ts
+        for field in ("queue", "retries", "runtime", "exception", "message"):
+            if event.get(field) is not None:
+                record[field] = event[field]
+        if kind == "task-received":
+            record.pop("started", None)
+            record.pop("ended", None)
+        elif kind == "task-started":
+            record["started"] = ts
+        elif kind in ("task-succeeded", "task-failed", "task-revoked"):
+            record["ended"] = ts
+        if kind == "task-succeeded":
+            record.pop("exception", None)
+            record.pop("message", None)
+        elif kind == "task-revoked" and event.get("reason"):
+            record["message"] = str(event["reason"])
+
+    def task_ids(self) -> list[str]:
+        """Task ids, newest first: the order of the task list."""
+        return list(reversed(self.tasks))
+
+    def in_flight(self) -> Counter[str]:
+        return Counter(r["state"] for r in self.tasks.values() if r["state"] in IN_FLIGHT)
+
+    def rate(self, now: float | None = None) -> float:
+        """Tasks finished per second over the last RATE_WINDOW seconds."""
+        now = time.time() if now is None else now
+        while self.finished and self.finished[0] < now - RATE_WINDOW:
+            self.finished.popleft()
+        return sum(1 for ts in self.finished if ts <= now) / RATE_WINDOW
+
+    # -- polls -------------------------------------------------------------------------
+    def _cpu_percent(self, name: str, info: dict[str, Any]) -> None:
+        """Sets ``info["cpu_percent"]`` from this and the previous snapshot of the worker."""
+        cpu, at = info.get("cpu"), info.get("at")
+        previous = self._cpu_seen.get(name)
+        if cpu is None or at is None:
+            return
+        if previous and at > previous[1]:
+            self._cpu_last[name] = max(cpu - previous[0], 0.0) / (at - previous[1]) * 100
+        if not previous or at > previous[1]:
+            self._cpu_seen[name] = (cpu, at)
+        if name in self._cpu_last:
+            info["cpu_percent"] = self._cpu_last[name]
+
+    def poll(self, app: "Engine") -> None:
+        broker = app.broker
+        workers = {}
+        for name, _, snapshot in read_fleet(app):
+            # a lane process shows in its supervisor's row
+            if snapshot is not None and not snapshot.parent:
+                workers[name] = snapshot.as_dict()
+        queues = {queue: broker.depth(queue) for queue in broker.known_queues()}
+        now = time.time()
+        with self.lock:
+            for name, info in workers.items():
+                self._cpu_percent(name, info)
+            self.workers, self.queues, self.error = workers, queues, None
+            self.offline = {n: ts for n, ts in self.offline.items()
+                            if n not in workers and now - ts < OFFLINE_SHOWN}
+
+    def wants_arguments(self, task_id: str | None) -> bool:
+        """Whether the task (the one selected) is in flight with its arguments unknown."""
+        record = self.tasks.get(task_id) if task_id else None
+        return record is not None and record["state"] in IN_FLIGHT and "args" not in record
+
+    def poll_arguments(self, app: "Engine", timeout: float = ARGS_TIMEOUT) -> None:
+        """Ask the workers which tasks they hold (with their arguments) and remember them."""
+        replies = [r for verb in ("active", "reserved")
+                   for r in control.broadcast(app, verb, timeout=timeout)]
+        with self.lock:
+            for reply in replies:
+                jobs = reply.get("reply")
+                for job in jobs if isinstance(jobs, list) else ():
+                    record = self.tasks.get(str(job.get("id"))) if isinstance(job, dict) else None
+                    if record is not None:
+                        record["args"], record["kwargs"] = job.get("args"), job.get("kwargs")
+
+
+class EventFeed:
+    """Follows ``P:events`` without blocking: ``backlog`` once, then ``pump`` each turn."""
+
+    def __init__(self, app: "Engine") -> None:
+        self.app = app
+        self.stream = app.broker.keys.events
+        self.reader = app.new_client()
+        self.last_id = "0"
+
+    def backlog(self, state: FleetState, entries: int = BACKLOG) -> None:
+        """The recent past: its tasks are listed, its counts are not (they are "since the
+        monitor started")."""
+        recent = self.reader.xrevrange(self.stream, count=entries)
+        with state.lock:
+            for _, fields in reversed(recent):
+                for event in _events.unpack(fields):
+                    state.on_event(event)
+            state.counts.clear()
+            state.finished.clear()
+        self.last_id = _s(recent[0][0]) if recent else "0"
+
+    def pump(self, state: FleetState) -> int:
+        """Fold in what arrived since the last call; returns how many events."""
+        seen = 0
+        response = self.reader.xread({self.stream: self.last_id}, count=1000)
+        with state.lock:
+            for _, entries in response or []:
+                for entry_id, fields in entries:
+                    self.last_id = _s(entry_id)
+                    for event in _events.unpack(fields):
+                        state.on_event(event)
+                        seen += 1
+        return seen
+
+
+class Poller:
+    """Keeps ``state`` fresh: events every turn (the recent past first), snapshots every
+    POLL_INTERVAL, and every ARGS_INTERVAL the arguments of the ``selected`` task while it
+    is in flight; a lost broker shows as ``state.error`` until it answers again. ``run`` is
+    the thread that does it, so that a slow or lost broker never holds up the keys."""
+
+    def __init__(self, app: "Engine", state: FleetState) -> None:
+        self.app, self.state = app, state
+        self.feed = EventFeed(app)
+        self.selected: str | None = None
+        self._caught_up = False
+        self._next_poll = self._next_args = 0.0
+
+    def run(self, stop: threading.Event, period: float) -> None:
+        while not stop.is_set():
+            self.turn(self.selected)
+            stop.wait(period)
+
+    def turn(self, selected: str | None = None) -> None:
+        state, now = self.state, time.monotonic()
+        try:
+            if not self._caught_up:
+                self.feed.backlog(state)
+                self._caught_up = True
+            self.feed.pump(state)
+            if now >= self._next_poll:
+                self._next_poll = now + POLL_INTERVAL
+                state.poll(self.app)
+            with state.lock:
+                wanted = state.wants_arguments(selected)
+            if now >= self._next_args and wanted:
+                self._next_args = now + ARGS_INTERVAL
+                state.poll_arguments(self.app)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            state.error = f"Redis unavailable: {exc}"
