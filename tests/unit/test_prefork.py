@@ -336,6 +336,34 @@ def test_a_work_slot_carries_the_body_and_its_flags(size, notify_start, self_sto
         outbox.close()
 
 
+def test_an_offer_wakes_only_a_sleeping_child_and_a_busy_one_claims_without_a_token():
+    table, outbox = shm.WorkTable(4), shm.Outbox()
+    try:
+        # Given no child asleep: an offer posts no wake-up, and a child finishing its job
+        # finds the offer without waiting
+        table.offer(0, 1, b"a")
+        assert table.items.get_value() == 0
+        assert table.wait_for_offer(0.01)
+        assert table.claim(outbox) == 0 and table.is_claimed(0)
+        # Given a child asleep on the table: an offer wakes it, and it claims
+        woke = []
+        sleeper = threading.Thread(target=lambda: woke.append(table.wait_for_offer(WAIT)))
+        sleeper.start()
+        give_up = time.monotonic() + WAIT
+        while table.sleepers.get_value() == 0:
+            assert time.monotonic() < give_up, "the sleeper never counted itself in"
+            time.sleep(POLL)
+        table.offer(1, 2, b"b")
+        sleeper.join(WAIT)
+        assert woke == [True] and table.sleepers.get_value() == 0
+        assert table.claim(outbox) == 1
+        # And with nothing on offer, a wait times out
+        assert not table.wait_for_offer(0.01) or table.claim(outbox) == -1
+    finally:
+        table.close()
+        outbox.close()
+
+
 @pytest.fixture
 def polled(tmp_path):
     """One child, polled as under ``engine run``: the test reads the waker the children
