@@ -5,10 +5,13 @@ busy worker pays one XADD per batch, not per event. A batch is either a map ``{"
 "e": [[type, ts, id, task, extra], ...]}`` (compact: the worker once, no repeated keys) or
 an array of event maps (the heartbeat thread's single events). ``unpack`` turns both into
 event maps: ``type``, ``ts``, ``worker``, and for task events ``id`` and ``task``.
+``task-received`` carries ``args`` and ``kwargs`` as ``repr`` text of ARGS_LIMIT characters
+at most (``docs/wire.md``).
 """
 
 from __future__ import annotations
 
+import reprlib
 import time
 from typing import Any, Iterator
 
@@ -23,6 +26,37 @@ WORKER_EVENTS = ("worker-online", "worker-heartbeat", "worker-offline")
 FLUSH_DELAY = 0.1
 #: events that are written at once, whatever their age
 FLUSH_MAX = 2000
+#: characters of a received event's ``args`` and ``kwargs`` text, each at most
+ARGS_LIMIT = 1024
+
+#: bounds the work of one repr, whatever the arguments (a million-item list costs as
+#: little as ten): only what fits ARGS_LIMIT is ever looked at
+_ARGS_REPR = reprlib.Repr()
+_ARGS_REPR.maxlevel, _ARGS_REPR.maxstring, _ARGS_REPR.maxother = 4, 400, 200
+_ARGS_REPR.maxlist = _ARGS_REPR.maxtuple = _ARGS_REPR.maxdict = _ARGS_REPR.maxset = 30
+
+
+class Shown:
+    """Task arguments in an event, turned into capped text only when the batch is packed
+    (on the writer's thread, off the supervisor's loop): an event costs one object here."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def text(self) -> str:
+        try:
+            shown = _ARGS_REPR.repr(self.value)
+        except Exception as exc:   # a hostile __repr__ must not cost the batch
+            shown = f"<unprintable {type(self.value).__name__}: {type(exc).__name__}>"
+        if len(shown) > ARGS_LIMIT:
+            shown = shown[:ARGS_LIMIT - 1] + "…"
+        return shown
+
+
+def _packable(value: Any) -> Any:
+    return value.text() if isinstance(value, Shown) else str(value)
 
 
 class EventBuffer:
@@ -48,6 +82,15 @@ class EventBuffer:
                 self._since = time.monotonic()
             self._pending.append((kind, time.time(), job_id, task, fields or None))
 
+    def received(self, job: Any, queue: str) -> None:
+        """``task-received``, with ``args`` and ``kwargs`` as capped text (``Shown``)."""
+        if self.enabled:
+            if not self._pending:
+                self._since = time.monotonic()
+            self._pending.append(("task-received", time.time(), job.id, job.task, {
+                "queue": queue, "retries": job.retries, "args": Shown(job.args),
+                "kwargs": Shown(job.kwargs)}))
+
     def due(self) -> bool:
         """Whether ``take`` would hand over a batch now."""
         pending = self._pending
@@ -65,7 +108,8 @@ class EventBuffer:
         return self.pack(pending) if packed else pending
 
     def pack(self, events: list) -> bytes:
-        return msgpack.packb({"w": self.worker, "e": events}, use_bin_type=True, default=str)
+        return msgpack.packb({"w": self.worker, "e": events}, use_bin_type=True,
+                             default=_packable)
 
     def flush(self, pipe, *, force: bool = False) -> int:
         """Add one XADD for everything pending to ``pipe`` when due (or ``force``);
