@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pools.base import Job
 
-from engine.events import ARGS_LIMIT, EventBuffer, unpack
+from engine.events import ARGS_LIMIT, PLAIN_REPR_BODY, EventBuffer, unpack
+from engine.message import encode_message, load_job
 
 
 def received(buffer: EventBuffer, job: Job) -> dict:
@@ -15,8 +16,8 @@ def received(buffer: EventBuffer, job: Job) -> dict:
 
 
 def test_the_received_event_carries_the_arguments_as_text():
-    # Given a job with plain arguments
-    job = Job(id="a", task="t.add", args=[20, "x"], kwargs={"y": [1, 2]}, retries=3)
+    # Given a job with plain arguments, decoded from its message
+    job = load_job(encode_message("a", "t.add", [20, "x"], {"y": [1, 2]}, retries=3))
 
     # When its received event goes through the stream's codec
     event = received(EventBuffer("s", "w1"), job)
@@ -38,6 +39,19 @@ def test_huge_arguments_are_cut_to_the_limit():
     # Then each text fits the limit and still begins like the value
     assert 0 < len(event["args"]) <= ARGS_LIMIT and event["args"].startswith("['yyyy")
     assert 0 < len(event["kwargs"]) <= ARGS_LIMIT and event["kwargs"].startswith("{'k0': 'zz")
+
+
+def test_a_small_message_with_a_long_repr_is_cut_too():
+    # Given a message small enough for a plain repr whose text is longer than the limit
+    job = load_job(encode_message("s", "t.many", [list(range(100, 600))], {"k": 1}))
+    assert len(job.body) <= PLAIN_REPR_BODY and len(repr(job.args)) > ARGS_LIMIT
+
+    # When its event is packed
+    event = received(EventBuffer("s", "w1"), job)
+
+    # Then the text is cut to the limit, and the other one is whole
+    assert len(event["args"]) == ARGS_LIMIT and event["args"].startswith("[[100, 101, ")
+    assert event["kwargs"] == "{'k': 1}"
 
 
 class Hostile:
