@@ -5,11 +5,12 @@ workers table after a resize and actions on unknown workers: real workers, a rea
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from playwright.sync_api import expect
 
-from engine import control
+from engine import control, message
 from engine.dashboard import fleet
 from engine.exceptions import TaskError
 from tests.apps.basic import CustomError
@@ -43,6 +44,32 @@ def test_a_dead_lettered_task_shows_its_state_and_reason(app, run_worker, dashbo
     events = page.locator("#task-timeline tr[data-event]")
     expect(events.last).to_have_attribute("data-event", "dead-lettered")
     expect(page.locator("#task-name")).to_have_text("tests.apps.basic.reject")
+
+
+def test_a_task_no_worker_could_run_is_dead_lettered_not_pending(app, run_worker, dashboard,
+                                                                  page):
+    # Given a message naming a task no worker knows, filed by the worker that took it
+    run_worker("--pool", "solo")
+    task_id = str(uuid.uuid4())
+    body = message.encode_message(task_id, "tests.apps.basic.missing", [7], {"to": "x"})
+    app.client.xadd(app.broker.keys.queue("default"), {"m": body})
+    wait_for(lambda: app.client.xlen(app.broker.keys.dlq("default")) == 1, DEADLINE,
+             message="the dead letter")
+
+    # When its page is opened
+    page.goto(f"{dashboard.url}/tasks/{task_id}")
+
+    # Then it is DEAD-LETTERED (no event was ever sent for it), with the worker's reason and
+    # the arguments the dead letter holds
+    expect(page.locator("#task-state")).to_have_text("DEAD-LETTERED", timeout=TIMEOUT_MS)
+    expect(page.locator("#task-dead")).to_contain_text(
+        "unknown task 'tests.apps.basic.missing'")
+    expect(page.locator("#task-timeline tr[data-event]")).to_have_count(1)
+    expect(page.locator("#task-timeline tr[data-event]")).to_have_attribute(
+        "data-event", "dead-lettered")
+    expect(page.locator("#task-name")).to_have_text("tests.apps.basic.missing")
+    expect(page.locator("#task-args")).to_have_text("[7]")
+    expect(page.locator("#task-kwargs")).to_have_text('{"to": "x"}')
 
 
 def test_the_task_page_shows_the_arguments_from_the_received_event(app, run_worker,
