@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                       help="a Host name to accept besides the bound address and loopback "
                            "names (repeatable; '*.example.com' patterns, '*' for any)")
+    dash.add_argument("--url-prefix", metavar="PATH",
+                      help="serve every page, asset and API under PATH, e.g. /ops/engine, "
+                           "for a reverse proxy that forwards that path unchanged (default: "
+                           "the dashboard_url_prefix setting, else /)")
     return parser
 
 

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_connection_max_retries": 100,   # ... this many retries (0 or None: forever)
     "broker_transport_options": {},  # sentinel:// URLs: master_name, sentinel_kwargs
     "security_key": None,            # "k1,k2": the first signs messages, all verify (signing.py)
+    "dashboard_url_prefix": "",      # engine dashboard --url-prefix: e.g. "/ops/engine"
 }
 
 #: environment variable -> setting (ENGINE_APP and ENGINE_CUSTOM_POOL are read by the CLI
@@ -63,6 +64,7 @@ ENVIRONMENT = {
     "ENGINE_RESULT_BACKEND": "result_backend",
     "ENGINE_KEY_PREFIX": "key_prefix",
     "ENGINE_SECURITY_KEY": "security_key",
+    "ENGINE_DASHBOARD_URL_PREFIX": "dashboard_url_prefix",
 }
 
 

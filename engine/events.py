@@ -5,10 +5,13 @@ busy worker pays one XADD per batch, not per event. A batch is either a map ``{"
 "e": [[type, ts, id, task, extra], ...]}`` (compact: the worker once, no repeated keys) or
 an array of event maps (the heartbeat thread's single events). ``unpack`` turns both into
 event maps: ``type``, ``ts``, ``worker``, and for task events ``id`` and ``task``.
+``task-received`` carries ``args`` and ``kwargs`` as ``repr`` text of ARGS_LIMIT characters
+at most (``docs/wire.md``).
 """
 
 from __future__ import annotations
 
+import reprlib
 import time
 from typing import Any, Iterator
 
@@ -23,6 +26,60 @@ WORKER_EVENTS = ("worker-online", "worker-heartbeat", "worker-offline")
 FLUSH_DELAY = 0.1
 #: events that are written at once, whatever their age
 FLUSH_MAX = 2000
+#: characters of a received event's ``args`` and ``kwargs`` text, each at most
+ARGS_LIMIT = 1024
+#: message bytes up to which a plain repr of its arguments is cheap enough (each msgpack byte
+#: makes a few characters at most); longer messages go through the bounded ``_ARGS_REPR``
+PLAIN_REPR_BODY = 2048
+
+#: bounds the work of one repr, whatever the arguments (a million-item list costs as
+#: little as ten): only about what fits ARGS_LIMIT is ever looked at
+_ARGS_REPR = reprlib.Repr()
+_ARGS_REPR.maxlevel, _ARGS_REPR.maxstring, _ARGS_REPR.maxother = 4, 400, 200
+_ARGS_REPR.maxlist = _ARGS_REPR.maxtuple = _ARGS_REPR.maxdict = _ARGS_REPR.maxset = 30
+
+
+class _Received:
+    """The extra fields of a ``task-received`` event, kept as the job until the batch is
+    packed (on the writer's thread, off the supervisor's loop): then ``fields`` turns the
+    arguments into capped text. An event costs the loop one small object."""
+
+    __slots__ = ("job", "queue")
+
+    def __init__(self, job: Any, queue: str) -> None:
+        self.job = job
+        self.queue = queue
+
+    def fields(self) -> dict[str, Any]:
+        job = self.job
+        args, kwargs = job.args, job.kwargs
+        if 0 < len(job.body) <= PLAIN_REPR_BODY:
+            # the common case inline (this runs once per task): a small message, so plain
+            # reprs, which cannot raise on decoded msgpack data (extension types included)
+            args = repr(args) if args else "[]"
+            kwargs = repr(kwargs) if kwargs else "{}"
+            if len(args) > ARGS_LIMIT or len(kwargs) > ARGS_LIMIT:
+                args, kwargs = _cut(args), _cut(kwargs)
+        else:
+            args, kwargs = shown(args), shown(kwargs)
+        return {"queue": self.queue, "retries": job.retries, "args": args, "kwargs": kwargs}
+
+
+def shown(value: Any) -> str:
+    """``value`` as repr text of ARGS_LIMIT characters at most, in bounded time."""
+    try:
+        text = _ARGS_REPR.repr(value)
+    except Exception as exc:   # a hostile __repr__ must not cost the batch
+        text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    return _cut(text)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ARGS_LIMIT else text[:ARGS_LIMIT - 1] + "…"
+
+
+def _packable(value: Any) -> Any:
+    return value.fields() if type(value) is _Received else str(value)
 
 
 class EventBuffer:
@@ -48,6 +105,15 @@ class EventBuffer:
                 self._since = time.monotonic()
             self._pending.append((kind, time.time(), job_id, task, fields or None))
 
+    def received(self, job: Any, queue: str) -> None:
+        """``task-received`` of ``job`` from ``queue``: ``queue``, ``retries``, and ``args``
+        and ``kwargs`` as capped text (made by ``pack``)."""
+        if self.enabled:
+            if not self._pending:
+                self._since = time.monotonic()
+            self._pending.append(("task-received", time.time(), job.id, job.task,
+                                  _Received(job, queue)))
+
     def due(self) -> bool:
         """Whether ``take`` would hand over a batch now."""
         pending = self._pending
@@ -65,7 +131,8 @@ class EventBuffer:
         return self.pack(pending) if packed else pending
 
     def pack(self, events: list) -> bytes:
-        return msgpack.packb({"w": self.worker, "e": events}, use_bin_type=True, default=str)
+        return msgpack.packb({"w": self.worker, "e": events}, use_bin_type=True,
+                             default=_packable)
 
     def flush(self, pipe, *, force: bool = False) -> int:
         """Add one XADD for everything pending to ``pipe`` when due (or ``force``);

@@ -259,3 +259,35 @@ def set_paused(app: Any, queue: str, paused: bool) -> None:
     keys = Keys(app.broker.keys.prefix)
     (app.client.sadd if paused else app.client.srem)(keys.paused, queue)
 
+
+
+# -- reading the fleet's flow state (dashboard) ------------------------------------------
+def fleet_state(app: Any) -> dict[str, Any]:
+    """The limits a worker of ``app`` would apply now (the declared ones with the run-time
+    ``P:rate_limits`` over them: what ``inspect stats`` reports as ``limits``), with what
+    Redis holds for each: the tokens left in its bucket, the ``max_concurrency`` slots in
+    use per worker; and the paused queues. Reads only."""
+    limiter = Limiter(app, "")
+    limiter.refresh()
+    keys = limiter.keys
+    names = sorted(limiter.names)
+    pipe = app.client.pipeline(transaction=False)
+    for name in names:
+        pipe.hget(keys.rate(name), "tokens")
+        pipe.hgetall(keys.concurrency(name))
+    pipe.hgetall(keys.rate_limits)
+    found = pipe.execute()
+    overrides = {text(k): text(v) for k, v in found[-1].items()}
+    tasks = {}
+    for i, name in enumerate(names):
+        tokens, holders = found[2 * i], found[2 * i + 1]
+        rate = limiter.rates.get(name)
+        held = {text(k): int(v) for k, v in holders.items() if int(v) > 0}
+        tasks[name] = {
+            "rate": (overrides.get(name) or getattr(app.tasks.get(name), "rate_limit", None)
+                     if rate else None),
+            "rate_per_s": rate[0] if rate else None,
+            "tokens": float(text(tokens)) if tokens is not None and rate else None,
+            "max_concurrency": limiter.concurrency.get(name),
+            "slots_used": sum(held.values()), "slots": held}
+    return {"tasks": tasks, "paused": sorted(limiter.paused)}

@@ -27,7 +27,8 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"the dashboard needs {exc.name}: "
                                  "pip install 'engine-tasks[dashboard]'") from None
     from engine.app import load_app
-    from engine.dashboard.web import allowed_hosts, create_app, is_loopback, parse_credentials
+    from engine.dashboard.web import (allowed_hosts, create_app, is_loopback,
+                                      parse_credentials, parse_prefix)
 
     try:
         credentials = parse_credentials(args.basic_auth)
@@ -47,10 +48,16 @@ def command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     app = load_app(args.app or "")
-    web = create_app(app, credentials=credentials, hosts=hosts)
+    given = args.url_prefix
+    try:
+        prefix = parse_prefix(app.conf.dashboard_url_prefix if given is None else given)
+    except ValueError as exc:
+        what = "--url-prefix" if given is not None else "dashboard_url_prefix"
+        raise ConfigurationError(str(exc).replace("--url-prefix", what, 1)) from None
+    web = create_app(app, credentials=credentials, hosts=hosts, prefix=prefix)
     host = f"[{args.address}]" if ":" in args.address else args.address
     _check_free(args.address, host, args.port)
-    log.info("dashboard of %s on http://%s:%d/%s", app.main, host, args.port,
+    log.info("dashboard of %s on http://%s:%d%s/%s", app.main, host, args.port, prefix,
              " (password required)" if credentials else "")
     uvicorn.run(web, host=args.address, port=args.port, log_level="warning",
                 access_log=False, timeout_graceful_shutdown=2, lifespan="on")

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 
-from engine import control, message, signing
+from engine import control, flow, message, signing
 from engine.worker.snapshot import read_fleet
 
 if TYPE_CHECKING:
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 SHOW_LIMIT = 20000
 #: seconds an action waits for the worker's reply to a control command
 CONTROL_TIMEOUT = 3.0
+#: dead letters per queue searched for a task's page, newest first
+DEAD_SEARCH = 500
+#: delayed messages per queue looked at to count a limited task's waiting ones
+WAITING_SEARCH = 5000
 
 #: puts a dead letter's original body back on its queue and deletes the dead letter, in one
 #: step (both keys carry the queue's hash tag, so this holds on a Redis Cluster too).
@@ -164,12 +168,15 @@ def delete_dead_letter(app: "Engine", queue: str, entry_id: str) -> bool:
     return bool(app.client.xdel(app.broker.keys.dlq(queue), entry_id))
 
 
-def find_body(app: "Engine", task_id: str) -> dict[str, Any] | None:
-    """The message of ``task_id`` when a dead letter still holds it (arguments are not in
-    events, so that is where the dashboard can know them)."""
+def find_dead_letter(app: "Engine", task_id: str) -> dict[str, Any] | None:
+    """The newest dead letter that holds ``task_id`` (among the DEAD_SEARCH newest of each
+    queue): its ``body`` (the decoded message), ``reason``, ``queue``, ``at`` and ``entry``.
+    Arguments are in no event, so this is also where the dashboard can learn them for a
+    task whose events are gone."""
     client = app.client
     for queue in app.broker.known_queues():
-        for _, fields in client.xrevrange(app.broker.keys.dlq(queue), "+", "-", count=500):
+        for entry_id, fields in client.xrevrange(app.broker.keys.dlq(queue), "+", "-",
+                                                 count=DEAD_SEARCH):
             raw = fields.get(b"m") or b""
             if task_id.encode() not in raw:
                 continue
@@ -178,8 +185,43 @@ def find_body(app: "Engine", task_id: str) -> dict[str, Any] | None:
             except message.MessageError:
                 continue
             if body["id"] == task_id:
-                return body
+                return {"body": body, "reason": _s(fields.get(b"reason", b"")),
+                        "queue": _s(fields.get(b"queue", queue)),
+                        "at": _float(fields.get(b"at")), "entry": _s(entry_id)}
     return None
+
+
+# -- flow control --------------------------------------------------------------------------
+def flow_state(app: "Engine") -> dict[str, Any]:
+    """``engine.flow.fleet_state`` (limits, slots in use, paused queues), with how many
+    messages of each limited task wait in the delayed sets: held back by its limit (or sent
+    with a countdown), among the WAITING_SEARCH soonest of each queue."""
+    state = flow.fleet_state(app)
+    limited = state["tasks"]
+    waiting = dict.fromkeys(limited, 0)
+    if limited:
+        names = [(name, name.encode()) for name in limited]
+        pipe = app.client.pipeline(transaction=False)
+        queues = app.broker.known_queues()
+        for queue in queues:
+            pipe.zrange(app.broker.keys.delayed(queue), 0, WAITING_SEARCH - 1)
+        for members in pipe.execute():
+            for member in members:
+                body, _ = signing.unwrap(member)
+                for name, encoded in names:
+                    if encoded in body and _task_of(body) == name:
+                        waiting[name] += 1
+                        break
+    for name, info in limited.items():
+        info["waiting"] = waiting[name]
+    return state
+
+
+def _task_of(raw: bytes) -> str | None:
+    try:
+        return message.decode_message(raw)["task"]
+    except message.MessageError:
+        return None
 
 
 # -- control -------------------------------------------------------------------------------
@@ -201,6 +243,11 @@ def send_control(app: "Engine", command: str, *, destination: str,
 
 class ControlError(Exception):
     """A worker answered a control command with an error."""
+
+
+def worker_known(app: "Engine", name: str) -> bool:
+    """Whether ``name`` is in ``P:workers`` (online, or lost and not yet reclaimed)."""
+    return app.client.zscore(app.broker.keys.workers, name) is not None
 
 
 def revoke(app: "Engine", task_id: str, *, terminate: bool = False) -> None:

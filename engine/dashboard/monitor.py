@@ -122,7 +122,7 @@ class Monitor:
             record["received"] = record["received"] or ts
             record["queue"] = str(event.get("queue") or record["queue"])
             record["retries"] = int(event.get("retries") or record["retries"] or 0)
-            for key in ("args", "kwargs"):   # only when a producer chose to send them
+            for key in ("args", "kwargs"):   # capped repr text (engine.events)
                 if key in event:
                     record[key] = event[key]
         elif kind == "task-started":
@@ -186,9 +186,19 @@ class Monitor:
             return {**record, "timeline": list(record["timeline"])}
 
 
+#: characters of an exception's message in the task list (its page shows all of it)
+SUMMARY_MESSAGE = 200
+
+
 def _summary(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: record[key] for key in ("id", "name", "state", "worker", "queue", "received",
-                                         "started", "ended", "runtime", "retries", "exception")}
+    summary = {key: record[key] for key in ("id", "name", "state", "worker", "queue",
+                                            "received", "started", "ended", "runtime",
+                                            "retries", "exception")}
+    message = record["message"] if record["exception"] else ""
+    if len(message) > SUMMARY_MESSAGE:
+        message = message[:SUMMARY_MESSAGE - 1] + "…"
+    summary["message"] = message
+    return summary
 
 
 def _num(value: Any) -> float | None:

@@ -16,6 +16,7 @@ import binascii
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import socket
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from engine.dashboard import fleet
+from engine.dashboard.detail import task_detail
 from engine.dashboard.monitor import STATES, Monitor
 
 if TYPE_CHECKING:
@@ -178,8 +180,9 @@ def _host_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 class Dashboard:
     """Handlers bound to one Engine app, its event monitor and this process's CSRF token."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: "Engine", *, prefix: str = "") -> None:
         self.engine = engine
+        self.prefix = prefix
         self.monitor = Monitor(engine)
         self.csrf_token = secrets.token_urlsafe(32)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -188,13 +191,15 @@ class Dashboard:
     def page(self, name: str, page: str, **context: Any):
         async def handler(request: Request) -> Response:
             values = {"csrf_token": self.csrf_token, "page": page, "app_name": self.engine.main,
-                      "states": STATES, **context, **dict(request.path_params)}
+                      "states": STATES, "prefix": self.prefix, **context,
+                      **dict(request.path_params)}
             return self.templates.TemplateResponse(request, name, values)
         return handler
 
     # -- reading -----------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         return {"workers": fleet.workers(self.engine), "queues": fleet.queues(self.engine),
+                "flow": fleet.flow_state(self.engine),
                 "throughput": self.monitor.throughput(seconds=CHART_WINDOW),
                 "totals": dict(self.monitor.totals), "version": self.monitor.version}
 
@@ -212,42 +217,7 @@ class Dashboard:
                                                    page=page, per_page=per_page))
 
     def task_detail(self, task_id: str) -> dict[str, Any] | None:
-        seen = self.monitor.task(task_id)
-        record = self.engine.backend.peek(task_id)
-        body = None
-        if seen is None or seen.get("args") is None:
-            body = fleet.find_body(self.engine, task_id)
-        if seen is None and record is None and body is None:
-            return None
-        detail: dict[str, Any] = {
-            "id": task_id, "name": "", "state": "PENDING", "worker": "", "queue": "",
-            "received": None, "started": None, "ended": None, "runtime": None, "retries": 0,
-            "exception": "", "message": "", "traceback": "", "timeline": [],
-            "args": None, "kwargs": None, "result": None, "date_done": None,
-            "args_source": None}
-        if seen:
-            detail.update({k: v for k, v in seen.items() if k not in ("args", "kwargs")})
-            if seen.get("args") is not None or seen.get("kwargs") is not None:
-                detail.update(args=fleet.show(seen.get("args")),
-                              kwargs=fleet.show(seen.get("kwargs")), args_source="events")
-        if body is not None:
-            detail.update(args=fleet.show(body["args"]), kwargs=fleet.show(body["kwargs"]),
-                          args_source="dead letter", name=detail["name"] or body["task"])
-        if record:
-            # the result backend is the authority on the final state and the failure
-            detail.update(state=record["state"], date_done=record.get("date_done"),
-                          retries=max(int(record.get("retries") or 0), int(detail["retries"] or 0)),
-                          name=record.get("task") or detail["name"],
-                          worker=record.get("worker") or detail["worker"])
-            if record.get("runtime"):
-                detail["runtime"] = record["runtime"]
-            if record["state"] == "SUCCESS":
-                detail["result"] = fleet.show(record.get("value"))
-            for key, source in (("exception", "exc_type"), ("message", "exc_message"),
-                                ("traceback", "traceback")):
-                if record.get(source):
-                    detail[key] = str(record[source])
-        return detail
+        return task_detail(self.engine, self.monitor, task_id)
 
     async def api_task(self, request: Request) -> Response:
         detail = await run_in_threadpool(self.task_detail, request.path_params["task_id"])
@@ -336,6 +306,9 @@ class Dashboard:
                 fields["lane"] = str(body["lane"])
         elif verb != "shutdown":
             raise HTTPException(404, f"unknown action {verb!r}")
+        if not await run_in_threadpool(fleet.worker_known, self.engine, name):
+            return JSONResponse({"ok": False, "error": f"no such worker {name!r}"},
+                                status_code=404)
         try:
             text = await run_in_threadpool(fleet.send_control, self.engine, verb,
                                            destination=name, **fields)
@@ -377,10 +350,12 @@ class Dashboard:
 
 
 def create_app(engine: "Engine", *, credentials: tuple[str, str] | None = None,
-               address: str = "127.0.0.1", hosts: list[str] | None = None) -> Starlette:
+               address: str = "127.0.0.1", hosts: list[str] | None = None,
+               prefix: str = "") -> Starlette:
     """The application; it accepts the Host names ``hosts`` (default: ``allowed_hosts`` of
-    ``address``)."""
-    dashboard = Dashboard(engine)
+    ``address``) and serves every path under ``prefix`` (``parse_prefix``; "" for /)."""
+    prefix = parse_prefix(prefix)
+    dashboard = Dashboard(engine, prefix=prefix)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -390,13 +365,30 @@ def create_app(engine: "Engine", *, credentials: tuple[str, str] | None = None,
         finally:
             dashboard.monitor.stop()
 
-    web = Starlette(routes=dashboard.routes(), lifespan=lifespan, middleware=[
+    # under a prefix, only its paths exist: a page that forgot it fails loudly (404)
+    routes = [Mount(prefix, routes=dashboard.routes())] if prefix else dashboard.routes()
+    web = Starlette(routes=routes, lifespan=lifespan, middleware=[
         Middleware(Guard, credentials=credentials),
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts(address),
                    www_redirect=False),
     ])
     web.state.dashboard = dashboard
     return web
+
+
+_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+def parse_prefix(text: str | None) -> str:
+    """``--url-prefix``: "" or "/" for none, else a path such as ``/ops/engine`` (a trailing
+    slash is dropped); ValueError for anything else (a prefix is put into every link)."""
+    prefix = (text or "").strip().rstrip("/")
+    if not prefix:
+        return ""
+    if not _PREFIX.fullmatch(prefix) or any(p in (".", "..") for p in prefix.split("/")):
+        raise ValueError(f"--url-prefix {text!r}: expected a path such as /ops/engine "
+                         f"(letters, digits and . _ ~ - between slashes)")
+    return prefix
 
 
 def _sse(event: str, data: Any) -> bytes:

@@ -175,6 +175,13 @@ def _resize(grow: bool) -> Callable[["Supervisor", dict], dict]:
         size = lane.grow(n) if grow else lane.shrink(n)
         log.info("lane %s: pool %s by %d to %d", lane.name, "grown" if grow else "shrunk",
                  n, size)
+        # publish the new size before the reply: the snapshot is otherwise refreshed every
+        # few housekeeping rounds and heartbeats, so a dashboard showed the old one for seconds
+        sup.presence.snapshot = sup.info().to_wire()
+        try:
+            sup.presence.beat()
+        except redis.RedisError:
+            pass   # the next heartbeat publishes it
         return {"ok": f"{'grew' if grow else 'shrank'} by {n}", "lane": lane.name,
                 "concurrency": size}
     return resize

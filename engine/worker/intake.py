@@ -157,8 +157,7 @@ class Intake:
             return True
         if "uq" in body:
             delivery.unique = body["uq"]
-        self.events.task("task-received", job.id, job.task, queue=queue_name,
-                         retries=job.retries)
+        self.events.received(job, queue_name)
         if hooksig.task_received.receivers:
             hooks.received(self.worker, job)
         lane.buffer.append(delivery)
@@ -176,8 +175,7 @@ class Intake:
             for delivery in deliveries[:granted]:
                 delivery.slot = slot
                 job = delivery.job
-                self.events.task("task-received", job.id, job.task, queue=job.queue,
-                                 retries=job.retries)
+                self.events.received(job, job.queue)
                 if hooksig.task_received.receivers:
                     hooks.received(self.worker, job)
                 lane.buffer.append(delivery)

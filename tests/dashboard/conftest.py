@@ -47,10 +47,15 @@ def basic(user: str, password: str) -> dict:
 class DashboardServer(EngineProcess):
     """``python -m engine dashboard`` on a free port, as a real process (``engine.testing``)."""
 
-    def __init__(self, env: dict, log_path: Path, *args: str) -> None:
+    def __init__(self, env: dict, log_path: Path, *args: str,
+                 app: str = "tests.apps.basic") -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("dashboard", ["-A", "tests.apps.basic", "--port", str(self.port), *args],
+        self.origin = f"http://127.0.0.1:{self.port}"
+        # served under --url-prefix (or its setting) when given: every path, assets included
+        prefix = (args[args.index("--url-prefix") + 1] if "--url-prefix" in args
+                  else env.get("ENGINE_DASHBOARD_URL_PREFIX", ""))
+        self.url = self.origin + prefix.rstrip("/")
+        super().__init__("dashboard", ["-A", app, "--port", str(self.port), *args],
                          env=env, log_path=log_path, cwd=ROOT)
 
     def wait_ready(self) -> "DashboardServer":
@@ -70,9 +75,10 @@ class DashboardServer(EngineProcess):
 def start_dashboard(env, tmp_path):
     started: list[DashboardServer] = []
 
-    def start(*args: str, extra_env: dict | None = None) -> DashboardServer:
+    def start(*args: str, extra_env: dict | None = None,
+              app: str = "tests.apps.basic") -> DashboardServer:
         server = DashboardServer(dict(env, **(extra_env or {})),
-                                 tmp_path / f"dashboard-{len(started)}.log", *args)
+                                 tmp_path / f"dashboard-{len(started)}.log", *args, app=app)
         started.append(server)
         return server.wait_ready()
 

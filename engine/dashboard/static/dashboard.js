@@ -4,6 +4,8 @@
   "use strict";
 
   var page = document.body.dataset.page;
+  // every path the page asks for is under the dashboard's --url-prefix ("" for none)
+  var prefix = document.body.dataset.prefix || "";
   var csrf = document.querySelector('meta[name="csrf-token"]').content;
 
   // -- small helpers ------------------------------------------------------------------------
@@ -67,7 +69,7 @@
   }
 
   function taskLink(id, text) {
-    return el("a", {href: "/tasks/" + encodeURIComponent(id), text: text || id});
+    return el("a", {href: prefix + "/tasks/" + encodeURIComponent(id), text: text || id});
   }
 
   function flash(text, bad) {
@@ -78,14 +80,14 @@
   }
 
   function getJSON(url) {
-    return fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+    return fetch(prefix + url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (r) {
         return r.json().then(function (body) { return {status: r.status, body: body}; });
       });
   }
 
   function post(url, body) {
-    return fetch(url, {
+    return fetch(prefix + url, {
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
       body: JSON.stringify(body || {})
@@ -116,7 +118,7 @@
 
   function connect() {
     var live = document.getElementById("live");
-    var source = new EventSource("/api/stream");
+    var source = new EventSource(prefix + "/api/stream");
     source.onopen = function () { live.textContent = "live"; live.className = "live on"; };
     source.onerror = function () { live.textContent = "reconnecting…"; live.className = "live off"; };
     Object.keys(handlers).forEach(function (name) {
@@ -138,10 +140,12 @@
     });
   }
 
-  function queueRows(queues, withActions) {
+  function queueRows(queues, withActions, paused) {
     return queues.map(function (q) {
-      var row = el("tr", {"data-queue": q.name},
-        cell(q.name, "name"), cell(q.waiting, "num"), cell(q.unacked, "num"),
+      var stopped = (paused || []).indexOf(q.name) >= 0;
+      var row = el("tr", {"data-queue": q.name, "data-paused": stopped ? "yes" : null},
+        cell(el("span", null, q.name, stopped ? el("span", {class: "state state-paused", text: "paused"}) : null), "name"),
+        cell(q.waiting, "num"), cell(q.unacked, "num"),
         cell(q.delayed, "num"), cell(q.dead, "num" + (q.dead ? " bad" : "")));
       if (withActions) {
         row.appendChild(cell(el("button", {type: "button", text: "dead letters",
@@ -182,7 +186,7 @@
       var online = data.workers.filter(function (w) { return w.online; }).length;
       document.getElementById("workers-count").textContent = online + " online";
       fill(document.querySelector("#workers tbody"), workerRows(data.workers), "no worker online", 10);
-      fill(document.querySelector("#queues tbody"), queueRows(data.queues, false), "no queue yet", 5);
+      fill(document.querySelector("#queues tbody"), queueRows(data.queues, false, data.flow.paused), "no queue yet", 5);
     });
   }
 
@@ -204,7 +208,7 @@
       if (current.state) q.set("state", current.state);
       if (current.name) q.set("name", current.name);
       if (current.page > 1) q.set("page", current.page);
-      history.replaceState(null, "", "/tasks" + (q.toString() ? "?" + q : ""));
+      history.replaceState(null, "", prefix + "/tasks" + (q.toString() ? "?" + q : ""));
       getJSON("/api/tasks?" + q).then(function (r) {
         var data = r.body;
         pages = data.pages;
@@ -217,7 +221,7 @@
           return el("tr", {"data-task": t.id, "data-state": t.state},
             cell(stateBadge(t.state)), cell(t.name, "name"), cell(taskLink(t.id), "mono"),
             cell(t.worker), cell(when(t.received)), cell(seconds(t.runtime), "num"),
-            cell(t.retries, "num"), cell(t.exception));
+            cell(t.retries, "num"), cell(t.exception ? t.exception + (t.message ? ": " + t.message : "") : "", "exception"));
         }), "no task matches", 8);
       }).finally(function () {
         loading = false;
@@ -254,15 +258,22 @@
         set("retries", t.retries); set("received", whenFull(t.received));
         set("started", whenFull(t.started)); set("ended", whenFull(t.ended || t.date_done));
         set("runtime", seconds(t.runtime));
-        set("args", t.args === null ? "not known (workers do not publish arguments)" : t.args);
+        set("args", t.args === null ? "not known (no received event or dead letter holds them)" : t.args);
         set("kwargs", t.kwargs === null ? "" : t.kwargs);
         set("result", t.result);
         set("exception", t.exception ? t.exception + (t.message ? ": " + t.message : "") : "");
         set("traceback", t.traceback || "");
+        var dead = t.dead_letter;
+        document.getElementById("task-dead-row").hidden = !dead;
+        if (dead) {
+          set("dead", dead.reason + " (queue " + dead.queue + ", " + whenFull(dead.at) + ", entry " + dead.entry + ")");
+          document.getElementById("task-dead-link").href = prefix + "/queues?queue=" + encodeURIComponent(dead.queue);
+        }
         fill(document.querySelector("#task-timeline tbody"), t.timeline.map(function (e) {
-          return el("tr", null, cell(whenFull(e.ts)), cell(e.type), cell(e.worker));
-        }), "no events seen", 3);
-        // a final task changes no more (a failure once its traceback has arrived)
+          return el("tr", {"data-event": e.type}, cell(whenFull(e.ts)), cell(e.type), cell(e.worker), cell(e.detail));
+        }), "no events seen", 4);
+        // a final task changes no more (a failure once its traceback has arrived; a dead
+        // letter until it is requeued, which the next "tasks" push shows)
         var final = ["SUCCESS", "FAILURE", "REVOKED"].indexOf(t.state) >= 0;
         done = final && (t.state !== "FAILURE" || !!t.traceback);
       });
@@ -307,11 +318,25 @@
     });
   }
 
+  function showFlow(flow) {
+    document.getElementById("paused").textContent = flow.paused.length ? flow.paused.join(", ") : "none";
+    var names = Object.keys(flow.tasks);
+    fill(document.querySelector("#limits tbody"), names.map(function (name) {
+      var t = flow.tasks[name];
+      return el("tr", {"data-task": name},
+        cell(name, "name"), cell(t.rate === null ? "none" : t.rate),
+        cell(t.tokens === null ? "" : t.tokens.toFixed(1), "num"), cell(t.waiting, "num"),
+        cell(t.max_concurrency === null ? "none" : t.max_concurrency, "num"),
+        cell(t.max_concurrency === null ? "" : t.slots_used + " of " + t.max_concurrency, "num"));
+    }), "no task has a rate limit or max_concurrency", 6);
+  }
+
   function queuesPage() {
     var params = new URLSearchParams(location.search);
     if (params.get("queue")) showDead(params.get("queue"));
     on("overview", function (data) {
-      fill(document.querySelector("#queues tbody"), queueRows(data.queues, true), "no queue yet", 6);
+      fill(document.querySelector("#queues tbody"), queueRows(data.queues, true, data.flow.paused), "no queue yet", 6);
+      showFlow(data.flow);
       if (deadQueue) {
         var q = data.queues.filter(function (x) { return x.name === deadQueue; })[0];
         if (q && deadCount !== null && q.dead !== deadCount) showDead(deadQueue);
@@ -330,7 +355,8 @@
       var lane = w.lanes.length > 1 ? el("select", {class: "lane", "aria-label": "lane"}) : null;
       if (lane) w.lanes.forEach(function (l) { lane.appendChild(el("option", {value: l.name, text: l.name})); });
       function resize(verb) {
-        return function () { post(base + verb, {n: Number(n.value), lane: lane ? lane.value : null}); };
+        // the worker publishes its new size before it answers: show it at once
+        return function () { post(base + verb, {n: Number(n.value), lane: lane ? lane.value : null}).then(refreshOverview); };
       }
       var actions = el("span", {class: "actions"}, lane, n,
         el("button", {type: "button", text: "grow", class: "grow", on: {click: resize("pool-grow")}}),
