@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import msgpack
 
+from engine import message
+
 TASK_EVENTS = ("task-received", "task-started", "task-succeeded", "task-failed",
                "task-retried", "task-revoked")
 WORKER_EVENTS = ("worker-online", "worker-heartbeat", "worker-offline")
@@ -28,8 +30,9 @@ FLUSH_DELAY = 0.1
 FLUSH_MAX = 2000
 #: characters of a received event's ``args`` and ``kwargs`` text, each at most
 ARGS_LIMIT = 1024
-#: message bytes up to which a plain repr of its arguments is cheap enough (each msgpack byte
-#: makes a few characters at most); longer messages go through the bounded ``_ARGS_REPR``
+#: message bytes up to which a received event carries the message itself, for its readers
+#: to show (a plain repr of its arguments is cheap there: each msgpack byte makes a few
+#: characters at most); a longer message's arguments go through the bounded ``_ARGS_REPR``
 PLAIN_REPR_BODY = 2048
 
 #: bounds the work of one repr, whatever the arguments (a million-item list costs as
@@ -40,9 +43,9 @@ _ARGS_REPR.maxlist = _ARGS_REPR.maxtuple = _ARGS_REPR.maxdict = _ARGS_REPR.maxse
 
 
 class _Received:
-    """The extra fields of a ``task-received`` event, kept as the job until the batch is
-    packed (on the writer's thread, off the supervisor's loop): then ``fields`` turns the
-    arguments into capped text. An event costs the loop one small object."""
+    """The extra fields of a large message's ``task-received`` event, kept as the job until
+    the batch is packed (on the writer's thread, off the supervisor's loop): then
+    ``fields`` turns the arguments into capped text, in bounded time."""
 
     __slots__ = ("job", "queue")
 
@@ -52,17 +55,23 @@ class _Received:
 
     def fields(self) -> dict[str, Any]:
         job = self.job
-        args, kwargs = job.args, job.kwargs
-        if 0 < len(job.body) <= PLAIN_REPR_BODY:
-            # the common case inline (this runs once per task): a small message, so plain
-            # reprs, which cannot raise on decoded msgpack data (extension types included)
-            args = repr(args) if args else "[]"
-            kwargs = repr(kwargs) if kwargs else "{}"
-            if len(args) > ARGS_LIMIT or len(kwargs) > ARGS_LIMIT:
-                args, kwargs = _cut(args), _cut(kwargs)
-        else:
-            args, kwargs = shown(args), shown(kwargs)
-        return {"queue": self.queue, "retries": job.retries, "args": args, "kwargs": kwargs}
+        return {"queue": self.queue, "retries": job.retries, "args": shown(job.args),
+                "kwargs": shown(job.kwargs)}
+
+
+def _show_arguments(event: dict[str, Any]) -> None:
+    """A small message's received event carries the message itself (``m``: bytes the
+    worker already holds, copied by msgpack in C, so the event costs the worker nothing
+    more); readers get its arguments as text, like a large message's."""
+    try:
+        body = message.loads(event.pop("m"))
+        args, kwargs = body["args"], body["kwargs"]
+    except Exception:   # not the worker's writing: show that, keep the event
+        event["args"] = event["kwargs"] = "<undecodable>"
+        return
+    args = repr(args) if args else "[]"
+    kwargs = repr(kwargs) if kwargs else "{}"
+    event["args"], event["kwargs"] = _cut(args), _cut(kwargs)
 
 
 def shown(value: Any) -> str:
@@ -111,8 +120,10 @@ class EventBuffer:
         if self.enabled:
             if not self._pending:
                 self._since = time.monotonic()
-            self._pending.append(("task-received", time.time(), job.id, job.task,
-                                  _Received(job, queue)))
+            body = job.body
+            extra = {"queue": queue, "retries": job.retries, "m": body} \
+                if 0 < len(body) <= PLAIN_REPR_BODY else _Received(job, queue)
+            self._pending.append(("task-received", time.time(), job.id, job.task, extra))
 
     def due(self) -> bool:
         """Whether ``take`` would hand over a batch now."""
@@ -162,6 +173,8 @@ def unpack(fields: dict) -> list[dict[str, Any]]:
             event["task"] = task
         if extra:
             event.update(extra)
+            if "m" in extra:
+                _show_arguments(event)
         events.append(event)
     return events
 
