@@ -95,6 +95,8 @@ class FleetState:
         for field in ("queue", "retries", "runtime", "exception", "message"):
             if event.get(field) is not None:
                 record[field] = event[field]
+        if isinstance(event.get("args"), str):   # the received event's text (events.unpack)
+            record["args"], record["kwargs"] = event["args"], str(event.get("kwargs", ""))
         if kind == "task-received":
             record.pop("started", None)
             record.pop("ended", None)
@@ -167,7 +169,8 @@ class FleetState:
                 for job in jobs if isinstance(jobs, list) else ():
                     record = self.tasks.get(str(job.get("id"))) if isinstance(job, dict) else None
                     if record is not None:
-                        record["args"], record["kwargs"] = job.get("args"), job.get("kwargs")
+                        record["args"] = repr(job.get("args"))
+                        record["kwargs"] = repr(job.get("kwargs"))
 
 
 class EventFeed:

@@ -204,11 +204,11 @@ def _details(record: dict[str, Any] | None, now: float) -> list[tuple[str, str, 
     items.append(("runtime", (runtime + (" so far" if task_state == "active" else ""))
                   if runtime else "not started" if task_state == "reserved" else "?", ""))
     if "args" in record:
-        items += [("args", repr(record["args"]), ""), ("kwargs", repr(record["kwargs"]), "")]
+        items += [("args", record["args"], ""), ("kwargs", record["kwargs"], "")]
     elif task_state in ("active", "reserved"):
         items.append(("args", "asking the worker…", "dim"))
     else:
-        items.append(("args", "not known (events carry none)", "dim"))
+        items.append(("args", "not known (the worker no longer holds it)", "dim"))
     exception = _exception(record)
     if exception:
         label = "reason" if task_state == "revoked" else "exception"

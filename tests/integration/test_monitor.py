@@ -87,7 +87,7 @@ def test_80x24_fits_moves_through_tasks_and_quits_with_q(busy, monitor):
     assert re.search(r"^worker\s.*\bactive\b.*\bstatus$", screen.text(), re.M), screen.text()
     # And the newest task (the running one) is selected, its details below
     screen.wait(lambda s: details_id(s) == busy["running"], "the running task's details")
-    # with its arguments, which the monitor asks the worker for (events carry none)
+    # with its arguments (from its received event, or asked of the worker)
     screen.showing(r"\bstate active\b", r"^args \[120\]\s+kwargs \{\}",
                    message="the running task's arguments")
     first = screen.wait(selected_row, "one selected row")
