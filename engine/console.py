@@ -199,8 +199,28 @@ def _format_reply(verb: str, worker: str, payload: Any) -> str:
                          f"queues={','.join(lane['queues'])} processed={lane['processed']} "
                          f"failed={lane['failed']} buffered={lane['buffered']}")
             lines.append(f"        pool {json.dumps(lane.get('pool_info'), default=str)}")
+        lines += _format_limits(payload.get("limits") or {})
+        if payload.get("paused"):
+            lines.append(f"    paused queues: {', '.join(payload['paused'])}")
         return "\n".join(lines)
     return f"{head}: {json.dumps(payload, default=str)}"
+
+
+def _format_limits(limits: dict) -> list[str]:
+    """``inspect stats``: one line per limited task (engine.flow.Limiter.describe)."""
+    lines = []
+    for task, limit in sorted(limits.items()):
+        parts = []
+        if limit.get("rate_limit"):
+            parts.append(f"rate {limit['rate_limit']}")
+        if limit.get("max_concurrency"):
+            in_use = limit.get("in_use")
+            parts.append(f"max_concurrency {limit['max_concurrency']} "
+                         f"({'?' if in_use is None else in_use} in use in the fleet)")
+        parts.append(f"{limit.get('waiting', 0)} waiting on it "
+                     f"({limit.get('held_back', 0)} held back since start)")
+        lines.append(f"    limit {task}: {', '.join(parts)}")
+    return lines
 
 
 def _format_queues(data: dict) -> str:
