@@ -42,10 +42,12 @@ class SendSpan:
 
     __slots__ = ("task", "task_id", "queue", "body", "_span", "_scope")
 
-    def __init__(self, task: str, task_id: str, queue: str, body: bytes) -> None:
+    def __init__(self, task: str, task_id: str, queue: str, body: bytes | None) -> None:
         self.task, self.task_id, self.queue, self.body = task, task_id, queue, body
 
-    def __enter__(self) -> bytes:
+    def __enter__(self) -> Any:
+        """The body with the traceparent under ``tp`` (a ``body`` None: the traceparent,
+        for a caller that puts it in bodies of its own)."""
         from opentelemetry import propagate, trace
         from engine import message
         self._span = _get_tracer().start_span(
@@ -56,6 +58,8 @@ class SendSpan:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         traceparent = carrier.get("traceparent")
+        if self.body is None:
+            return traceparent
         return message.reencode(self.body, tp=traceparent) if traceparent else self.body
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, Iterable
 
+from engine import tracing
 from engine.broker import EnqueueError
+from engine.message import reencode
 from engine.canvas.plan import (CHAIN, CHORD, CHUNKS, GROUP, MAP, OPTIONS, STARMAP,
                                 CanvasError, Planner)
 
@@ -361,13 +363,23 @@ def send(sig: Signature, app: "Engine") -> "AsyncResult | GroupResult":
     messages in pipelined batches; everything is encoded before the first byte is sent."""
     result = _freeze(sig, app, None, _ids())
     outgoing = Planner(app).plan(sig, seed=str(uuid.uuid4()))
+    if tracing.ENABLED and outgoing:   # one 'send' span: the whole canvas is its trace
+        with tracing.SendSpan(sig["task"], result.id, outgoing[0].queue, None) as tp:
+            for out in outgoing if tp else ():
+                out.body = reencode(out.body, tp=tp)
+            _enqueue(app, outgoing)
+    else:
+        _enqueue(app, outgoing)
+    return result
+
+
+def _enqueue(app: "Engine", outgoing: list) -> None:
     try:
         app.broker.enqueue_many([(o.queue, o.body, o.eta) for o in outgoing])
     except EnqueueError as exc:   # one clear error, saying how much of it went out
         raise app._send_error(exc.error, sent=[], unsent=[], unsent_indexes=exc.unsent,
                               what=f"{len(exc.sent)} of the canvas's {len(outgoing)} first "
                               f"messages were queued") from exc.error
-    return result
 
 
 def _ids():

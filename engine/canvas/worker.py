@@ -136,6 +136,9 @@ def settle(app: "Engine", job: "Job", outcome: "Outcome", *, store: bool,
     body = job.canvas or {}
     owed = Owed()
     planner = Planner(app)
+    traceparent = body.get("tp")   # tracing on: the steps after a traced one are in its trace
+    if isinstance(traceparent, str):
+        planner.traceparent = traceparent
     try:
         if outcome.state == SUCCESS:
             _succeeded(app, planner, job, body, outcome, owed, worker, store)
