@@ -71,6 +71,23 @@ class SendSpan:
         self._span.end()
 
 
+class CanvasSpan(SendSpan):
+    """``with CanvasSpan(name, result_id, outgoing):`` enqueue a canvas's first messages
+    (``engine.canvas.plan.Outgoing``), each given the span's traceparent under ``tp``."""
+
+    __slots__ = ("outgoing",)
+
+    def __init__(self, task: str, task_id: str, outgoing: list) -> None:
+        super().__init__(task, task_id, outgoing[0].queue if outgoing else "", None)
+        self.outgoing = outgoing
+
+    def __enter__(self) -> None:
+        from engine import message
+        traceparent = super().__enter__()
+        for out in self.outgoing if traceparent else ():
+            out.body = message.reencode(out.body, tp=traceparent)
+
+
 def run_in_span(execute: Callable[..., Any], job: Any, *args: Any) -> Any:
     """``execute(job, *args)`` (a runner's) in a ``run <task>`` span whose parent is the producer's
     span (from the body's ``tp``), in the process that runs the task."""
