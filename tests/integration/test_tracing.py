@@ -149,3 +149,35 @@ def test_a_chain_of_three_forms_one_trace(env, run_worker, tmp_path, pool):
     assert len({s["trace_id"] for s in [send, *steps]}) == 1
     assert [s["parent"] for s in steps] == [send["span_id"]] * 3
     assert len({s["attributes"]["messaging.message.id"] for s in steps}) == 3
+
+
+CHORD = """
+import json
+import tests.apps.traced
+from engine import chord
+from tests.apps.basic import add, echo
+r = chord([add.s(i, i) for i in range(3)], echo.s()).apply_async()
+print(json.dumps({"value": r.get(timeout=60), "body": r.id}))
+"""
+
+
+def test_a_chord_and_its_body_form_one_trace(env, run_worker, tmp_path):
+    path = tmp_path / "spans.jsonl"
+    traced = {"ENGINE_TRACING": "1", "ENGINE_TEST_SPANS": str(path)}
+    run_worker("--pool", "prefork", "-c", "2", app="tests.apps.traced", extra_env=traced)
+    done = subprocess.run([sys.executable, "-c", CHORD], env=dict(env, **traced), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["value"] == [0, 2, 4]
+
+    def body_run(found):
+        return [s for s in found if s["name"].startswith("run ")
+                and s["attributes"]["messaging.message.id"] == out["body"]]
+    found = wait_for(lambda: (lambda s: s if body_run(s) else None)(spans(path)),
+                     message="the chord body's run span")
+    (send,) = [s for s in found if s["kind"] == "PRODUCER"]
+    runs = [s for s in found if s["name"].startswith("run ")]
+    assert len(runs) == 4     # three members and the body
+    assert len({s["trace_id"] for s in [send, *runs]}) == 1
+    assert [s["parent"] for s in runs] == [send["span_id"]] * 4
