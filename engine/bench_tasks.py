@@ -7,11 +7,40 @@ key prefix come from the environment the benchmark gives it (``ENGINE_BROKER_URL
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from engine.app import Engine
 
 app = Engine("engine.bench_tasks")
+
+#: ``engine bench --tracing`` sets it in the worker's environment (with ENGINE_TRACING=1)
+TRACING_ENV = "ENGINE_BENCH_TRACING"
+#: spans the no-op exporter of this process was handed (``install_tracing``)
+exported = [0]
+
+
+def install_tracing() -> None:
+    """An OpenTelemetry SDK tracer provider whose exporter drops every span (it only counts
+    them), behind the SDK's BatchSpanProcessor: what tracing costs short of the network.
+    ImportError without opentelemetry-sdk."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (BatchSpanProcessor, SpanExporter,
+                                                SpanExportResult)
+
+    class NoopExporter(SpanExporter):
+        def export(self, spans):
+            exported[0] += len(spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NoopExporter()))
+    trace.set_tracer_provider(provider)
+
+
+if os.environ.get(TRACING_ENV):
+    install_tracing()
 
 
 @app.task(ignore_result=True)
@@ -43,6 +72,18 @@ def cpu(iters: int) -> int:
 @app.task(ignore_result=True)
 def payload(data: str) -> int:
     return len(data)
+
+
+@app.task
+def tracing_state() -> dict:
+    """Whether this run is inside a recording span of an SDK provider (``--tracing``)."""
+    from engine import tracing
+    state = {"enabled": tracing.ENABLED, "recording": False}
+    if tracing.ENABLED:
+        from opentelemetry import trace
+        state["recording"] = trace.get_current_span().is_recording()
+        state["provider"] = type(trace.get_tracer_provider()).__name__
+    return state
 
 
 @app.task

@@ -275,9 +275,13 @@ class _Progress:
 def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None = None,
         kind: str = "noop", payload_bytes: int = 10240, broker: str | None = None,
         progress: bool = True, latency_samples: int = LATENCY_SAMPLES,
-        worker_extra: list[str] | None = None) -> dict[str, Any]:
-    """One benchmark run; returns the figures as a dict (what ``--json`` prints)."""
+        worker_extra: list[str] | None = None, tracing: bool = False) -> dict[str, Any]:
+    """One benchmark run; returns the figures as a dict (what ``--json`` prints).
+    ``tracing``: ENGINE_TRACING=1 in this process and the worker, each with an SDK tracer
+    provider whose exporter drops the spans (``bench_tasks.install_tracing``), and every
+    task sent with its own ``delay()`` so that each body carries a traceparent."""
     from engine import bench_tasks
+    from engine import tracing as tracing_mod
 
     n = n or DEFAULT_N[kind]
     url, embedded = resolve_broker(broker)
@@ -304,6 +308,13 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
     if kind == "cpu":
         out["cpu_iters"] = cpu_iters
         out["cpu_ms"] = CPU_MS
+    traced_before = tracing_mod.ENABLED
+    worker_env: dict[str, str] = {}
+    if tracing:
+        _trace_here(bench_tasks)
+        tracing_mod.ENABLED = True
+        worker_env = {"ENGINE_TRACING": "1", bench_tasks.TRACING_ENV: "1"}
+        out["tracing"] = {}
     try:
         app.broker.ensure_groups([queue])   # group at 0: the backlog is read from its start
         # 1. enqueue, timed alone
@@ -316,6 +327,8 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
                 return fn.apply_async(call, priority=next(levels))
         else:
             delay = fn.delay
+            if tracing:
+                single = n   # delay_many opens no span: every task by delay()
         t0 = time.perf_counter()
         for _ in range(single):
             delay(*args)
@@ -334,7 +347,8 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         # 2. the worker drains the backlog
         collector = EventCollector(redis.Redis.from_url(url), app.broker.keys.events)
         collector.start()
-        worker = start_worker(url, prefix, pool, concurrency, extra=worker_extra)
+        worker = start_worker(url, prefix, pool, concurrency, extra=worker_extra,
+                              env=worker_env)
         sampler = TreeSampler(worker.pid)
         sampler.start()
         redis_cpu0 = _redis_cpu(client)
@@ -412,11 +426,19 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         out["latency_ms"] = {"p50": round(percentile(lat, 50), 3), "p90": round(percentile(lat, 90), 3),
                              "p99": round(percentile(lat, 99), 3), "max": round(lat[-1], 3),
                              "samples": len(lat), "send_interval_ms": round(1000 * interval, 3)}
+        if tracing:   # proof that the worker's runs were recorded by an SDK provider
+            state = bench_tasks.tracing_state.delay().get(timeout=STALL_TIMEOUT)
+            if not state.get("recording"):
+                raise RuntimeError(f"the worker's runs were not traced: {state}")
+            from opentelemetry import trace
+            trace.get_tracer_provider().force_flush()
+            out["tracing"] = {"worker": state, "producer_spans": bench_tasks.exported[0]}
         out["worker"]["rss_end_mib"] = round(sampler.rss / 2**20, 1)
         out["worker"]["rss_peak_mib"] = round(max(sampler.peak, sampler.rss) / 2**20, 1)
         out["machine"] = machine()
         return out
     finally:
+        tracing_mod.ENABLED = traced_before
         if sampler is not None:
             sampler.stop()
         if worker is not None:
@@ -433,35 +455,20 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
             worker.remove_log()
 
 
-def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}{unit}"
+def _trace_here(bench_tasks: Any) -> None:
+    """The bench process's own SDK provider (once per process)."""
+    global _traced
+    if _traced:
+        return
+    try:
+        bench_tasks.install_tracing()
+    except ImportError as exc:
+        raise RuntimeError(f"--tracing needs the OpenTelemetry SDK (pip install "
+                           f"opentelemetry-sdk): {exc}") from None
+    _traced = True
 
 
-def report(r: dict[str, Any]) -> str:
-    w = r["worker"]
-    lat = r["latency_ms"]
-    lines = [
-        f"engine bench: {r['kind']} x{r['tasks']:,} on --pool {r['pool']} -c {r['concurrency']} "
-        f"({r['broker']})",
-        f"  throughput    {_fmt(r['tasks_per_s'])} tasks/s (first taken to last done; "
-        f"{_fmt(r['tasks_per_s_from_start'])}/s from worker start)",
-        f"  enqueue       {_fmt(r['enqueue_per_s'])}/s with delay(), "
-        f"{_fmt(r['enqueue_bulk_per_s'])}/s with delay_many",
-        f"  latency       p50 {_fmt(lat['p50'], ' ms', 2)}  p90 {_fmt(lat['p90'], ' ms', 2)}  "
-        f"p99 {_fmt(lat['p99'], ' ms', 2)}  (enqueue to completion, {lat['samples']} tasks sent "
-        f"every {lat['send_interval_ms']:.1f} ms)",
-        f"  worker        CPU {_fmt(w['cpu_percent'], '%')} ({_fmt(w['cpu_us_per_task'], ' µs')}/task), "
-        f"RSS peak {_fmt(w['rss_peak_mib'], ' MiB', 1)} over {w['processes']} process(es)",
-        f"                supervisor {_fmt(w['supervisor_cpu_us_per_task'], ' µs')}/task, "
-        f"pool children {_fmt(w['children_cpu_us_per_task'], ' µs')}/task",
-    ]
-    if r.get("redis_cpu_us_per_task") is not None:
-        lines.append(f"  redis         CPU {_fmt(r['redis_cpu_us_per_task'], ' µs')}/task")
-    if r.get("failed"):
-        lines.append(f"  failed        {r['failed']} task(s)")
-    return "\n".join(lines)
+_traced = False
 
 
 def command(args) -> int:
@@ -471,7 +478,8 @@ def command(args) -> int:
                      payload_bytes=args.payload_bytes, broker=args.broker,
                      progress=not args.json,
                      worker_extra=(None if args.metrics_port is None
-                                   else ["--metrics-port", str(args.metrics_port)]))
+                                   else ["--metrics-port", str(args.metrics_port)]),
+                     tracing=bool(getattr(args, "tracing", False)))
     except RuntimeError as exc:
         print(f"engine bench: error: {exc}", file=sys.stderr)
         return 1
@@ -481,5 +489,5 @@ def command(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(report(result))
+        print(console.bench_report(result))
     return 0

@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--metrics-port", type=_port,
                        help="run the worker with --metrics-port (0: any free port)")
+    bench.add_argument("--tracing", action="store_true",
+                       help="ENGINE_TRACING=1 for the producer and the worker, spans to an "
+                       "OpenTelemetry SDK provider with a no-op exporter (needs "
+                       "opentelemetry-sdk); every task sent by delay()")
 
     exporter = sub.add_parser("exporter", help="Prometheus figures of the whole fleet, read "
                               "from Redis (queue depths, dead letters, workers online)")

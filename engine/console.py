@@ -199,8 +199,28 @@ def _format_reply(verb: str, worker: str, payload: Any) -> str:
                          f"queues={','.join(lane['queues'])} processed={lane['processed']} "
                          f"failed={lane['failed']} buffered={lane['buffered']}")
             lines.append(f"        pool {json.dumps(lane.get('pool_info'), default=str)}")
+        lines += _format_limits(payload.get("limits") or {})
+        if payload.get("paused"):
+            lines.append(f"    paused queues: {', '.join(payload['paused'])}")
         return "\n".join(lines)
     return f"{head}: {json.dumps(payload, default=str)}"
+
+
+def _format_limits(limits: dict) -> list[str]:
+    """``inspect stats``: one line per limited task (engine.flow.Limiter.describe)."""
+    lines = []
+    for task, limit in sorted(limits.items()):
+        parts = []
+        if limit.get("rate_limit"):
+            parts.append(f"rate {limit['rate_limit']}")
+        if limit.get("max_concurrency"):
+            in_use = limit.get("in_use")
+            parts.append(f"max_concurrency {limit['max_concurrency']} "
+                         f"({'?' if in_use is None else in_use} in use in the fleet)")
+        parts.append(f"{limit.get('waiting', 0)} waiting on it "
+                     f"({limit.get('held_back', 0)} held back since start)")
+        lines.append(f"    limit {task}: {', '.join(parts)}")
+    return lines
 
 
 def _format_queues(data: dict) -> str:
@@ -240,3 +260,36 @@ def format_broker_status(info: dict) -> str:
                  ("uptime", f"{info.get('uptime_s', 0)} s")]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)
+
+
+def _n(value: Any, unit: str = "", digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def bench_report(r: dict[str, Any]) -> str:
+    """``engine bench`` without ``--json`` (engine.benchmark.run's figures)."""
+    w = r["worker"]
+    lat = r["latency_ms"]
+    lines = [
+        f"engine bench: {r['kind']} x{r['tasks']:,} on --pool {r['pool']} -c {r['concurrency']} "
+        f"({r['broker']}{', tracing on' if 'tracing' in r else ''})",
+        f"  throughput    {_n(r['tasks_per_s'])} tasks/s (first taken to last done; "
+        f"{_n(r['tasks_per_s_from_start'])}/s from worker start)",
+        f"  enqueue       {_n(r['enqueue_per_s'])}/s with delay(), "
+        f"{_n(r['enqueue_bulk_per_s'])}/s with delay_many",
+        f"  latency       p50 {_n(lat['p50'], ' ms', 2)}  p90 {_n(lat['p90'], ' ms', 2)}  "
+        f"p99 {_n(lat['p99'], ' ms', 2)}  (enqueue to completion, {lat['samples']} tasks sent "
+        f"every {lat['send_interval_ms']:.1f} ms)",
+        f"  worker        CPU {_n(w['cpu_percent'], '%')} "
+        f"({_n(w['cpu_us_per_task'], ' µs')}/task), "
+        f"RSS peak {_n(w['rss_peak_mib'], ' MiB', 1)} over {w['processes']} process(es)",
+        f"                supervisor {_n(w.get('supervisor_cpu_us_per_task'), ' µs')}/task, "
+        f"pool children {_n(w.get('children_cpu_us_per_task'), ' µs')}/task",
+    ]
+    if r.get("redis_cpu_us_per_task") is not None:
+        lines.append(f"  redis         CPU {_n(r['redis_cpu_us_per_task'], ' µs')}/task")
+    if r.get("failed"):
+        lines.append(f"  failed        {r['failed']} task(s)")
+    return "\n".join(lines)

@@ -3,14 +3,15 @@
 One process for the whole fleet, holding no state and writing nothing: queue depth (the
 group's lag), unacked, delayed, dead letters, the oldest undelivered entry's age, workers
 online (docs/observability.md). ``read`` makes 3 pipelined round trips per scrape, whatever
-the number of queues Q, and sends at most 3 + 5 Q commands (see ``read``).
+the number of queues Q, and sends at most 4 + 5 Q + 3 L commands, L the priority streams
+above 0 in use (see ``read``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import redis
@@ -23,25 +24,25 @@ from engine.wire import text
 
 log = logging.getLogger("engine.exporter")
 
-#: the one priority level queues have today (the label is there for when they have more)
-PRIORITY = "0"
-
-
-def commands_bound(queues: int) -> int:
-    """Redis commands one scrape sends at most for ``queues`` queues."""
-    return 3 + 5 * queues
+def commands_bound(queues: int, levels: int = 0) -> int:
+    """Redis commands one scrape sends at most for ``queues`` queues and ``levels``
+    priority streams above 0 among them (``P:priorities``)."""
+    return 4 + 5 * queues + 3 * levels
 
 
 @dataclass(slots=True)
 class QueueFigures:
     name: str
-    depth: int = 0
+    #: entries not yet delivered, per priority level (0: the queue's own stream)
+    depths: dict[int, int] = field(default_factory=dict)
     unacked: int = 0
     delayed: int = 0
     dead: int = 0
     oldest_age: float = 0.0
-    #: where undelivered entries start: after the group's last delivered id, or the start
-    next_start: str = "-"
+
+    @property
+    def depth(self) -> int:
+        return sum(self.depths.values())
 
 
 @dataclass(slots=True)
@@ -57,51 +58,69 @@ def _entry_ms(entry_id: Any) -> int:
 
 def read(client: redis.Redis, keys: Keys, *, lost_after: float) -> FleetFigures:
     """Every queue's figures and the live worker count, in three pipelined round trips:
-    (1) SMEMBERS of the queue set, TIME; (2) ZCOUNT of heartbeats newer than TIME -
-    ``lost_after``, and per queue XINFO GROUPS, XLEN, ZCARD (delayed), XLEN (dead letters);
-    (3) per queue with entries undelivered, one XRANGE from after the group's last
-    delivered id, COUNT 1, for the oldest. Depth is the group's lag, or XLEN minus pending
-    where Redis has no lag (exact: acked entries are deleted)."""
+    (1) SMEMBERS of the queue set and of the priority set, TIME; (2) ZCOUNT of heartbeats
+    newer than TIME - ``lost_after``, per queue XINFO GROUPS, XLEN, ZCARD (delayed), XLEN
+    (dead letters), and per priority stream above 0 XINFO GROUPS, XLEN; (3) per stream with
+    entries undelivered, one XRANGE from after the group's last delivered id, COUNT 1, for
+    the oldest. Depth is the group's lag, or XLEN minus pending where Redis has no lag
+    (exact: acked entries are deleted)."""
     pipe = client.pipeline(transaction=False)
     pipe.smembers(keys.queues)
+    pipe.smembers(keys.priorities)
     pipe.time()
-    names_raw, (seconds, micros) = pipe.execute()
+    names_raw, levels_raw, (seconds, micros) = pipe.execute()
     now = seconds + micros / 1e6   # Redis's clock: entry ids and heartbeats are on it
     names = sorted(text(n) for n in names_raw)
+    known = set(names)
+    levels: dict[str, list[int]] = {}
+    for item in levels_raw:
+        queue, _, level = text(item).rpartition(":")
+        if queue in known and level.isdigit() and 1 <= int(level) <= 9:
+            levels.setdefault(queue, []).append(int(level))
+    streams = [(name, level) for name in names
+               for level in [0] + sorted(levels.get(name, ()), reverse=True)]
     pipe = client.pipeline(transaction=False)
     pipe.zcount(keys.workers, now - lost_after, "+inf")
-    for name in names:
-        stream = keys.queue(name)
+    for name, level in streams:
+        stream = keys.queue(name, level)
         pipe.xinfo_groups(stream)
         pipe.xlen(stream)
-        pipe.zcard(keys.delayed(name))
-        pipe.xlen(keys.dlq(name))
-    replies = pipe.execute(raise_on_error=False)
-    online = replies[0] if isinstance(replies[0], int) else 0
-    queues = []
-    for i, name in enumerate(names):
-        groups, length, delayed, dead = replies[1 + 4 * i: 5 + 4 * i]
-        figures = QueueFigures(name, delayed=_int(delayed), dead=_int(dead))
-        length = _int(length)
-        figures.depth = length
+        if level == 0:
+            pipe.zcard(keys.delayed(name))
+            pipe.xlen(keys.dlq(name))
+    replies = iter(pipe.execute(raise_on_error=False))
+    online = next(replies)
+    online = online if isinstance(online, int) else 0
+    queues: dict[str, QueueFigures] = {}
+    waiting: list[tuple[QueueFigures, str, str]] = []
+    for name, level in streams:
+        groups, length = next(replies), _int(next(replies))
+        figures = queues.get(name)
+        if figures is None:
+            figures = queues[name] = QueueFigures(name, delayed=_int(next(replies)),
+                                                  dead=_int(next(replies)))
+        depth, start = length, "-"
         for group in groups if isinstance(groups, list) else ():
             if text(group["name"]) != GROUP:
                 continue
-            figures.unacked = int(group.get("pending") or 0)
+            pending = int(group.get("pending") or 0)
+            figures.unacked += pending
             lag = group.get("lag")
-            figures.depth = int(lag) if lag is not None else max(length - figures.unacked, 0)
+            depth = int(lag) if lag is not None else max(length - pending, 0)
             last = text(group.get("last-delivered-id") or "0-0")
-            figures.next_start = "(" + last if last != "0-0" else "-"
-        queues.append(figures)
-    waiting = [q for q in queues if q.depth > 0]
+            start = "(" + last if last != "0-0" else "-"
+        figures.depths[level] = depth
+        if depth > 0:
+            waiting.append((figures, keys.queue(name, level), start))
     if waiting:
         pipe = client.pipeline(transaction=False)
-        for figures in waiting:
-            pipe.xrange(keys.queue(figures.name), min=figures.next_start, max="+", count=1)
-        for figures, entries in zip(waiting, pipe.execute(raise_on_error=False)):
+        for _, stream, start in waiting:
+            pipe.xrange(stream, min=start, max="+", count=1)
+        for (figures, _, _), entries in zip(waiting, pipe.execute(raise_on_error=False)):
             if isinstance(entries, list) and entries:
-                figures.oldest_age = max(now - _entry_ms(entries[0][0]) / 1000.0, 0.0)
-    return FleetFigures(queues, online)
+                age = max(now - _entry_ms(entries[0][0]) / 1000.0, 0.0)
+                figures.oldest_age = max(figures.oldest_age, age)
+    return FleetFigures(list(queues.values()), online)
 
 
 def _int(value: Any) -> int:
@@ -138,7 +157,8 @@ class FleetCollector(Collector):
         age = GaugeMetricFamily("engine_queue_oldest_age_seconds",
                                 "Age of the oldest undelivered entry", labels=["queue"])
         for q in figures.queues:
-            depth.add_metric([q.name, PRIORITY], q.depth)
+            for level, n in q.depths.items():
+                depth.add_metric([q.name, str(level)], n)
             unacked.add_metric([q.name], q.unacked)
             delayed.add_metric([q.name], q.delayed)
             dead.add_metric([q.name], q.dead)

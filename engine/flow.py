@@ -23,7 +23,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 from engine import message
 from engine.wire import text
@@ -139,19 +142,24 @@ class Limiter:
         self.worker = worker
         self.keys = Keys(app.broker.keys.prefix)
         self.rates: dict[str, tuple[float, float]] = {}
+        #: each rate as it was written ("100/s"), for inspect stats
+        self.rate_texts: dict[str, str] = {}
         self.concurrency: dict[str, int] = {}
         for task in app.tasks.values():
             self._declare(task)
         #: task names with any limit: the one lookup intake makes per message
         self.names: set[str] = set(self.rates) | set(self.concurrency)
         self.paused: set[str] = set()
-        #: messages this worker held back per task (inspect stats)
+        #: messages this worker held back per task, in all (inspect stats)
         self.held: dict[str, int] = {}
+        #: per task, the batches held back and not all due yet: (first eta, spacing, n)
+        self._due: dict[str, list[tuple[float, float, int]]] = {}
 
     def _declare(self, task: "Task") -> None:
         rate = parse_rate(getattr(task, "rate_limit", None))
         if rate is not None:
             self.rates[task.name] = rate
+            self.rate_texts[task.name] = str(task.rate_limit)
         limit = getattr(task, "max_concurrency", None)
         if limit:
             self.concurrency[task.name] = int(limit)
@@ -175,8 +183,10 @@ class Limiter:
             return
         if parsed is None:
             self.rates.pop(task, None)   # "0": no limit, whatever the task declares
+            self.rate_texts.pop(task, None)
         else:
             self.rates[task] = parsed
+            self.rate_texts[task] = str(rate)
         self.names = set(self.rates) | set(self.concurrency)
 
     def start(self) -> None:
@@ -234,10 +244,54 @@ class Limiter:
                 pipe.hdel(self.keys.concurrency(task), worker)
             pipe.execute()
 
-    def describe(self) -> dict[str, dict[str, Any]]:
-        """For ``inspect stats``: each limited task's limits as this worker sees them."""
-        return {name: {"rate_per_s": (self.rates.get(name) or (None,))[0],
+    def note_held(self, task: str, now: float, wait: float, n: int) -> None:
+        """``n`` messages of ``task`` went back to the delayed set at ``now``, due as
+        ``held_eta`` spreads them: counted for ``inspect stats`` (``waiting``)."""
+        self.held[task] = self.held.get(task, 0) + n
+        rate = self.rates.get(task)
+        batches = self._due.setdefault(task, [])
+        batches.append((now + max(wait, 0.001), 1.0 / rate[0] if rate else 0.0, n))
+        if len(batches) > 64:   # drop the batches that are all due (amortised)
+            batches[:] = [b for b in batches if b[0] + (b[2] - 1) * b[1] > now]
+
+    def waiting(self, task: str, now: float) -> int:
+        """Messages this worker held back for ``task`` that are not due yet at ``now``
+        (unix time): they wait in Redis on the limit."""
+        count = 0
+        for first, spacing, n in self._due.get(task, ()):
+            if first > now:
+                count += n
+            elif spacing > 0:
+                count += max(n - (int((now - first) / spacing) + 1), 0)
+        return count
+
+    def in_use(self) -> dict[str, int | None]:
+        """Fleet-wide slots in use of each max_concurrency task, read from Redis (one
+        round trip; None for all when Redis cannot be read)."""
+        names = sorted(self.concurrency)
+        if not names:
+            return {}
+        try:
+            pipe = self.app.client.pipeline(transaction=False)
+            for task in names:
+                pipe.hvals(self.keys.concurrency(task))
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not read the concurrency slots in use: %s", exc)
+            return dict.fromkeys(names)
+        return {task: sum(int(v) for v in values) for task, values in zip(names, replies)}
+
+    def describe(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """For ``inspect stats``: each limited task's limits as this worker sees them, the
+        slots in use across the fleet, and the messages this worker holds back (waiting:
+        not due yet; held_back: in all since it started)."""
+        now = time.time() if now is None else now
+        used = self.in_use()
+        return {name: {"rate_limit": self.rate_texts.get(name),
+                       "rate_per_s": (self.rates.get(name) or (None,))[0],
                        "max_concurrency": self.concurrency.get(name),
+                       "in_use": used.get(name),
+                       "waiting": self.waiting(name, now),
                        "held_back": self.held.get(name, 0)} for name in sorted(self.names)}
 
 

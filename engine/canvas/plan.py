@@ -151,6 +151,9 @@ class Planner:
         self.app = app
         self.now = time.time() if now is None else now
         self.default_queue = app.conf.task_default_queue
+        #: the W3C traceparent every planned body carries (``tp``): a traced step's, so
+        #: that what the worker sends after it stays in its trace (engine.tracing)
+        self.traceparent: str | None = None
 
     def plan(self, sig: Any, *, seed: str, head: bytes | None = None,
              chord: dict | None = None, group: str | None = None,
@@ -260,6 +263,8 @@ class Planner:
                 body[key] = [check(c) for c in callbacks]
         if chord is not None:
             body["chord"] = chord
+        if self.traceparent is not None:
+            body["tp"] = self.traceparent
         if group is not None:
             body["group"] = group
         if sig["immutable"]:

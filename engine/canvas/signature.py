@@ -12,8 +12,10 @@ pipelined batches. What happens after the first messages is the workers' busines
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Iterable
 
+from engine import tracing
 from engine.broker import EnqueueError
 from engine.canvas.plan import (CHAIN, CHORD, CHUNKS, GROUP, MAP, OPTIONS, STARMAP,
                                 CanvasError, Planner)
@@ -361,13 +363,18 @@ def send(sig: Signature, app: "Engine") -> "AsyncResult | GroupResult":
     messages in pipelined batches; everything is encoded before the first byte is sent."""
     result = _freeze(sig, app, None, _ids())
     outgoing = Planner(app).plan(sig, seed=str(uuid.uuid4()))
-    try:
-        app.broker.enqueue_many([(o.queue, o.body, o.eta) for o in outgoing])
-    except EnqueueError as exc:   # one clear error, saying how much of it went out
-        raise app._send_error(exc.error, sent=[], unsent=[], unsent_indexes=exc.unsent,
-                              what=f"{len(exc.sent)} of the canvas's {len(outgoing)} first "
-                              f"messages were queued") from exc.error
+    # tracing on: one 'send' span, whose traceparent the first messages carry
+    with tracing.CanvasSpan(sig["task"], result.id, outgoing) if tracing.ENABLED else _NO_SPAN:
+        try:
+            app.broker.enqueue_many([(o.queue, o.body, o.eta) for o in outgoing])
+        except EnqueueError as exc:   # one clear error, saying how much of it went out
+            raise app._send_error(exc.error, sent=[], unsent=[], unsent_indexes=exc.unsent,
+                                  what=f"{len(exc.sent)} of the canvas's {len(outgoing)} "
+                                  f"first messages were queued") from exc.error
     return result
+
+
+_NO_SPAN = nullcontext()
 
 
 def _ids():

@@ -84,6 +84,7 @@ class ChordStep:
     context: dict                 #: the body's ``chord`` map: id, size, index, callback
     failed: bool
     worker: str
+    traceparent: str | None = None   #: the member's ``tp``: the body is sent in its trace
 
 
 @dataclass(slots=True)
@@ -136,6 +137,9 @@ def settle(app: "Engine", job: "Job", outcome: "Outcome", *, store: bool,
     body = job.canvas or {}
     owed = Owed()
     planner = Planner(app)
+    traceparent = body.get("tp")   # tracing on: the steps after a traced one are in its trace
+    if isinstance(traceparent, str):
+        planner.traceparent = traceparent
     try:
         if outcome.state == SUCCESS:
             _succeeded(app, planner, job, body, outcome, owed, worker, store)
@@ -173,7 +177,7 @@ def _succeeded(app: "Engine", planner: Planner, job: "Job", body: dict, outcome:
         results_key, _ = chord_keys(app.broker.keys.prefix, chord["id"])
         owed.chord = ChordStep(("EVAL", _CHORD_PART, 1, results_key, int(chord["index"]),
                                 value, int(chord["size"]), int(app.conf.result_expires)),
-                               chord, False, worker)
+                               chord, False, worker, planner.traceparent)
     for i, link in enumerate(body.get("link") or ()):
         outgoing += planner.plan(link, seed=child_id(job.id, f"link/{i}"), head=value)
     owed.sends = send_commands(app, outgoing)
@@ -203,7 +207,8 @@ def _failed(app: "Engine", planner: Planner, job: "Job", body: dict, outcome: "O
         _, failed_key = chord_keys(app.broker.keys.prefix, chord["id"])
         who = message.dumps([job.id, outcome.exc_type, outcome.exc_message])
         owed.chord = ChordStep(("EVAL", _CHORD_FAIL, 1, failed_key, who,
-                                int(app.conf.result_expires)), chord, True, worker)
+                                int(app.conf.result_expires)), chord, True, worker,
+                                planner.traceparent)
 
 
 def after_chord(app: "Engine", step: ChordStep, reply: Any) -> Owed:
@@ -217,6 +222,7 @@ def after_chord(app: "Engine", step: ChordStep, reply: Any) -> Owed:
     context = step.context
     gid, callback = context["id"], context["callback"]
     planner = Planner(app)
+    planner.traceparent = step.traceparent
     seed = child_id(gid, "body")
     try:
         if not step.failed:

@@ -186,7 +186,7 @@ class Intake:
                 self.ledger.ack(delivery.stream, delivery.entry_id)
                 lane.returned += 1
             if granted < len(deliveries):
-                limiter.held[task] = limiter.held.get(task, 0) + len(deliveries) - granted
+                limiter.note_held(task, now, wait, len(deliveries) - granted)
 
     def _dead_letter(self, queue_name: str, raw: bytes, reason: str, stream: str,
                      entry_id: bytes) -> None:

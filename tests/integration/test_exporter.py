@@ -138,4 +138,45 @@ def test_commands_per_scrape_stay_under_the_bound(app, client, run_exporter):
     ex.scrape()
     used = processed() - start - 1      # less the INFO that read 'start'
     assert 0 < used <= exporter.commands_bound(n), used
-    assert exporter.commands_bound(n) == 3 + 5 * n
+    assert exporter.commands_bound(n) == 4 + 5 * n
+
+
+def test_depth_per_priority_level_equals_each_streams_xlen(app, client, run_exporter):
+    broker, keys = app.broker, app.broker.keys
+    # Given a queue with entries at priorities 0, 4 and 9 (one of level 4 delivered, not
+    # acked) and another queue with level 2 only
+    add.apply_async((0, 0), queue="qp")
+    for i in range(3):
+        add.apply_async((i, i), queue="qp", priority=4)
+    add.apply_async((9, 9), queue="qp", priority=9)
+    add.apply_async((2, 2), queue="qo", priority=2)
+    broker.ensure_groups(["qp", "qo"], [("qp", 4), ("qp", 9), ("qo", 2)])
+    got = client.xreadgroup("engine", "someone", {keys.queue("qp", 4): ">"}, count=1)
+    assert len(got[0][1]) == 1
+    ex = run_exporter()
+    samples = ex.scrape()
+    depth = {(dict(k)["queue"], dict(k)["priority"]): v
+             for k, v in samples["engine_queue_depth"].items()}
+    # Then each level is its own series, equal to its stream's XLEN less what is pending
+    assert depth == {("qp", "0"): 1, ("qp", "4"): 2, ("qp", "9"): 1,
+                     ("qo", "0"): 0, ("qo", "2"): 1}
+    for (queue, level), value in depth.items():
+        stream = keys.queue(queue, int(level))
+        pending = client.xpending(stream, "engine")["pending"]
+        assert value == client.xlen(stream) - pending
+    assert samples["engine_queue_unacked"][q("qp")] == 1
+    # And the oldest age is the queue's oldest undelivered entry at any level (its first)
+    first = client.xrange(keys.queue("qp"), count=1)[0][0]
+    born = int(first.split(b"-")[0]) / 1000
+    seconds, micros = client.time()
+    assert samples["engine_queue_oldest_age_seconds"][q("qp")] <= seconds + micros / 1e6 - born
+    assert samples["engine_queue_oldest_age_seconds"][q("qp")] >= (
+        samples["engine_queue_oldest_age_seconds"][q("qo")])
+
+    # And one scrape stays within the bound with 2 queues and 3 levels above 0
+    def processed() -> int:
+        return int(client.info("stats")["total_commands_processed"])
+    start = processed()
+    ex.scrape()
+    used = processed() - start - 1
+    assert 0 < used <= exporter.commands_bound(2, 3) == 4 + 10 + 9, used

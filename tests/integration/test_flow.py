@@ -4,6 +4,7 @@ tasks and paused queues, with real workers sharing one Redis."""
 from __future__ import annotations
 
 import json
+import re
 
 from tests.conftest import app_fixture, wait_for
 
@@ -112,3 +113,43 @@ def test_pause_and_resume_a_queue_for_the_fleet(fapp, run_worker, engine):
     assert engine("control", "-A", APP, "resume", "slow", "-t", "5").returncode == 0
     # Then its message runs
     assert waiting.get(timeout=60) == "paused"
+
+
+def test_inspect_stats_shows_rates_waiting_slots_in_use_and_paused(fapp, run_worker, engine):
+    from tests.apps.flow import exclusive, key, limited
+    # Given a paused queue, a flood of a task limited to 5/s and two runs of a task
+    # allowed 2 at once, both running
+    assert engine("control", "-A", APP, "pause", "slow", "-t", "1").returncode == 0
+    run_worker("--pool", "threads", "-c", "4", "-Q", "default,slow", app=APP)
+    limited.delay_many([(i,) for i in range(200)])
+    [exclusive.delay(60) for _ in range(2)]
+    wait_for(lambda: int(fapp.client.get(key("running")) or 0) == 2, message="2 running")
+
+    # Then stats has each limit, what waits on it, the fleet's slots in use and the pause
+    def limits():
+        before = len(starts(fapp))   # started before the reply: never counted as waiting
+        out = engine("inspect", "-A", APP, "stats", "--json", "-t", "5")
+        (reply,) = json.loads(out.stdout).values()
+        found = reply["limits"]
+        return (reply, before) if found["tests.apps.flow.limited"]["waiting"] > 0 else None
+    reply, started = wait_for(limits, message="held-back messages in stats")
+    rate = reply["limits"]["tests.apps.flow.limited"]
+    assert (rate["rate_limit"], rate["rate_per_s"], rate["max_concurrency"]) == ("5/s", 5.0, None)
+    assert rate["held_back"] >= rate["waiting"] > 0
+    assert rate["waiting"] + started <= 200
+    slots = reply["limits"]["tests.apps.flow.exclusive"]
+    assert (slots["max_concurrency"], slots["in_use"], slots["rate_limit"]) == (2, 2, None)
+    assert reply["paused"] == ["slow"]
+    # And the text form says the same for a person
+    text = engine("inspect", "-A", APP, "stats", "-t", "5").stdout
+    assert "limit tests.apps.flow.limited: rate 5/s, " in text
+    assert re.search(r"limit tests\.apps\.flow\.limited: .*, (\d+) waiting on it", text)
+    assert ("limit tests.apps.flow.exclusive: max_concurrency 2 (2 in use in the fleet)"
+            in text)
+    assert "paused queues: slow" in text
+    # When the rate changes at run time, stats shows the new one
+    assert engine("control", "-A", APP, "rate-limit", "tests.apps.flow.limited", "7/m",
+                  "-t", "5").returncode == 0
+    out = json.loads(engine("inspect", "-A", APP, "stats", "--json", "-t", "5").stdout)
+    (reply,) = out.values()
+    assert reply["limits"]["tests.apps.flow.limited"]["rate_limit"] == "7/m"

@@ -112,3 +112,72 @@ def test_off_the_engine_imports_nothing_of_tracing(app, run_worker, flag):
     from tests.apps.metrics import imported
     name = "opentelemetry.propagate"
     assert imported.delay([name]).get(timeout=60) == {name: bool(flag)}
+
+
+CHAIN = """
+import json
+import tests.apps.traced
+from engine import chain
+from tests.apps.basic import add
+r = chain(add.s(1, 2), add.s(3), add.s(4)).apply_async()
+print(json.dumps({"value": r.get(timeout=60), "last": r.id}))
+"""
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_chain_of_three_forms_one_trace(env, run_worker, tmp_path, pool):
+    path = tmp_path / "spans.jsonl"
+    traced = {"ENGINE_TRACING": "1", "ENGINE_TEST_SPANS": str(path)}
+    run_worker("--pool", pool, "-c", "2", app="tests.apps.traced", extra_env=traced)
+    done = subprocess.run([sys.executable, "-c", CHAIN], env=dict(env, **traced), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["value"] == 10
+
+    def runs(found):
+        return [s for s in found if s["name"] == "run tests.apps.basic.add"]
+    found = wait_for(lambda: (lambda s: s if len(runs(s)) == 3 and any(
+        r["attributes"]["messaging.message.id"] == out["last"] for r in runs(s)) else None)(
+        spans(path)), message="three run spans")
+    sends = [s for s in found if s["kind"] == "PRODUCER"]
+    assert len(sends) == 1, [(s["name"], s["parent"], s["trace_id"]) for s in found]
+    (send,) = sends
+    assert send["name"].startswith("send ")
+    steps = runs(found)
+    # the three runs and the send that started them are one trace, each run its child
+    assert len({s["trace_id"] for s in [send, *steps]}) == 1
+    assert [s["parent"] for s in steps] == [send["span_id"]] * 3
+    assert len({s["attributes"]["messaging.message.id"] for s in steps}) == 3
+
+
+CHORD = """
+import json
+import tests.apps.traced
+from engine import chord
+from tests.apps.basic import add, echo
+r = chord([add.s(i, i) for i in range(3)], echo.s()).apply_async()
+print(json.dumps({"value": r.get(timeout=60), "body": r.id}))
+"""
+
+
+def test_a_chord_and_its_body_form_one_trace(env, run_worker, tmp_path):
+    path = tmp_path / "spans.jsonl"
+    traced = {"ENGINE_TRACING": "1", "ENGINE_TEST_SPANS": str(path)}
+    run_worker("--pool", "prefork", "-c", "2", app="tests.apps.traced", extra_env=traced)
+    done = subprocess.run([sys.executable, "-c", CHORD], env=dict(env, **traced), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["value"] == [0, 2, 4]
+
+    def body_run(found):
+        return [s for s in found if s["name"].startswith("run ")
+                and s["attributes"]["messaging.message.id"] == out["body"]]
+    found = wait_for(lambda: (lambda s: s if body_run(s) else None)(spans(path)),
+                     message="the chord body's run span")
+    (send,) = [s for s in found if s["kind"] == "PRODUCER"]
+    runs = [s for s in found if s["name"].startswith("run ")]
+    assert len(runs) == 4     # three members and the body
+    assert len({s["trace_id"] for s in [send, *runs]}) == 1
+    assert [s["parent"] for s in runs] == [send["span_id"]] * 4
