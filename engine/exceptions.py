@@ -6,6 +6,8 @@ depend on it alone.
 
 from __future__ import annotations
 
+from builtins import TimeoutError   # noqa: A004  Celery's name: ``get(timeout=)`` raises it
+
 
 class EngineError(Exception):
     """Base class of the engine's own errors."""

@@ -92,7 +92,7 @@ class TaskRunner:
         # (Request's field order is part of this line); the stacks pushed inline likewise
         context = _context
         request = Request(job.id, job.task, job.args, job.kwargs, job.retries, self.hostname,
-                          job.queue, False, job.headers, eager)
+                          job.queue, False, job.headers, eager, job)
         context.stack.append(request)
         context.tasks.append(task)
         try:
@@ -127,7 +127,7 @@ class TaskRunner:
     async def _execute_async(self, job: Job, task: "Task") -> Outcome:
         start = time.perf_counter()
         set_async_request(Request(job.id, job.task, job.args, job.kwargs, job.retries,
-                                  self.hostname, job.queue, False, job.headers, False))
+                                  self.hostname, job.queue, False, job.headers, False, job))
         try:
             if task.idempotent:
                 # the backend is a blocking client: off the loop
