@@ -89,6 +89,17 @@ _context = _Context()
 _async_request: ContextVar[Request | None] = ContextVar("engine_request", default=None)
 
 
+def will_not_block() -> None:
+    """RuntimeError when a worker is running a task here (not an eager or direct call):
+    a task waiting for another's result can hold the slot that one needs (Celery's rule)."""
+    stack = _context.stack
+    request = stack[-1] if stack else _async_request.get()
+    if request is not None and not request.called_directly and not request.is_eager:
+        raise RuntimeError("never call result.get() within a task: it can wait for ever "
+                           "for a slot it holds itself (pass disable_sync_subtasks=False to "
+                           "wait anyway, or chain the tasks)")
+
+
 def push_request(request: Request, task: "Task | None" = None) -> None:
     _context.stack.append(request)
     _context.tasks.append(task)

@@ -154,12 +154,16 @@ def _stats(sup: "Supervisor", command: dict) -> dict:
 
 
 def _active_queues(sup: "Supervisor", command: dict) -> list[dict]:
-    """Celery's queue declarations; there is no AMQP exchange, so ``exchange`` names ''."""
+    """Celery's queue declarations, key for key. There is no AMQP here: the exchange is
+    named after the queue, as Celery's default one is, and the AMQP-only keys are None."""
     return [{"name": queue, "routing_key": queue, "alias": None, "durable": True,
-             "auto_delete": False, "exclusive": False, "no_ack": False, "bindings": [],
-             "exchange": {"name": "", "type": "direct", "durable": True,
-                          "auto_delete": False},
-             "lane": lane.name, "pool": lane.spec.pool}
+             "auto_delete": False, "exclusive": False, "no_ack": False, "no_declare": None,
+             "bindings": [], "binding_arguments": None, "consumer_arguments": None,
+             "queue_arguments": None, "expires": None, "max_length": None,
+             "max_length_bytes": None, "max_priority": None, "message_ttl": None,
+             "exchange": {"name": queue, "type": "direct", "durable": True,
+                          "auto_delete": False, "arguments": None, "delivery_mode": None,
+                          "no_declare": False, "passive": False}}
             for lane in sup.lanes for queue in lane.queues]
 
 

@@ -105,6 +105,13 @@ def retry_once(self, *args, max_retries=1, countdown=0.1):
 
 
 @shared_task(bind=True, max_retries=1)
+def retry_once_priority(self, *args, max_retries=1, countdown=0.1):
+    if self.request.retries:
+        return self.request.delivery_info["priority"]
+    raise self.retry(countdown=countdown, max_retries=max_retries)
+
+
+@shared_task(bind=True, max_retries=1)
 def retry_once_headers(self, *args, max_retries=1, countdown=0.1):
     if self.request.retries:
         return self.request.headers
@@ -132,3 +139,14 @@ class ClassBasedAutoRetryTask(Task):
         if self.request.retries:
             return self.request.retries
         raise ValueError()
+
+
+@shared_task
+def wait_for_other(x, y, allow=False):
+    """Waits inside a task for another task's result: refused unless ``allow``."""
+    return add.delay(x, y).get(timeout=30, disable_sync_subtasks=not allow)
+
+
+@shared_task
+def fail_with_args():
+    raise ValueError("bad", 42)

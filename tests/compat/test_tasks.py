@@ -12,7 +12,8 @@ from engine.exceptions import TaskRevokedError
 from engine.exceptions import TimeoutError as ResultTimeout
 from tests.compat.tasks import (ClassBasedAutoRetryTask, ExpectedException, add,
                                 add_not_typed, fail, fail_unpickleable, now, print_unicode,
-                                retry, retry_once, retry_once_headers, retry_unpickleable,
+                                reject_without_requeue, retry, retry_once,
+                                retry_once_headers, retry_once_priority, retry_unpickleable,
                                 return_request_time_limits, sleeping,
                                 task_with_declared_time_limits)
 from tests.conftest import wait_for
@@ -61,6 +62,17 @@ def test_ignore_result(manager):
     # instead, and then look
     assert add.delay(0, 0).get(timeout=TIMEOUT) == 0
     assert result.result is None
+
+
+def test_reject_without_requeue_stores_failure(manager):
+    from engine.exceptions import Reject
+    result = reject_without_requeue.delay()
+    with pytest.raises(Reject):
+        result.get(timeout=TIMEOUT)
+    assert result.status == "FAILURE"
+    assert result.ready() is True
+    assert result.failed() is True
+    assert result.successful() is False
 
 
 def test_timeout(manager):
@@ -168,6 +180,10 @@ def test_fail_with_unpickleable_exception(manager):
 
 def test_task_retried_once(manager):
     assert retry_once.delay().get(timeout=TIMEOUT) == 1
+
+
+def test_task_retried_priority(manager):
+    assert retry_once_priority.apply_async(priority=7).get(timeout=TIMEOUT) == 7
 
 
 def test_task_retried_headers(manager):
