@@ -436,6 +436,11 @@ class Engine:
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, self)
 
+    @property
+    def control(self) -> Any:
+        from engine.inspect import Control   # Celery's app.control and .inspect()
+        return Control(self)
+
     def revoke(self, task_id: str, *, terminate: bool = False) -> None:
         from engine import control
         control.revoke(self, task_id, terminate=terminate)
@@ -457,8 +462,7 @@ def ignored(task: Task | None, options: dict) -> bool:
 
 
 def _call_pair(call: Any) -> tuple[Any, dict]:
-    """A ``delay_many`` item: an args tuple, or (args, kwargs) when a 2-tuple whose second
-    item is a dict."""
+    """A ``delay_many`` item: an args tuple, or (args, kwargs): a 2-tuple ending in a dict."""
     if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
             and isinstance(call[0], (list, tuple))):
         return call

@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "worker on this port (0: any free port; default: worker_metrics_port)")
     run.add_argument("--log-format", choices=["text", "json"],
                      help="text, or json: one JSON object a line (default: worker_log_format)")
+    from engine import celeryflags   # standard library only: gevent-safe
+    celeryflags.add(run)
 
     beat = sub.add_parser("beat", help="run the periodic task scheduler")
     app_arg(beat)
@@ -260,6 +262,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         parent_pid, _, parent = args.lane_of.partition(":")
         signals.lane_child_setup(int(parent_pid))
     app = load(args)
+    from engine import celeryflags
+    from engine.exceptions import ConfigurationError
+    try:
+        celeryflags.apply(args)   # Celery's flags: ours, or one line saying they do nothing
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     conf = app.conf
     conf.from_cli(worker_pool=args.pool, worker_concurrency=args.concurrency,
                   worker_prefetch=args.prefetch, task_soft_time_limit=args.soft_time_limit,
@@ -275,10 +283,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                           max_memory_per_child=conf.worker_max_memory_per_child,
                           import_in_child=bool(conf.worker_import_in_child), app_path=args.app)
     lanes_text = args.lane or conf.worker_lanes or []
+    if lanes_text and args.exclude_queues:
+        raise ConfigurationError("-X works with -Q or the default queue, not with lanes: "
+                                 "leave the queue out of the lanes instead")
     if lanes_text:
         lanes = [parse_lane(text, prefetch=conf.worker_prefetch, options=options) for text in lanes_text]
     else:
         queues = [q for q in (args.queues or conf.task_default_queue).split(",") if q]
+        try:
+            queues = celeryflags.exclude(queues, args)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         lanes = [LaneSpec(queues=queues, pool=conf.worker_pool,
                           concurrency=int(conf.worker_concurrency),
                           prefetch=int(conf.worker_prefetch), options=options,
@@ -289,8 +304,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     for lane in lanes:
         describe(lane.pool)
         pool_cls = resolve(lane.pool)   # a bad pool or class path fails here, before any connection
+        if lane.options.max_tasks_per_child and "recycle" not in pool_cls.capabilities:
+            raise ConfigurationError(
+                f"the {lane.pool} pool cannot recycle its slots: --max-tasks-per-child "
+                f"(worker_max_tasks_per_child) needs "
+                f"-P prefork (Celery ignores it for {lane.pool}: drop it, or use prefork)")
         if not wants_isolation(lane, pool_cls):
             here.append(pool_cls)
+    if args.purge and parent is None:
+        queues = sorted({q for lane in lanes for q in lane.queues})
+        purged = sum(app.broker.purge(q) for q in queues)
+        logging.getLogger("engine.worker").info(
+            "--purge: deleted %d waiting message(s) of %s", purged, ", ".join(queues))
     from engine.console import banner
     supervisor = Supervisor(app, lanes, name=args.hostname, beat=args.beat, parent=parent)
     hooks.worker_init(supervisor)

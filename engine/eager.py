@@ -69,7 +69,10 @@ class EagerResult:
     def failed(self) -> bool:
         return self.state == FAILURE
 
-    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            disable_sync_subtasks: bool = True) -> Any:
+        """The value, or the exception raised with ``propagate``. ``disable_sync_subtasks``
+        is taken for Celery's signature: an eager result never waits."""
         if self.state == SUCCESS:
             return self._value
         if propagate and self._exception is not None:

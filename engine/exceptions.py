@@ -6,6 +6,8 @@ depend on it alone.
 
 from __future__ import annotations
 
+from builtins import TimeoutError   # noqa: A004  Celery's name: ``get(timeout=)`` raises it
+
 
 class EngineError(Exception):
     """Base class of the engine's own errors."""
@@ -111,7 +113,7 @@ class MaxRetriesExceededError(EngineError):
 class Reject(Exception):
     """Raised by a task to refuse its message: dead-lettered, or requeued when ``requeue``."""
 
-    def __init__(self, reason: str = "", *, requeue: bool = False):
+    def __init__(self, reason: str = "", requeue: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.requeue = requeue

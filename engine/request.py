@@ -34,11 +34,46 @@ class Request:
     called_directly: bool = True
     headers: dict | None = None     #: ``apply_async(headers=...)``, as sent
     is_eager: bool = False
+    job: Any = None                 #: the ``pools.base.Job`` being run, on a worker
 
     @property
     def name(self) -> str | None:
         """The task name (Celery's worker request spells it so)."""
         return self.task
+
+    @property
+    def time_limit(self) -> float | None:
+        """The hard limit in seconds the call was sent with, else the task's own (Celery's
+        ``request.time_limit``); None when neither has one."""
+        return self._limit("hard_limit", "time_limit")
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        return self._limit("soft_limit", "soft_time_limit")
+
+    def _limit(self, sent: str, declared: str) -> float | None:
+        value = getattr(self.job, sent, None)
+        if value is not None:
+            return value
+        for request, task in zip(_context.stack, _context.tasks):
+            if request is self:
+                return getattr(task, declared, None)
+        return None
+
+    @property
+    def delivery_info(self) -> dict:
+        """Celery's keys: ``exchange`` (always ''), ``routing_key`` (the queue),
+        ``priority`` (0 to 9) and ``redelivered`` (None: not known in the task)."""
+        priority = 0
+        body = getattr(self.job, "body", None)
+        if body:
+            from engine.message import decode_message
+            try:
+                priority = decode_message(body).get("priority", 0)
+            except ValueError:
+                pass
+        return {"exchange": "", "routing_key": self.queue, "priority": priority,
+                "redelivered": None}
 
 
 class _Context(threading.local):
@@ -52,6 +87,17 @@ _context = _Context()
 #: the Request of the ``async def`` task running in this asyncio task: coroutines share
 #: their thread (and, in gevent, run in the loop's greenlet), so a thread-local cannot say
 _async_request: ContextVar[Request | None] = ContextVar("engine_request", default=None)
+
+
+def will_not_block() -> None:
+    """RuntimeError when a worker is running a task here (not an eager or direct call):
+    a task waiting for another's result can hold the slot that one needs (Celery's rule)."""
+    stack = _context.stack
+    request = stack[-1] if stack else _async_request.get()
+    if request is not None and not request.called_directly and not request.is_eager:
+        raise RuntimeError("never call result.get() within a task: it can wait for ever "
+                           "for a slot it holds itself (pass disable_sync_subtasks=False to "
+                           "wait anyway, or chain the tasks)")
 
 
 def push_request(request: Request, task: "Task | None" = None) -> None:

@@ -29,6 +29,7 @@ from engine.records import (FAILURE, PENDING, READY_STATES, RETRY, REVOKED,  # n
                             STARTED, SUCCESS, decode_record, encode_record)
 from engine.wire import Wire
 from engine.exceptions import ConfigurationError, TaskError, TaskRevokedError
+from engine.request import will_not_block
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -239,9 +240,13 @@ class AsyncResult:
     def retries(self) -> int:
         return int((self._fetch() or {}).get("retries") or 0)
 
-    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            disable_sync_subtasks: bool = True) -> Any:
         """Wait for the result. Raises TimeoutError when ``timeout`` runs out; on failure
-        raises the task's exception (its own type when importable, else TaskError)."""
+        raises the task's exception (its own type when importable, else TaskError). Inside
+        a task a worker runs, RuntimeError unless ``disable_sync_subtasks=False``."""
+        if disable_sync_subtasks:
+            will_not_block()
         record = self._record
         if record is None and self.ignore_result:
             return None
@@ -283,7 +288,10 @@ class ResultSet:
     def ready(self) -> bool:
         return all(r.ready() for r in self.results)
 
-    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            disable_sync_subtasks: bool = True) -> list[Any]:
+        if disable_sync_subtasks:
+            will_not_block()
         if not self.results:
             return []
         app = self.results[0].app
@@ -407,10 +415,13 @@ def rebuild_exception(record: dict[str, Any], *, modules: Iterable[str] = ()
     exc: BaseException | None = None
     cls = _find_class(exc_type, modules) if exc_type else None
     if cls is not None:
-        try:
-            exc = cls(text)
-        except Exception:   # needs other constructor arguments
-            exc = None
+        args = record.get("value")   # a FAILURE's value: the exception's arguments, if sent
+        for attempt in ((args,) if type(args) is list else ()) + ([text],):
+            try:
+                exc = cls(*attempt)
+                break
+            except Exception:   # needs other constructor arguments
+                exc = None
     if exc is None:
         exc = TaskError(text, exc_type=exc_type, traceback=tb)
     exc.remote_traceback = tb   # type: ignore[attr-defined]

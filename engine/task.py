@@ -115,8 +115,9 @@ class Task:
         for key, value in options.items():
             setattr(self, key, value)
         if self.name is None:
-            self.name = (f"{fn.__module__}.{fn.__qualname__}" if fn is not None
-                         else f"{cls.__module__}.{cls.__qualname__}")
+            # module.function, as Celery names it, nested functions too
+            self.name = (f"{fn.__module__}.{fn.__name__}" if fn is not None
+                         else f"{cls.__module__}.{cls.__name__}")
         self.autoretry_for = tuple(self.autoretry_for)
         if (self.soft_time_limit is not None and self.time_limit is not None
                 and self.soft_time_limit > self.time_limit):

@@ -59,10 +59,12 @@ class GroupResult(ResultSet):
         return leaves
 
     # -- waiting -----------------------------------------------------------------------
-    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            disable_sync_subtasks: bool = True) -> list[Any]:
         """Every member's value in member order (nested lists for nested groups); raises
         the first failed member's exception unless ``propagate`` is False."""
-        values = iter(ResultSet(self._leaves()).get(timeout=timeout, propagate=propagate))
+        values = iter(ResultSet(self._leaves()).get(
+            timeout=timeout, propagate=propagate, disable_sync_subtasks=disable_sync_subtasks))
         return self._shape(values)
 
     join = get

@@ -17,6 +17,7 @@ import redis
 from engine import flow
 from engine.control import REPLY_TTL
 from engine.exceptions import NotSupported
+from engine.worker import replies
 
 if TYPE_CHECKING:
     from engine.worker.supervisor import Supervisor
@@ -33,7 +34,10 @@ def handle(sup: "Supervisor", command: dict) -> None:
     if dest and sup.name not in dest:
         return
     cmd = command.get("cmd")
-    handler = HANDLERS.get(cmd)
+    table = HANDLERS
+    if command.get("shape") == "celery":   # app.control from Python (engine.inspect)
+        table = replies.table(HANDLERS)
+    handler = table.get(cmd)
     if handler is None:
         payload: Any = {"error": f"unknown command {cmd!r}"}
     else:

@@ -134,6 +134,7 @@ class Intake:
         if expires is not None and expires <= now:
             self.revoked(delivery, "expired")
             return False
+        delivery.expires = expires
         if eta is not None and eta > now + 0.001:
             # a message that arrived early (hand-built, or raced the delay mover): park it
             ledger.push(queue_name, raw, eta)

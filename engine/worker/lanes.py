@@ -69,6 +69,7 @@ class Delivery:
     revoked: bool = False           #: killed by revoke(terminate=True): record REVOKED
     slot: bool = False              #: holds a fleet concurrency slot (engine.flow)
     unique: str | None = None       #: the unique lock its message carries (engine.flow)
+    expires: float | None = None    #: unix seconds: not handed to a pool after it
 
 
 class Lane:

@@ -64,6 +64,15 @@ def retry_time(eta: Any, countdown: Any, now: float) -> float:
     return when
 
 
+def exception_args(exc: BaseException) -> bytes:
+    """The exception's arguments as the record's value (Celery keeps them), or nothing
+    when they cannot be sent: then its message alone rebuilds it."""
+    try:
+        return message.dumps(list(exc.args))
+    except (TypeError, ValueError, OverflowError):
+        return b""
+
+
 class TaskRunner:
     """The engine's Runner (see ``pools.base.Runner``)."""
 
@@ -92,7 +101,7 @@ class TaskRunner:
         # (Request's field order is part of this line); the stacks pushed inline likewise
         context = _context
         request = Request(job.id, job.task, job.args, job.kwargs, job.retries, self.hostname,
-                          job.queue, False, job.headers, eager)
+                          job.queue, False, job.headers, eager, job)
         context.stack.append(request)
         context.tasks.append(task)
         try:
@@ -127,7 +136,7 @@ class TaskRunner:
     async def _execute_async(self, job: Job, task: "Task") -> Outcome:
         start = time.perf_counter()
         set_async_request(Request(job.id, job.task, job.args, job.kwargs, job.retries,
-                                  self.hostname, job.queue, False, job.headers, False))
+                                  self.hostname, job.queue, False, job.headers, False, job))
         try:
             if task.idempotent:
                 # the backend is a blocking client: off the loop
@@ -169,7 +178,10 @@ class TaskRunner:
                 and not isinstance(exc, TimeLimitExceeded)
                 and (task.max_retries is None or job.retries < task.max_retries)):
             return self._retry(job, Retry(exc=exc, countdown=task.backoff(job.retries)), start)
-        return Outcome.from_exception(job.id, exc, runtime=time.perf_counter() - start)
+        outcome = Outcome.from_exception(job.id, exc, runtime=time.perf_counter() - start)
+        if exc.args != (outcome.exc_message,):   # ValueError("bad", 42): its args travel
+            outcome.result = exception_args(exc)
+        return outcome
 
     def store(self, job: Job, outcome: Outcome) -> bool:
         """Store a SUCCESS result here and now (a prefork child's lone job: the caller waits,

@@ -91,6 +91,9 @@ class Settler:
                 self.ledger.push(job.queue, job.body)
             else:
                 self.ledger.dead_letter(job.queue, job.body, f"rejected: {outcome.exc_message}")
+                self._store(delivery, encode_record(   # and FAILURE, as Celery stores
+                    FAILURE, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
+                    retries=job.retries, task=job.task, worker=self.worker))
             self.events.task("task-failed", job.id, job.task, exception="Reject",
                              rejected=True)
         else:
@@ -174,7 +177,7 @@ class Settler:
             log.error("task %s[%s] failed: %s: %s", job.task, job.id, outcome.exc_type,
                       outcome.exc_message, extra=context)
         self._store(delivery, encode_record(
-            FAILURE, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
+            FAILURE, outcome.result, exc_type=outcome.exc_type, exc_message=outcome.exc_message,
             traceback=outcome.traceback, retries=job.retries, task=job.task,
             worker=self.worker, runtime=outcome.runtime))
         self.events.task("task-failed", job.id, job.task, exception=outcome.exc_type,

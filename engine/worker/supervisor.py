@@ -323,8 +323,9 @@ class Supervisor:
             # mix up their outcomes; the lane goes on with the others
             self.aside.setdefault(job.id, []).append(delivery)
             return False
-        if job.id in self.revoked:
-            self.settler.revoked(delivery, "revoked")
+        expired = delivery.expires is not None and delivery.expires <= time.time()
+        if expired or job.id in self.revoked:   # expiry: at fetch, and again here
+            self.settler.revoked(delivery, "expired" if expired else "revoked")
             delivery.lane.returned += 1
             return False
         acks_late = delivery.task.acks_late
