@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "runs in a child process of its own")
     # internal: this worker is an isolated lane of the supervisor PID:NAME (engine.worker.isolation)
     run.add_argument("--lane-of", help=argparse.SUPPRESS)
+    run.add_argument("--processes", type=_positive_int, metavar="N",
+                     help="start N supervisors, each with its own pool (-c slots each), named "
+                     "NAME-1 .. NAME-N (-d 'NAME-*' reaches them all), watched and stopped "
+                     "together by this process (default: worker_processes, 1: no parent)")
+    # internal: this worker is supervisor of the fleet of PID (engine.worker.fleet)
+    run.add_argument("--fleet-of", type=int, help=argparse.SUPPRESS)
     run.add_argument("--prefetch", type=_positive_int,
                      help="messages held per slot at most (default 64; the worker keeps about "
                      "50 ms of work per slot, at least 2)")
@@ -148,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def reply_args(p: argparse.ArgumentParser) -> None:
         """Whom to ask and how long to wait: inspect and control alike."""
-        p.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
+        p.add_argument("-d", "--destination", help="comma-separated worker names or "
+                       "patterns, e.g. 'w@myhost-*' for the supervisors of one --processes N "
+                       "(default all)")
         p.add_argument("-t", "--timeout", type=_seconds, default=1.0,
                        help="seconds to wait for replies")
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -224,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                       help="a Host name to accept besides the bound address and loopback "
                            "names (repeatable; '*.example.com' patterns, '*' for any)")
+    parser.command_parsers = sub.choices   # type: ignore[attr-defined]  # for _run_fleet
     return parser
 
 
@@ -251,6 +260,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from engine.worker import ossignals as signals
         parent_pid, _, parent = args.lane_of.partition(":")
         signals.lane_child_setup(int(parent_pid))
+    elif args.fleet_of:   # a supervisor of ``--processes N``: a worker of its own otherwise
+        from engine.worker import ossignals as signals
+        signals.lane_child_setup(args.fleet_of)
     app = load(args)
     conf = app.conf
     conf.from_cli(worker_pool=args.pool, worker_concurrency=args.concurrency,
@@ -260,7 +272,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   worker_max_memory_per_child=args.max_memory_per_child,
                   worker_send_events=False if args.no_events else None,
                   worker_import_in_child=True if args.import_in_child else None,
-                  worker_log_format=args.log_format, worker_metrics_port=args.metrics_port)
+                  worker_log_format=args.log_format, worker_metrics_port=args.metrics_port,
+                  worker_processes=args.processes)
     if conf.worker_log_format != (args.log_format or "text"):
         setup_logging(args.loglevel, conf.worker_log_format)   # the app's setting
     options = PoolOptions(max_tasks_per_child=conf.worker_max_tasks_per_child,
@@ -283,6 +296,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         pool_cls = resolve(lane.pool)   # a bad pool or class path fails here, before any connection
         if not wants_isolation(lane, pool_cls):
             here.append(pool_cls)
+    processes = conf.worker_processes
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        from engine.exceptions import ConfigurationError
+        raise ConfigurationError(f"worker_processes must be a whole number, at least 1, "
+                                 f"got {processes!r}")
+    if processes > 1 and not (args.lane_of or args.fleet_of):
+        return _run_fleet(args, processes, conf)
     from engine.console import banner
     supervisor = Supervisor(app, lanes, name=args.hostname, beat=args.beat, parent=parent)
     hooks.worker_init(supervisor)
@@ -300,6 +320,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _run_fleet(args: argparse.Namespace, processes: int, conf) -> int:
+    """``--processes N``: this process becomes the parent of N supervisors
+    (``engine.worker.fleet``), each started with this command line but its own name, only
+    the first with ``-B``, and with ``--metrics-port P`` on P, P+1, ... (0: any free port)."""
+    from engine.worker import fleet
+    from engine.worker.supervisor import default_name
+    import socket
+    names = fleet.member_names((args.hostname or default_name()).replace(
+        "%h", socket.gethostname()), processes)
+    run_parser = build_parser().command_parsers["run"]
+    common = _argv_of(run_parser, args, skip=("processes", "hostname", "beat", "metrics_port",
+                                               "fleet_of", "lane_of"))
+    commands = []
+    for i, name in enumerate(names):
+        argv = ["run", *common, "-n", name, "--fleet-of", str(os.getpid())]
+        if args.beat and i == 0:
+            argv.append("--beat")
+        port = conf.worker_metrics_port
+        if port is not None:
+            argv += ["--metrics-port", str(port + i if port else 0)]
+        commands.append(argv)
+    return fleet.run(names, commands)
+
+
+def _argv_of(parser: argparse.ArgumentParser, args: argparse.Namespace, *,
+             skip: tuple[str, ...] = ()) -> list[str]:
+    """The options of ``parser`` that parse to ``args`` (those left at their default out):
+    what was typed, whichever spelling or abbreviation was used."""
+    argv: list[str] = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in skip or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:
+            argv.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
