@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure a worker on this machine")
     bench.add_argument("--pool", default="prefork")
     bench.add_argument("-c", "--concurrency", type=_positive_int, default=None)
+    bench.add_argument("--processes", type=_positive_int, default=1, metavar="N",
+                       help="run the worker as engine run --processes N (-c slots each)")
     bench.add_argument("-n", "--tasks", type=_positive_int, default=None,
                        help="tasks to run (default: noop 20000, sleep and asleep 2000, cpu 200, "
                        "payload 5000)")
