@@ -133,3 +133,25 @@ def test_bad_process_count_is_one_line_and_exit_2(engine, value):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--processes" in lines[0], done.stderr
+
+
+def test_worker_processes_setting_starts_a_fleet(run_worker, prefix, engine):
+    # Given an app whose settings ask for two supervisors
+    fleet = run_worker("-n", f"{prefix}@set", "--pool", "threads", "-c", "1",
+                       app="tests.apps.fleet:app", ready=False)
+    # Then `engine run` without --processes starts two, each answering ping
+    wait_for(lambda: fleet.log.count(" ready: ") >= 2 or not fleet.alive(),
+             message="two supervisors to be ready")
+    assert fleet.alive(), fleet.log
+    ping = engine("-A", "tests.apps.fleet:app", "inspect", "ping", "-d", f"{prefix}@set-*",
+                  "--json")
+    assert sorted(json.loads(ping.stdout)) == [f"{prefix}@set-1", f"{prefix}@set-2"]
+    assert fleet.stop() == 0
+
+
+def test_bad_worker_processes_setting_is_one_line_and_exit_2(engine):
+    done = engine("-A", "tests.apps.fleet:bad", "run")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("engine run: error: worker_processes must be"), done.stderr
+    assert "Traceback" not in done.stderr
