@@ -49,6 +49,15 @@ def test_tasks_run_on_every_supervisor_and_each_answers(app, run_worker, prefix,
     one = engine("-A", "tests.apps.basic", "inspect", "ping", "-d", f"{prefix}@fleet-2",
                  "--json")
     assert list(json.loads(one.stdout)) == [f"{prefix}@fleet-2"]
+    # And SIGUSR1 to the parent reaches both (each logs its stats)
+    fleet.signal(signal.SIGUSR1)
+    wait_for(lambda: fleet.log.count("stats: ") >= 2, message="both supervisors' stats")
+    # And one told to shut down by control stays down while the other runs on
+    down = engine("-A", "tests.apps.basic", "control", "shutdown", "-d", f"{prefix}@fleet-2")
+    assert down.returncode == 0, down.stderr
+    wait_for(lambda: f"{prefix}@fleet-2 stopped by itself; not restarted" in fleet.log,
+             message="the supervisor to stop by itself")
+    assert fleet.alive() and len(supervisors(fleet)) == 1
     assert fleet.stop() == 0
 
 
@@ -100,6 +109,11 @@ def test_a_killed_supervisor_is_restarted_and_takes_its_task_back(app, run_worke
     assert task.get(timeout=60) == 1.0
     again = int(app.client.get(key))
     assert again != victim and again in supervisors(fleet)
+    assert "starting it again in 1 s" in fleet.log
+    # And when the new one dies young too, the wait before the next start doubles
+    psutil.Process(again).kill()
+    wait_for(lambda: "starting it again in 2 s" in fleet.log, message="the second restart")
+    wait_for(lambda: fleet.log.count(" ready: ") >= 4, message="the third start to be ready")
     assert fleet.alive()
     assert fleet.stop() == 0
 
