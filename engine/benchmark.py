@@ -18,9 +18,10 @@ or touches a user's queues; every key under that prefix is deleted at the end.
    time, paced at about half the measured throughput (at most 1,000/s), and take p50/p90/p99
    of completion time minus send time (same machine, same clock).
 
-Worker CPU (user+system seconds of the process tree from its ``worker-online`` event to the
-last completion, so start-up is left out; as a share of one core and per task) and peak
-RSS (sum over the tree) come from psutil, sampled every 0.1 s. Redis CPU over the same span
+Worker CPU (user+system seconds of the process tree from its ``worker-online`` event (every
+supervisor's, with ``--processes N``) to the last completion, so start-up is left out; as a
+share of one core and per task, split into the supervisors' and their pool children's) and
+peak RSS (sum over the tree) come from psutil, sampled every 0.1 s. Redis CPU over the same span
 comes from INFO when the server is local.
 
 The pieces (``start_worker``, ``TreeSampler``, ``EventCollector``, ``cleanup``) are reused by
@@ -77,9 +78,11 @@ def start_worker(url: str, prefix: str, pool: str, concurrency: int | None, *,
 
 
 class TreeSampler(threading.Thread):
-    """Peak and current RSS (sum over a process tree) and its CPU seconds, every ``interval``."""
+    """Peak and current RSS (sum over a process tree) and its CPU seconds, every ``interval``;
+    the supervisors are the root (``fleet``: the root's children, the root being the parent
+    of ``engine run --processes N``)."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
+    def __init__(self, pid: int, interval: float = 0.1, *, fleet: bool = False) -> None:
         super().__init__(daemon=True, name="bench-sampler")
         self.root = pid
         self.interval = interval
@@ -87,6 +90,8 @@ class TreeSampler(threading.Thread):
         self.rss = 0
         self.nprocs = 0
         self._cpu: dict[int, float] = {}
+        self.fleet = fleet
+        self._supervisors: set[int] = set()
         self._halt = threading.Event()
         self._lock = threading.Lock()
 
@@ -94,6 +99,8 @@ class TreeSampler(threading.Thread):
         try:
             root = psutil.Process(self.root)
             procs = [root] + root.children(recursive=True)
+            self._supervisors.update([p.pid for p in root.children()] if self.fleet
+                                     else [root.pid])
         except psutil.Error:
             return
         total = seen = 0
@@ -122,6 +129,22 @@ class TreeSampler(threading.Thread):
             root = self._cpu.get(self.root, 0.0)
             return root, sum(self._cpu.values()) - root
 
+    def cpu_of(self, pid: int) -> float:
+        """CPU seconds of one process of the tree so far (samples now)."""
+        self.sample()
+        with self._lock:
+            return self._cpu.get(pid, 0.0)
+
+    def cpu_since(self, baseline: dict[int, float]) -> tuple[float, float, float]:
+        """CPU seconds since ``baseline`` (pid -> CPU seconds then; 0 for a pid not in it)
+        of the whole tree, of the supervisors, and of the processes under them."""
+        self.sample()
+        with self._lock:
+            spent = {pid: v - baseline.get(pid, 0.0) for pid, v in self._cpu.items()}
+        sup = sum(v for pid, v in spent.items() if pid in self._supervisors)
+        parent = spent.get(self.root, 0.0) if self.fleet else 0.0
+        return sum(spent.values()), sup, sum(spent.values()) - sup - parent
+
     def reset_peak(self) -> None:
         self.peak = self.rss
 
@@ -141,6 +164,7 @@ class EventCollector(threading.Thread):
         self.failed = 0
         self.first_received: float | None = None   # ts of the first task-received
         self.online = threading.Event()
+        self.online_pids: list[int] = []   # of worker-online events (one per supervisor)
         self._halt = threading.Event()
         self.error: BaseException | None = None
 
@@ -164,6 +188,7 @@ class EventCollector(threading.Thread):
                                 if self.first_received is None:
                                     self.first_received = event["ts"]
                             elif kind == "worker-online":
+                                self.online_pids.append(event.get("pid", 0))
                                 self.online.set()
         except BaseException as exc:   # reported by the main thread
             self.error = exc
@@ -233,10 +258,9 @@ def _redis_cpu(client: redis.Redis) -> float | None:
 def task_args(kind: str, payload_bytes: int, cpu_iters: int | None) -> tuple:
     if kind in ("noop", "noop-limited", "noop-levels"):
         return ()
-    if kind in ("sleep", "asleep"):
-        return (SLEEP_S,)
-    if kind == "cpu":
-        return (cpu_iters,)
+    simple = {"sleep": (SLEEP_S,), "asleep": (SLEEP_S,), "cpu": (cpu_iters,)}
+    if kind in simple:
+        return simple[kind]
     if kind == "payload":
         return ("x" * payload_bytes,)
     raise ValueError(f"unknown kind {kind!r}")
@@ -275,11 +299,13 @@ class _Progress:
 def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None = None,
         kind: str = "noop", payload_bytes: int = 10240, broker: str | None = None,
         progress: bool = True, latency_samples: int = LATENCY_SAMPLES,
-        worker_extra: list[str] | None = None, tracing: bool = False) -> dict[str, Any]:
+        worker_extra: list[str] | None = None, tracing: bool = False,
+        processes: int = 1) -> dict[str, Any]:
     """One benchmark run; returns the figures as a dict (what ``--json`` prints).
     ``tracing``: ENGINE_TRACING=1 in this process and the worker, each with an SDK tracer
     provider whose exporter drops the spans (``bench_tasks.install_tracing``), and every
-    task sent with its own ``delay()`` so that each body carries a traceparent."""
+    task sent with its own ``delay()`` so that each body carries a traceparent.
+    ``processes``: ``engine run --processes N`` (N supervisors under one parent)."""
     from engine import bench_tasks
     from engine import tracing as tracing_mod
 
@@ -300,7 +326,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
     collector: EventCollector | None = None
     out: dict[str, Any] = {
         "pool": pool, "concurrency": concurrency or app.conf.worker_concurrency, "kind": kind,
-        "tasks": n, "broker": "embedded" if embedded else console.redact(url), "key_prefix": prefix}
+        "processes": processes, "tasks": n, "broker": "embedded" if embedded else console.redact(url), "key_prefix": prefix}
     if kind == "payload":
         out["payload_bytes"] = payload_bytes
     if kind in ("sleep", "asleep"):
@@ -347,18 +373,26 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         # 2. the worker drains the backlog
         collector = EventCollector(redis.Redis.from_url(url), app.broker.keys.events)
         collector.start()
-        worker = start_worker(url, prefix, pool, concurrency, extra=worker_extra,
+        worker = start_worker(url, prefix, pool, concurrency, extra=list(worker_extra or [])
+                              + (["--processes", str(processes)] if processes > 1 else []),
                               env=worker_env)
-        sampler = TreeSampler(worker.pid)
+        sampler = TreeSampler(worker.pid, fleet=processes > 1)
         sampler.start()
         redis_cpu0 = _redis_cpu(client)
         with _Progress(progress) as bar:
             task = bar.add(f"{kind} x{n} on {pool}", n)
             last_count, last_change = 0, time.monotonic()
-            cpu_online, online_at = (0.0, 0.0), None
+            # each supervisor's CPU counts from its own worker-online (its start-up left
+            # out); the parent's from the first, the pool children's (forked later) from 0
+            baseline: dict[int, float] = {}
+            online_at, onlines = None, 0
             while True:
-                if online_at is None and collector.online.is_set():
-                    cpu_online, online_at = sampler.cpu_s(), time.time()
+                for pid in collector.online_pids[onlines:]:
+                    if online_at is None:
+                        online_at = time.time()
+                        baseline[worker.pid] = sampler.cpu_of(worker.pid)
+                    baseline.setdefault(pid, sampler.cpu_of(pid))
+                    onlines += 1
                 count = len(collector.done)
                 if count >= n:
                     break
@@ -379,9 +413,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
                 time.sleep(0.05)
             bar.update(task, n)
         drained_at = time.time()
-        cpu_end = sampler.cpu_s()   # the start-up (imports, forks) left out
-        cpu_sup, cpu_children = cpu_end[0] - cpu_online[0], cpu_end[1] - cpu_online[1]
-        cpu_run = cpu_sup + cpu_children
+        cpu_run, *split = sampler.cpu_since(baseline)   # start-up (imports, forks) left out
         run_from = online_at or worker.started_at
         redis_cpu1 = _redis_cpu(client)
         times = sorted(collector.done.values())
@@ -397,8 +429,8 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
             "cpu_s": round(cpu_run, 3),
             "cpu_percent": round(100.0 * cpu_run / max(drained_at - run_from, 1e-9), 1),
             "cpu_us_per_task": round(1e6 * cpu_run / n, 1),
-            "supervisor_cpu_us_per_task": round(1e6 * cpu_sup / n, 1),
-            "children_cpu_us_per_task": round(1e6 * cpu_children / n, 1),
+            "supervisor_cpu_us_per_task": round(1e6 * split[0] / n, 1),
+            "child_cpu_us_per_task": round(1e6 * split[1] / n, 1),
             "rss_peak_mib": round(sampler.peak / 2**20, 1),
         }
         if redis_cpu0 is not None and redis_cpu1 is not None:
@@ -476,7 +508,7 @@ def command(args) -> int:
     try:
         result = run(pool=args.pool, concurrency=args.concurrency, n=args.tasks, kind=args.kind,
                      payload_bytes=args.payload_bytes, broker=args.broker,
-                     progress=not args.json,
+                     progress=not args.json, processes=args.processes,
                      worker_extra=(None if args.metrics_port is None
                                    else ["--metrics-port", str(args.metrics_port)]),
                      tracing=bool(getattr(args, "tracing", False)))
@@ -489,5 +521,5 @@ def command(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(console.bench_report(result))
+        print(console.format_bench(result))
     return 0

@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "runs in a child process of its own")
     # internal: this worker is an isolated lane of the supervisor PID:NAME (engine.worker.isolation)
     run.add_argument("--lane-of", help=argparse.SUPPRESS)
+    run.add_argument("--processes", type=_positive_int, metavar="N",
+                     help="start N supervisors, each with its own pool (-c slots each), named "
+                     "NAME-1 .. NAME-N (-d 'NAME-*' reaches them all), watched and stopped "
+                     "together by this process (default: worker_processes, 1: no parent)")
+    # internal: this worker is supervisor of the fleet of PID (engine.worker.fleet)
+    run.add_argument("--fleet-of", type=int, help=argparse.SUPPRESS)
     run.add_argument("--prefetch", type=_positive_int,
                      help="messages held per slot at most (default 64; the worker keeps about "
                      "50 ms of work per slot, at least 2)")
@@ -150,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def reply_args(p: argparse.ArgumentParser) -> None:
         """Whom to ask and how long to wait: inspect and control alike."""
-        p.add_argument("-d", "--destination", help="comma-separated worker names (default all)")
+        p.add_argument("-d", "--destination", help="comma-separated worker names or "
+                       "patterns, e.g. 'w@myhost-*' for the supervisors of one --processes N "
+                       "(default all)")
         p.add_argument("-t", "--timeout", type=_seconds, default=1.0,
                        help="seconds to wait for replies")
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -182,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure a worker on this machine")
     bench.add_argument("--pool", default="prefork")
     bench.add_argument("-c", "--concurrency", type=_positive_int, default=None)
+    bench.add_argument("--processes", type=_positive_int, default=1, metavar="N",
+                       help="run the worker as engine run --processes N (-c slots each)")
     bench.add_argument("-n", "--tasks", type=_positive_int, default=None,
                        help="tasks to run (default: noop 20000, sleep and asleep 2000, cpu 200, "
                        "payload 5000)")
@@ -234,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="serve every page, asset and API under PATH, e.g. /ops/engine, "
                            "for a reverse proxy that forwards that path unchanged (default: "
                            "the dashboard_url_prefix setting, else /)")
+    parser.command_parsers = sub.choices   # type: ignore[attr-defined]  # for run_fleet
     return parser
 
 
@@ -261,6 +272,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from engine.worker import ossignals as signals
         parent_pid, _, parent = args.lane_of.partition(":")
         signals.lane_child_setup(int(parent_pid))
+    elif args.fleet_of:   # a supervisor of ``--processes N``: a worker of its own otherwise
+        from engine.worker import ossignals as signals
+        signals.lane_child_setup(args.fleet_of)
     app = load(args)
     from engine import celeryflags
     from engine.exceptions import ConfigurationError
@@ -276,7 +290,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   worker_max_memory_per_child=args.max_memory_per_child,
                   worker_send_events=False if args.no_events else None,
                   worker_import_in_child=True if args.import_in_child else None,
-                  worker_log_format=args.log_format, worker_metrics_port=args.metrics_port)
+                  worker_log_format=args.log_format, worker_metrics_port=args.metrics_port,
+                  worker_processes=args.processes)
     if conf.worker_log_format != (args.log_format or "text"):
         setup_logging(args.loglevel, conf.worker_log_format)   # the app's setting
     options = PoolOptions(max_tasks_per_child=conf.worker_max_tasks_per_child,
@@ -311,11 +326,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"-P prefork (Celery ignores it for {lane.pool}: drop it, or use prefork)")
         if not wants_isolation(lane, pool_cls):
             here.append(pool_cls)
-    if args.purge and parent is None:
+    if args.purge and parent is None and not args.fleet_of:   # once per fleet
         queues = sorted({q for lane in lanes for q in lane.queues})
         purged = sum(app.broker.purge(q) for q in queues)
         logging.getLogger("engine.worker").info(
             "--purge: deleted %d waiting message(s) of %s", purged, ", ".join(queues))
+    processes = conf.worker_processes
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        from engine.exceptions import ConfigurationError
+        raise ConfigurationError(f"worker_processes must be a whole number, at least 1, "
+                                 f"got {processes!r}")
+    if processes > 1 and not (args.lane_of or args.fleet_of):
+        from engine.cli_fleet import run_fleet
+        return run_fleet(args, processes, conf, build_parser().command_parsers["run"])
     from engine.console import banner
     supervisor = Supervisor(app, lanes, name=args.hostname, beat=args.beat, parent=parent)
     hooks.worker_init(supervisor)

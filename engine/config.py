@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_lanes": None,            # list of "QUEUES=POOL:CONCURRENCY" strings
     "worker_send_events": True,
     "worker_import_in_child": False,
+    "worker_processes": 1,           # supervisors one ``engine run`` starts (engine.worker.fleet)
     "worker_metrics_port": None,     # a Prometheus endpoint of the worker (0: any free port)
     "worker_metrics_address": "0.0.0.0",
     "worker_log_format": "text",     # or "json": one JSON object a line (engine.logs)

@@ -262,34 +262,34 @@ def format_broker_status(info: dict) -> str:
     return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)
 
 
-def _n(value: Any, unit: str = "", digits: int = 0) -> str:
+def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
     if value is None:
         return "-"
     return f"{value:,.{digits}f}{unit}"
 
 
-def bench_report(r: dict[str, Any]) -> str:
-    """``engine bench`` without ``--json`` (engine.benchmark.run's figures)."""
+def format_bench(r: dict[str, Any]) -> str:
+    """``engine bench``'s figures (``engine.benchmark.run``) for a person."""
     w = r["worker"]
     lat = r["latency_ms"]
     lines = [
-        f"engine bench: {r['kind']} x{r['tasks']:,} on --pool {r['pool']} -c {r['concurrency']} "
-        f"({r['broker']}{', tracing on' if 'tracing' in r else ''})",
-        f"  throughput    {_n(r['tasks_per_s'])} tasks/s (first taken to last done; "
-        f"{_n(r['tasks_per_s_from_start'])}/s from worker start)",
-        f"  enqueue       {_n(r['enqueue_per_s'])}/s with delay(), "
-        f"{_n(r['enqueue_bulk_per_s'])}/s with delay_many",
-        f"  latency       p50 {_n(lat['p50'], ' ms', 2)}  p90 {_n(lat['p90'], ' ms', 2)}  "
-        f"p99 {_n(lat['p99'], ' ms', 2)}  (enqueue to completion, {lat['samples']} tasks sent "
+        f"engine bench: {r['kind']} x{r['tasks']:,} on --pool {r['pool']} -c {r['concurrency']}"
+        + (f" --processes {r['processes']}" if r["processes"] > 1 else "")
+        + f" ({r['broker']}{', tracing on' if 'tracing' in r else ''})",
+        f"  throughput    {_fmt(r['tasks_per_s'])} tasks/s (first taken to last done; "
+        f"{_fmt(r['tasks_per_s_from_start'])}/s from worker start)",
+        f"  enqueue       {_fmt(r['enqueue_per_s'])}/s with delay(), "
+        f"{_fmt(r['enqueue_bulk_per_s'])}/s with delay_many",
+        f"  latency       p50 {_fmt(lat['p50'], ' ms', 2)}  p90 {_fmt(lat['p90'], ' ms', 2)}  "
+        f"p99 {_fmt(lat['p99'], ' ms', 2)}  (enqueue to completion, {lat['samples']} tasks sent "
         f"every {lat['send_interval_ms']:.1f} ms)",
-        f"  worker        CPU {_n(w['cpu_percent'], '%')} "
-        f"({_n(w['cpu_us_per_task'], ' µs')}/task), "
-        f"RSS peak {_n(w['rss_peak_mib'], ' MiB', 1)} over {w['processes']} process(es)",
-        f"                supervisor {_n(w.get('supervisor_cpu_us_per_task'), ' µs')}/task, "
-        f"pool children {_n(w.get('children_cpu_us_per_task'), ' µs')}/task",
+        f"  worker        CPU {_fmt(w['cpu_percent'], '%')} ({_fmt(w['cpu_us_per_task'], ' µs')}/task:"
+        f" supervisors {_fmt(w['supervisor_cpu_us_per_task'], ' µs')}, pool children "
+        f"{_fmt(w['child_cpu_us_per_task'], ' µs')}), RSS peak "
+        f"{_fmt(w['rss_peak_mib'], ' MiB', 1)} over {w['processes']} process(es)",
     ]
     if r.get("redis_cpu_us_per_task") is not None:
-        lines.append(f"  redis         CPU {_n(r['redis_cpu_us_per_task'], ' µs')}/task")
+        lines.append(f"  redis         CPU {_fmt(r['redis_cpu_us_per_task'], ' µs')}/task")
     if r.get("failed"):
         lines.append(f"  failed        {r['failed']} task(s)")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Remote control: revocations, broadcast commands to workers, and their replies.
 
 A command is a msgpack map published on ``P:control``: ``cmd``, ``destination`` (worker
-names, or None for all) and ``reply_to``. Each worker's presence thread puts it on the
+names or shell patterns such as ``w@host-*``, the supervisors of one ``engine run
+--processes N``; None for all) and ``reply_to``. Each worker's presence thread puts it on the
 supervisor's inbox, and ``engine.worker.commands`` handles it on the loop. With
 ``security_key`` commands are published signed, in an envelope (``engine.signing``), and a
 worker with a key ignores any that does not verify. Replies go to the
@@ -12,6 +13,7 @@ started later. This module is the calling side; it prints nothing (``engine.cons
 
 from __future__ import annotations
 
+import fnmatch
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -65,9 +67,24 @@ def broadcast(app: "Engine", cmd: str, *, destination: list[str] | None = None,
                        reply_to=reply_to)
     else:
         heard = app.client.publish(app.broker.keys.control, encode(command, app.signer))
-    # PUBLISH counts subscribers: one per live worker
-    expected = min(len(destination), heard) if destination else heard
+    # PUBLISH counts subscribers: one per live worker; a pattern may match any of them
+    expected = min(len(destination), heard) if destination and not any(
+        map(is_pattern, destination)) else heard
     return gather(app, reply_to, expected, timeout)
+
+
+def is_pattern(destination: str) -> bool:
+    return any(c in destination for c in "*?[")
+
+
+def addressed(name: str, destination: list[str] | None) -> bool:
+    """Whether worker ``name`` is one of ``destination`` (names or ``fnmatch`` patterns,
+    case-sensitive; None or empty: every worker)."""
+    if not destination:
+        return True
+    return name in destination or any(
+        isinstance(d, str) and is_pattern(d) and fnmatch.fnmatchcase(name, d)
+        for d in destination)
 
 
 def gather(app: "Engine", reply_to: str, expected: int, timeout: float) -> list[dict]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import msgpack
 import redis
 
-from engine import flow
+from engine import control, flow
 from engine.control import REPLY_TTL
 from engine.exceptions import NotSupported
 from engine.worker import replies
@@ -30,8 +30,7 @@ MAX_GROW = 1000
 
 def handle(sup: "Supervisor", command: dict) -> None:
     """Run ``command`` if it is addressed to this worker, and reply with its result."""
-    dest = command.get("destination")
-    if dest and sup.name not in dest:
+    if not control.addressed(sup.name, command.get("destination")):
         return
     cmd = command.get("cmd")
     table = HANDLERS

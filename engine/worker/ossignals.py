@@ -91,7 +91,8 @@ def child_setup(parent_pid: int) -> None:
 
 
 def lane_child_setup(parent_pid: int) -> None:
-    """First thing in an isolated lane's ``engine run`` (``engine.worker.isolation``): take the
+    """First thing in an isolated lane's ``engine run`` (``engine.worker.isolation``), and in
+    each supervisor of ``engine run --processes N`` (``engine.worker.fleet``): take the
     signals the supervisor may have had blocked when it started us (the mask survives exec)
     and die with it (SIGKILL: its messages come back to the next process of that name)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, list(INTENTS))

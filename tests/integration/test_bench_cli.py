@@ -44,3 +44,21 @@ def test_bench_human_output(env, redis_server):
     assert result.returncode == 0, result.stderr
     for word in ("tasks/s", "delay_many", "p50", "p99", "RSS"):
         assert word in result.stdout
+
+
+def test_bench_processes_runs_a_fleet_and_splits_the_cpu(env, redis_server):
+    # When the bench runs its worker as `engine run --processes 2` on prefork
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "-n", "400", "--pool", "prefork", "-c", "1",
+         "--processes", "2", "--json", "--broker", redis_server.url],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    # Then every task ran, over the parent, two supervisors and their pool children
+    assert out["processes"] == 2 and out["failed"] == 0 and out["tasks"] == 400
+    worker = out["worker"]
+    assert worker["processes"] >= 5
+    # And its CPU is split between the supervisors and the pool children (both did work)
+    assert worker["supervisor_cpu_us_per_task"] > 0 and worker["child_cpu_us_per_task"] > 0
+    assert (worker["supervisor_cpu_us_per_task"] + worker["child_cpu_us_per_task"]
+            <= worker["cpu_us_per_task"] + 0.2)   # rounding of three figures
