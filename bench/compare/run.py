@@ -63,7 +63,7 @@ ARDIQ_WIDE = 1024
 # Issue 19: the engine's asyncio pool as two supervisor processes (`engine run --pool asyncio
 # -c C`, twice: both cores, as the peers' two worker processes) and taskiq, SAQ, arq with two
 # worker processes each, at their fastest settings measured here (README): C slots a process.
-AIO_NOOP = {"engine": 200, "taskiq": 500, "saq": 100, "arq": 100}
+AIO_NOOP = {"engine": 20, "taskiq": 100, "saq": 100, "arq": 100}
 AIO_LATENCY = 10            # sequential round trips: one in flight, any C
 AIO_SLEEP = 500             # 2 x 500: 1,000 sleeps at once in all, for every system
 
@@ -606,7 +606,8 @@ def charts(summary, runs, matrix, workloads, outdir):
 
 
 def wanted(c, patterns):
-    """Does configuration ``c`` match one of ``SYSTEM[:POOL[:C]]`` (None: everything)?"""
+    """Does configuration ``c`` match one of ``SYSTEM[:POOL[:C or PROCSxC]]`` (None:
+    everything)?"""
     if not patterns:
         return True
     for pattern in patterns.split(","):
@@ -615,8 +616,11 @@ def wanted(c, patterns):
             continue
         if len(parts) > 1 and parts[1] and parts[1] != c["pool"]:
             continue
-        if len(parts) > 2 and parts[2] and int(parts[2]) != c["c"]:
-            continue
+        if len(parts) > 2 and parts[2]:
+            # C (slots), or PROCSxC for the rows of several processes (engine asyncio 2x20)
+            procs, _, slots = parts[2].rpartition("x")
+            if int(slots) != c["c"] or (procs and int(procs) != c["procs"]):
+                continue
         return True
     return False
 
@@ -628,7 +632,8 @@ def main(argv=None):
     p.add_argument("--workloads", default=",".join(MATRIX))
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--configs", default=None,
-                   help="keep only these configurations: comma-separated SYSTEM[:POOL[:C]], "
+                   help="keep only these configurations: comma-separated "
+                        "SYSTEM[:POOL[:C or PROCSxC]], "
                         "e.g. engine:prefork:2,celery:prefork:2,dramatiq,huey,redis-py")
     p.add_argument("--n", type=int, default=None, help="override n for every workload")
     p.add_argument("--redis", default=None,
