@@ -7,6 +7,7 @@ reports a coroutine blocking the loop. Written on ``pools/base.py`` alone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import itertools
 import logging
@@ -88,6 +89,10 @@ class AsyncioPool(Pool):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._sync_queue: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        # coroutine jobs on their way to the loop, and whether a wake-up of the loop to take
+        # them is already on its way (one per batch the supervisor submits, not one a job)
+        self._incoming: collections.deque = collections.deque()
+        self._wake_sent = False
         self._sync_threads = 0
         self._names = itertools.count(1)
         self._stopping = False
@@ -153,8 +158,14 @@ class AsyncioPool(Pool):
             return
         if coro is None:
             self._sync_queue.put(run)
-        else:
-            self._on_loop(self._begin, run, coro)
+            return
+        self._incoming.append((run, coro))
+        if not self._wake_sent:
+            # each call_soon_threadsafe writes to the loop's self-pipe and wakes it: a feed of
+            # hundreds of jobs takes one. The loop clears the flag before it drains, so a job
+            # appended after its last look finds the flag clear and sends another.
+            self._wake_sent = True
+            self._on_loop(self._begin_incoming)
 
     # -- the loop's side
     def _on_loop(self, fn, *args) -> None:
@@ -163,6 +174,17 @@ class AsyncioPool(Pool):
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:      # closed by terminate: there is nothing left to act on
             pass
+
+    def _begin_incoming(self) -> None:
+        """On the loop: every coroutine job submitted since the last wake-up begins."""
+        self._wake_sent = False
+        incoming = self._incoming
+        while incoming:
+            run, coro = incoming.popleft()
+            try:
+                self._begin(run, coro)
+            except Exception:       # one job's trouble must not strand the ones behind it
+                log.exception("asyncio pool: starting job %s failed", run.job.id)
 
     def _begin(self, run: _Run, coro) -> None:
         """On the loop: the coroutine job becomes an asyncio task."""

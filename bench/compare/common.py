@@ -26,9 +26,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: ``stored`` is the no-op with its (None) result stored by the worker, as a caller that
 #: wants results would have it; every other throughput workload ignores results
-WORKLOADS = ("noop", "stored", "latency", "sleep", "cpu", "payload", "chord", "chain")
-DEFAULT_N = {"noop": 20000, "stored": 20000, "latency": 500, "sleep": 2000, "cpu": 200,
-             "payload": 5000, "chord": 1000, "chain": 100}
+#: ``asleep`` (issue 19) is ``await asyncio.sleep(SLEEP_S)`` in an ``async def`` body, for the
+#: asyncio pools and the asyncio-native queues, 10,000 of them at 1,000 at once
+WORKLOADS = ("noop", "stored", "latency", "sleep", "asleep", "cpu", "payload", "chord",
+             "chain")
+DEFAULT_N = {"noop": 20000, "stored": 20000, "latency": 500, "sleep": 2000, "asleep": 10000,
+             "cpu": 200, "payload": 5000, "chord": 1000, "chain": 100}
 #: canvas workloads (``chord``: n no-op members and a callback that counts their results;
 #: ``chain``: n steps, each adding one): timed from the send to the final result, on a
 #: worker that is up and warmed, CANVAS_ROUNDS times a run (the median is reported)
@@ -119,6 +122,55 @@ def done():
             p.set(KEY + ":last", repr(time.time()))
             p.rpush(KEY + ":fin", b"1")
             p.execute()
+
+
+_aidle = {}     # event loop -> free (reader, writer) pairs
+
+
+async def adone():
+    """``done()`` for ``async def`` bodies that must not block their loop (the ``asleep``
+    workload, 1,000 coroutines at once: a blocking INCR in each would make the loop run them
+    one Redis round trip after the other, and that would be all the workload measured). The
+    same single INCR, on a raw asyncio stream to Redis (the RESP bytes written by hand, the
+    integer reply read back), from a free list per event loop, so coroutines count side by
+    side; the first and the last completion are stored as ``done()`` stores them. The same
+    code for every system."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    free = _aidle.setdefault(loop, [])
+    try:
+        reader, writer = free.pop()
+    except IndexError:
+        from urllib.parse import urlparse
+
+        u = urlparse(os.environ["BENCH_REDIS"])
+        reader, writer = await asyncio.open_connection(u.hostname, u.port or 6379)
+        db = (u.path or "/0").strip("/") or "0"
+        if db != "0":
+            writer.write(b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n" % (len(db), db.encode()))
+            await reader.readline()
+    key = KEY.encode()
+    writer.write(b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key))
+    line = await reader.readline()
+    if not line.startswith(b":"):
+        writer.close()
+        raise RuntimeError(f"INCR answered {line!r}")
+    free.append((reader, writer))
+    c = int(line[1:])
+    if c == 1 or c == N:
+        await asyncio.to_thread(_mark, c)
+
+
+def _mark(c):
+    r = client()
+    if c == 1:
+        r.set(KEY + ":first", repr(time.time()))
+    if c == N:
+        p = r.pipeline(transaction=False)
+        p.set(KEY + ":last", repr(time.time()))
+        p.rpush(KEY + ":fin", b"1")
+        p.execute()
 
 
 def burn(iters):
@@ -356,7 +408,7 @@ def percentiles(values):
 def task_args(args):
     """Positional arguments of one task of the workload."""
     w = args.workload
-    if w == "sleep":
+    if w in ("sleep", "asleep"):
         return (SLEEP_S,)
     if w == "cpu":
         return (args.cpu_iters,)
@@ -546,6 +598,30 @@ def _run_canvas(driver, args, workers):
     return {"first_to_last_s": median, "canvas_s": times, "tasks_per_s": args.n / median,
             "worker_rss_peak_mb": sampler.peak / 2**20, "worker_cpu_s": sampler.cpu_s,
             "worker_procs": sampler.nprocs}
+
+
+async def enqueue_async(one, count, single=2000, width=100):
+    """Enqueue ``count`` tasks with ``await one()`` (a coroutine function sending one task):
+    the first min(count, single) one after the other (``enqueue_per_s``, the one-call rate),
+    half each below 2 x single; the rest ``width`` at a time with ``asyncio.gather``
+    (``enqueue_bulk_per_s``: the asyncio queues without a bulk call (taskiq, SAQ, arq) send
+    concurrently instead)."""
+    import asyncio
+
+    single = min(single, max(1, count // 2))
+    t0 = time.perf_counter()
+    for _ in range(single):
+        await one()
+    t1 = time.perf_counter()
+    rest = count - single
+    for k in chunks(rest, width):
+        await asyncio.gather(*[one() for _ in range(k)])
+    t2 = time.perf_counter()
+    out = {"enqueue_mode": f"await x{single}" + (f" + gather({width}) x{rest}" if rest else ""),
+           "enqueue_per_s": single / (t1 - t0)}
+    if rest:
+        out["enqueue_bulk_per_s"] = rest / (t2 - t1)
+    return out
 
 
 def chunks(total, size):

@@ -26,12 +26,17 @@ CHUNK = 1000
 
 class EngineDriver(common.Driver):
     system = "engine"
-    pools = ("prefork", "threads", "gevent", "solo")
+    pools = ("prefork", "threads", "gevent", "solo", "asyncio")
 
     def worker_commands(self, args):
+        """``--procs`` supervisors of ``-c`` slots each (one unless asked: prefork has its
+        children; two asyncio supervisors use both cores as the peers' two processes do)."""
         argv = [sys.executable, "-m", "engine", "run", "-A", "enginebench_tasks",
                 "--pool", args.pool, "-c", str(args.concurrency), "-l", "warning"]
-        return [(argv, self.env(args))]
+        return [(argv, self.env(args)) for _ in range(args.procs)]
+
+    def concurrency_label(self, args):
+        return f"{args.procs}x{args.concurrency}" if args.procs > 1 else args.concurrency
 
     @staticmethod
     def env(args):
@@ -43,6 +48,9 @@ class EngineDriver(common.Driver):
         import enginebench_tasks
 
         self.t = enginebench_tasks
+        # --pool asyncio runs the async def twins (coroutines on its loop)
+        self.suffix = "_async" if args.pool == "asyncio" else ""
+        self.echo = getattr(enginebench_tasks, "echo" + self.suffix)
         # Pre-enqueued backlog: make sure the consumer group reads the stream from its start
         # even if a worker would create it at `$` (contract: stream engine:q:{default},
         # group `engine`). Harmless when the engine creates it itself.
@@ -58,7 +66,10 @@ class EngineDriver(common.Driver):
     def enqueue(self, args, count):
         import time
 
-        fn = getattr(self.t, args.workload)
+        name = args.workload
+        if name == "noop":
+            name += self.suffix
+        fn = getattr(self.t, name)
         a = common.task_args(args)
         single = min(SINGLE, max(1, count // 2))
         t0 = time.perf_counter()
@@ -77,7 +88,7 @@ class EngineDriver(common.Driver):
         return out
 
     def roundtrip(self, x, timeout):
-        return self.t.echo.delay(x).get(timeout=timeout)
+        return self.echo.delay(x).get(timeout=timeout)
 
     def canvas(self, workload, n, timeout):
         from engine import chain, chord

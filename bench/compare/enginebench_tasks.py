@@ -4,6 +4,7 @@ The workers run `engine run -A enginebench_tasks --pool P -c N` with this direct
 PYTHONPATH and ENGINE_BROKER_URL / ENGINE_RESULT_BACKEND naming the harness's private Redis.
 Task names are the contract's default, `enginebench_tasks.<function>`.
 """
+import asyncio
 import time
 
 from engine import Engine
@@ -50,6 +51,26 @@ def payload(data):
 @app.task
 def echo(x):
     return x
+
+
+# -- async def twins (issue 19), what `--pool asyncio` runs as coroutines of its loop (a plain
+# def task there goes to the pool's sync threads instead)
+@app.task(ignore_result=True)
+async def noop_async():
+    common.started()
+    common.done()
+
+
+@app.task
+async def echo_async(x):
+    return x
+
+
+@app.task(ignore_result=True)
+async def asleep(s):
+    common.started()
+    await asyncio.sleep(s)
+    await common.adone()     # the count must not block the loop the workload is about
 
 
 # -- canvas workloads (chord, chain): results stored, as the chord and the chain's handle

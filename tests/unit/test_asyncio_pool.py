@@ -156,3 +156,40 @@ def test_a_coroutine_blocking_the_loop_is_reported_by_name(make, caplog):
     # one line for the one stall (a busy machine may add others, not naming this job)
     assert sum(job.id in line for line in lines) == 1, lines
     harness.check()
+
+
+@async_task("a.hold_loop")
+async def a_hold_loop(marker, release):
+    """Holds the loop (a blocking wait, on purpose) until the file ``release`` exists."""
+    import os
+    touch(marker)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "released"
+
+
+def test_jobs_submitted_while_the_loop_is_busy_take_one_wake_up(make):
+    harness = make(100)
+    pool = harness.pool
+    wakes = []
+    begin_incoming = pool._begin_incoming
+
+    def counting():
+        wakes.append(len(pool._incoming))
+        begin_incoming()
+
+    pool._begin_incoming = counting
+    marker, release = harness.path("holding"), harness.path("release")
+    # Given a loop held by one job
+    holder = harness.run("a.hold_loop", marker, release)
+    harness.wait_file(marker)
+    wakes.clear()
+    # When 50 coroutine jobs are submitted meanwhile and the loop is let go
+    jobs = [harness.run("a.value", i) for i in range(50)]
+    touch(release)
+    harness.wait_for(lambda: all(harness.outcome(j) for j in jobs + [holder]), "51 outcomes")
+    # Then they all ran, taken in by one wake-up of the loop (not one a job)
+    assert [value(harness.outcome(j)) for j in jobs] == list(range(50))
+    assert wakes == [50]
+    harness.check()
