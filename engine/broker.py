@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import redis
 
-from engine.cluster import is_cluster, wire_for
+from engine.cluster import CLAIM_DEAD, CLAIM_MIN_IDLE_MS, is_cluster, wire_for
 from engine.signing import Signer
 from engine.wire import text as _s
 
@@ -102,38 +102,6 @@ return out
 """
 
 
-#: ``_CLAIM_DEAD`` on a Redis Cluster, where the heartbeat key lives in another slot than
-#: the stream: the caller checks the heartbeat first (EXISTS), and the script claims only
-#: entries idle for ARGV[5] ms and deletes the consumer only when nothing is left pending
-#: on it. A worker restarted under the dead one's name between the check and the script
-#: keeps what it fetched since (idle for less than that) and its consumer; what the dead
-#: one left may then run twice (at-least-once, as a reclaim always is).
-#: KEYS: stream. ARGV: group, dead consumer, claimer, count, min idle ms.
-_CLAIM_DEAD_CLUSTER = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[5], '-', '+', ARGV[4],
-                           ARGV[2])
-local out = {}
-if #pending > 0 then
-  local ids, counts = {}, {}
-  for i, p in ipairs(pending) do ids[i] = p[1]; counts[p[1]] = p[4] end
-  local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], ARGV[5], unpack(ids))
-  for _, entry in ipairs(claimed) do
-    if type(entry) == 'table' then
-      out[#out + 1] = {entry[1], entry[2] or {}, counts[entry[1]] + 1}
-      counts[entry[1]] = nil
-    end
-  end
-  for entry_id, _ in pairs(counts) do redis.call('XACK', KEYS[1], ARGV[1], entry_id) end
-end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-end
-return out
-"""
-#: milliseconds a dead consumer's entry must have been idle to be claimed on a cluster
-CLAIM_MIN_IDLE_MS = 1000
-
-
 class EnqueueError(Exception):
     """``enqueue_many`` did not queue every item: ``error`` is redis-py's error (the first
     refusal, or the lost connection), ``sent`` and ``unsent`` the indexes of the items that
@@ -193,8 +161,8 @@ class Broker:
         self.keys = Keys(prefix)
         self._move_due = client.register_script(_MOVE_DUE)
         self._claim_dead = client.register_script(_CLAIM_DEAD)
-        #: on a Redis Cluster (the heartbeat key in another slot): ``_CLAIM_DEAD_CLUSTER``
-        self._claim_dead_cluster = (client.register_script(_CLAIM_DEAD_CLUSTER)
+        #: on a Redis Cluster (the heartbeat key in another slot): ``engine.cluster.CLAIM_DEAD``
+        self._claim_dead_cluster = (client.register_script(CLAIM_DEAD)
                                     if is_cluster(client) else None)
         self._known_queues: set = set()    # queue names, and (queue, priority) pairs
 

@@ -44,6 +44,38 @@ SLOT_BLOCK_MIN_MS = 20
 _REROUTE = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN")
 
 
+#: ``engine.broker._CLAIM_DEAD`` on a Redis Cluster, where the heartbeat key lives in another
+#: slot than the stream: the caller checks the heartbeat first (EXISTS), and the script claims only
+#: entries idle for ARGV[5] ms and deletes the consumer only when nothing is left pending
+#: on it. A worker restarted under the dead one's name between the check and the script
+#: keeps what it fetched since (idle for less than that) and its consumer; what the dead
+#: one left may then run twice (at-least-once, as a reclaim always is).
+#: KEYS: stream. ARGV: group, dead consumer, claimer, count, min idle ms.
+CLAIM_DEAD = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[5], '-', '+', ARGV[4],
+                           ARGV[2])
+local out = {}
+if #pending > 0 then
+  local ids, counts = {}, {}
+  for i, p in ipairs(pending) do ids[i] = p[1]; counts[p[1]] = p[4] end
+  local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], ARGV[5], unpack(ids))
+  for _, entry in ipairs(claimed) do
+    if type(entry) == 'table' then
+      out[#out + 1] = {entry[1], entry[2] or {}, counts[entry[1]] + 1}
+      counts[entry[1]] = nil
+    end
+  end
+  for entry_id, _ in pairs(counts) do redis.call('XACK', KEYS[1], ARGV[1], entry_id) end
+end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return out
+"""
+#: milliseconds a dead consumer's entry must have been idle to be claimed on a cluster
+CLAIM_MIN_IDLE_MS = 1000
+
+
 def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
@@ -333,3 +365,33 @@ def _read(conn, wait: Any) -> Any:
         return conn.read_response(timeout=wait)
     except redis.ResponseError as exc:
         return exc
+
+
+def topology(client: RedisCluster, prefix: str, queues: Sequence[str] = ()) -> dict:
+    """``engine broker status`` of a cluster: each master with its slot ranges and
+    replicas, and the slot and master of every queue (those the prefix's queue set names,
+    and ``queues``: names to place before they are used). A queue's keys all carry its
+    name as the hash tag (``{Q}``), so its slot depends on the name alone."""
+    ranges: dict[str, list[list[int]]] = {}
+    replicas: dict[str, list[str]] = {}
+    cache = client.nodes_manager.slots_cache
+    for slot in range(16384):
+        nodes = cache.get(slot)
+        if not nodes:
+            continue
+        name = nodes[0].name
+        replicas[name] = sorted({n.name for n in nodes[1:]} | set(replicas.get(name, [])))
+        spans = ranges.setdefault(name, [])
+        if spans and spans[-1][1] == slot - 1:
+            spans[-1][1] = slot
+        else:
+            spans.append([slot, slot])
+    known = {text.decode() if isinstance(text, bytes) else text
+             for text in client.smembers(f"{prefix}:queues")}
+    placed = []
+    for queue in sorted(known | set(queues)):
+        slot, node = shard_of(client, f"{{{queue}}}")
+        placed.append({"queue": queue, "slot": slot, "master": node, "used": queue in known})
+    return {"masters": [{"master": name, "slots": spans, "replicas": replicas[name]}
+                        for name, spans in sorted(ranges.items())],
+            "queues": placed}
