@@ -233,9 +233,14 @@ class ClusterWire:
         return replies
 
     def _send(self, commands, pending: list[int], replies: list, retry: bool,
-              block: float | None, forever: bool) -> None:
+              block: float | None, forever: bool, partial: bool = False) -> None:
         """Send ``commands[i]`` for every ``i`` in ``pending``, following redirects, until
-        each has its final reply in ``replies`` (or the error is the caller's)."""
+        each has its final reply in ``replies`` (or the error is the caller's). A node that
+        drops its connection costs only its own commands: the other nodes' replies are
+        kept (an XREADGROUP a live node answered has delivered its entries: dropping that
+        reply would strand them as pending on this consumer). Once the retries are spent
+        (or with ``retry`` off) the dropped ones raise ConnectionError, or with ``partial``
+        get it in their place."""
         asking: dict[int, Any] = {}    # index -> node named by an ASK reply
         redirects = failures = 0
         while pending:
@@ -243,20 +248,26 @@ class ClusterWire:
             for i in pending:
                 node = asking.get(i) or self._node(self._slot(_key(commands[i])))
                 by_node.setdefault(node.name, (node, []))[1].append(i)
-            try:
-                self._round_trip(commands, by_node, replies, asking, block, forever)
-            except _CONNECTION_ERRORS as exc:
-                # a node went away (a failover?): the whole lot again, on the new map
+            dropped = self._round_trip(commands, by_node, replies, asking, block, forever)
+            if dropped:
+                # a node went away (a failover?): its commands again, on the new map
                 failures += 1
-                if not retry or failures > getattr(self._policy, "_retries", 0):
-                    raise _as_redis_error(exc) from exc
-                time.sleep(self._policy._backoff.compute(failures))
                 self._refresh()
-                asking = {}
-                continue
-            again = []
+                if not retry or failures > getattr(self._policy, "_retries", 0):
+                    if not partial:
+                        error = next(iter(dropped.values()))
+                        raise _as_redis_error(error) from error
+                    for i, error in dropped.items():
+                        replies[i] = _as_redis_error(error)
+                    dropped = {}
+                else:
+                    time.sleep(self._policy._backoff.compute(failures))
+            again = sorted(dropped)
             asking_next: dict[int, Any] = {}
+            redirected = False
             for i in pending:
+                if i in dropped:
+                    continue
                 reply = replies[i]
                 if isinstance(reply, AskError) and not isinstance(reply, MovedError):
                     asking_next[i] = self.client.nodes_manager.get_node(
@@ -266,48 +277,67 @@ class ClusterWire:
                         isinstance(reply, redis.ResponseError)
                         and str(reply).startswith(_REROUTE)):
                     again.append(i)
+                    redirected = True
             if not again:
                 return
-            redirects += 1
-            if redirects > REDIRECTS:
-                return    # the errors stay in ``replies``: the caller's
-            if any(not isinstance(replies[i], AskError) for i in again):
-                if redirects > 1:
-                    time.sleep(min(0.05 * redirects, 1.0))
-                self._refresh()
+            if redirected or asking_next:
+                redirects += 1
+                if redirects > REDIRECTS:
+                    return    # the errors stay in ``replies``: the caller's
+                if redirected:
+                    if redirects > 1:
+                        time.sleep(min(0.05 * redirects, 1.0))
+                    self._refresh()
             for node in asking_next.values():
                 if node.redis_connection is None:
                     self.client.nodes_manager.create_redis_connections([node])
-            pending, asking = again, asking_next
+            pending, asking = sorted(again), asking_next
 
-    def _round_trip(self, commands, by_node, replies, asking, block, forever) -> None:
-        """Write each node's commands, then read each node's replies."""
+    def _round_trip(self, commands, by_node, replies, asking, block, forever
+                    ) -> dict[int, BaseException]:
+        """Write each node's commands, then read each node's replies. Returns the indexes
+        whose node dropped the connection before their reply came (with the error)."""
+        dropped: dict[int, BaseException] = {}
         sent = []
         try:
             for node, indexes in by_node.values():
                 wire = self._wire(node)
                 conn = wire._take()
-                sent.append((wire, conn, indexes))
                 batch = []
                 for i in indexes:
                     if i in asking:
                         batch.append(("ASKING",))
                     batch.append(commands[i])
-                _connected(conn)
-                conn.send_packed_command(conn.pack_commands(batch), check_health=False)
-            for wire, conn, indexes in sent:
+                try:
+                    _connected(conn)
+                    conn.send_packed_command(conn.pack_commands(batch), check_health=False)
+                except _CONNECTION_ERRORS as exc:
+                    conn.disconnect()
+                    wire._give(conn)
+                    dropped.update((i, exc) for i in indexes)
+                    continue
+                sent.append((wire, conn, indexes))
+            while sent:
+                wire, conn, indexes = sent[0]
                 wait = _wait(conn, block, forever)
-                for i in indexes:
-                    if i in asking:
-                        _read(conn, wait)
-                    replies[i] = _read(conn, wait)
+                done = 0
+                try:
+                    for i in indexes:
+                        if i in asking:
+                            _read(conn, wait)
+                        replies[i] = _read(conn, wait)
+                        done += 1
+                except _CONNECTION_ERRORS as exc:
+                    conn.disconnect()
+                    dropped.update((i, exc) for i in indexes[done:])
+                sent.pop(0)
+                wire._give(conn)
         except BaseException:
             for wire, conn, _ in sent:
                 conn.disconnect()
                 wire._give(conn)
             raise
-        for wire, conn, _ in sent:
-            wire._give(conn)
+        return dropped
 
     def _read_slots(self, args: Sequence[Any], streams_at: int, retry: bool) -> list:
         """XREADGROUP over streams of several slots: one read per slot."""
@@ -332,10 +362,16 @@ class ClusterWire:
 
         got: list = []
         reads = [read(indexes, None) for indexes in groups.values()]
-        for reply in self.pipeline(reads, retry=retry):
-            got += reply or []
+        replies: list[Any] = [None] * len(reads)
+        self._send(reads, list(range(len(reads))), replies, retry, None, False, partial=True)
+        errors = [r for r in replies if isinstance(r, redis.RedisError)]
+        for reply in replies:
+            if not isinstance(reply, redis.RedisError):
+                got += reply or []
+        if errors and not got:
+            raise errors[0]
         if got or block_ms is None:
-            return got
+            return got     # a shard that is away now is read again next time
         share = max(block_ms // len(groups), SLOT_BLOCK_MIN_MS)
         for indexes in groups.values():
             reply = self.call(*read(indexes, share), retry=retry, block=share / 1000)

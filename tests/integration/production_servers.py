@@ -317,6 +317,18 @@ class ClusterTopology:
                 continue
         raise RuntimeError(f"no live node knows slot {slot}")
 
+    def slots_of(self, master: ServerProcess) -> set[int]:
+        """The slots ``master`` serves now, as the first live node says."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                return {slot for first, last, owner, *_ in self._cluster(node.port, "SLOTS")
+                        if int(owner[1]) == master.port for slot in range(first, last + 1)}
+            except (redis.RedisError, OSError):
+                continue
+        raise RuntimeError("no live node answers CLUSTER SLOTS")
+
     def replica_of(self, master: ServerProcess) -> ServerProcess:
         for node in self.nodes:
             if node is master or node.proc is None or node.proc.poll() is not None:
