@@ -262,3 +262,40 @@ def test_a_master_killed_mid_run_loses_only_what_redis_lost(app, run_worker, tmp
     finally:
         app.close()
         topo.stop()
+
+
+def test_exporter_monitor_events_and_dashboard_reads(app, run_worker):
+    from engine import monitor
+    from engine.dashboard import fleet
+    from engine.exporter import read
+    from tests.apps.basic import add
+    run_worker("--pool", "threads", "-c", "2", "-n", "seen", "-Q", ",".join(SHARDED))
+    assert [add.apply_async((1, i), queue=q).get(timeout=60) for i, q in
+            enumerate(SHARDED)] == [1, 2, 3]
+    # the exporter's figures: every queue, and the live worker
+    figures = read(app.client, app.broker.keys, lost_after=app.conf.worker_lost_after)
+    assert {q.name for q in figures.queues} >= set(SHARDED)
+    assert figures.workers_online == 1
+    # the monitor's and the dashboard's view of the fleet
+    state = monitor.FleetState()
+    wait_for(lambda: (state.poll(app), "seen" in " ".join(state.workers))[1],
+             message="the monitor to see the worker")
+    assert any(w["name"].startswith("seen") for w in fleet.workers(app))
+    assert {q["name"] for q in fleet.queues(app)} >= set(SHARDED)
+    # a dead letter on the q3 shard, requeued from the dashboard, runs
+    raw = message.encode_message("dl-1", "tests.apps.basic.add", [20, 22], {})
+    app.client.xadd(app.broker.keys.dlq("q3"), {"m": raw, "reason": "test", "queue": "q3"})
+    [letter] = fleet.dead_letters(app, "q3")["letters"]
+    assert letter["id"] == "dl-1"
+    assert fleet.requeue_dead_letter(app, "q3", letter["entry"]) == ""
+    assert app.AsyncResult("dl-1").get(timeout=60) == 42
+    # the reader of `engine events` (and the monitor): the events of a task sent now
+    from engine import events
+    sent = add.apply_async((0, 0), queue="b")
+    assert sent.get(timeout=60) == 0
+    deadline = time.monotonic() + 60
+    for _, event in events.read(app.new_client(), app.broker.keys.events, last_id="0",
+                                block_ms=200):
+        if event.get("type") == "task-succeeded" and event.get("id") == sent.id:
+            break
+        assert time.monotonic() < deadline, "no task-succeeded event for the task"
