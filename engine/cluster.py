@@ -97,6 +97,18 @@ def make_cluster_client(url: str, options: Mapping[str, Any]) -> RedisCluster:
     """``redis+cluster://[user:pw@]h1:p1,h2:p2/?query`` (``rediss+cluster://``: TLS): a
     ``RedisCluster`` that finds every node from these seeds. Query parameters are those of
     ``redis://`` URLs (``ssl_ca_certs``...). A cluster has database 0 only."""
+    seeds, kwargs = _parse(url, options)
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in seeds], **kwargs)
+
+
+def make_async_cluster_client(url: str, options: Mapping[str, Any]) -> Any:
+    """The same URL as a ``redis.asyncio`` cluster client (``engine.aio``)."""
+    from redis.asyncio.cluster import ClusterNode as AsyncNode, RedisCluster as AsyncCluster
+    seeds, kwargs = _parse(url, options)
+    return AsyncCluster(startup_nodes=[AsyncNode(h, p) for h, p in seeds], **kwargs)
+
+
+def _parse(url: str, options: Mapping[str, Any]) -> tuple[list[tuple[str, int]], dict]:
     parts = urlsplit(url)
     seeds = []
     for item in filter(None, parts.netloc.rpartition("@")[2].split(",")):
@@ -104,7 +116,7 @@ def make_cluster_client(url: str, options: Mapping[str, Any]) -> RedisCluster:
         if not host:
             raise ValueError(f"bad cluster node address {item!r}")
         try:
-            seeds.append(ClusterNode(host.strip("[]"), int(port) if port else CLUSTER_PORT))
+            seeds.append((host.strip("[]"), int(port) if port else CLUSTER_PORT))
         except ValueError:
             raise ValueError(f"bad cluster node port in {item!r}") from None
     if not seeds:
@@ -124,7 +136,7 @@ def make_cluster_client(url: str, options: Mapping[str, Any]) -> RedisCluster:
         kwargs["username"] = unquote(parts.username)
     if parts.password:
         kwargs["password"] = unquote(parts.password)
-    return RedisCluster(startup_nodes=seeds, **kwargs)
+    return seeds, kwargs
 
 
 def slot_of(key: str | bytes) -> int:

@@ -299,3 +299,22 @@ def test_exporter_monitor_events_and_dashboard_reads(app, run_worker):
         if event.get("type") == "task-succeeded" and event.get("id") == sent.id:
             break
         assert time.monotonic() < deadline, "no task-succeeded event for the task"
+
+
+def test_the_async_producer_on_the_cluster(run_worker):
+    import asyncio
+    from tests.apps.aio import aadd, add, app as aio
+    aio.close()
+    try:
+        run_worker("--pool", "threads", "-c", "4", app="tests.apps.aio")
+
+        async def main():
+            one = await add.adelay(2, 3)
+            later = await aadd.aapply_async((4, 5), countdown=0.5)
+            many = [await add.adelay(i, i) for i in range(20)]
+            assert await one.aget(timeout=60) == 5
+            assert await later.aget(timeout=60) == 9
+            return await aio.agather(many, timeout=60)
+        assert asyncio.run(main()) == [2 * i for i in range(20)]
+    finally:
+        aio.close()
