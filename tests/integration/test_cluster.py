@@ -318,3 +318,24 @@ def test_the_async_producer_on_the_cluster(run_worker):
         assert asyncio.run(main()) == [2 * i for i in range(20)]
     finally:
         aio.close()
+
+
+def test_round_trip_on_a_current_redis_cluster(app, run_worker, tmp_path, monkeypatch):
+    # the Debian redis-server (7.x; installed with apt-get when missing, as the TLS tests
+    # do) besides the embedded 6.2
+    from tests.apps.basic import add
+    from tests.integration.production_servers import tls_binary
+    topo = ClusterTopology(tls_binary(), tmp_path / "redis7", replicas=0).start()
+    try:
+        monkeypatch.setenv("ENGINE_BROKER_URL", topo.url)
+        app.close()
+        assert app.client.info("server")["redis_version"] >= "7"
+        run_worker("--pool", "threads", "-c", "4", "-Q", ",".join(SHARDED),
+                   extra_env={"ENGINE_BROKER_URL": topo.url})
+        results = [add.apply_async((i, i), queue=q) for i in range(20) for q in SHARDED]
+        assert [r.get(timeout=60) for r in results] == [2 * i for i in range(20)
+                                                          for _ in SHARDED]
+        assert add.apply_async((1, 1), countdown=0.5, queue="q3").get(timeout=60) == 2
+    finally:
+        app.close()
+        topo.stop()
