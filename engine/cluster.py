@@ -8,9 +8,10 @@ connection (a failover). What it promises beyond one Wire:
 
 - a pipeline's commands for different nodes are written to every node before any reply is
   read (one round trip, not one per node), and replies come back in the caller's order;
-- an XACK (the writer's acks) is sent only once every command before it is confirmed: on
-  one Redis a pipeline's order is its execution order, across nodes it is not, and an ack
-  must never land before the result it follows;
+- in a pipeline that spans nodes, an XACK (the writer's acks) is sent only once every
+  command before it is confirmed: on one Redis a pipeline's order is its execution order,
+  across nodes it is not, and an ack must never land before the result it follows (one
+  round trip more per such batch);
 - an XREADGROUP over streams of several slots (Redis refuses it in one command) reads each
   slot's streams without blocking first, then blocks on one slot at a time, a share of the
   block each (as ``engine.worker.lanes._Windows`` does for many streams).
@@ -234,7 +235,11 @@ class ClusterWire:
         # acks wait until everything before them is in (see the module's docstring)
         first_ack = next((i for i, c in enumerate(commands) if _name(c) == b"XACK"),
                          len(commands))
-        phases = [range(first_ack), range(first_ack, len(commands))]
+        if 0 < first_ack < len(commands) and len(
+                {self._node(self._slot(_key(c))).name for c in commands}) > 1:
+            phases = [range(first_ack), range(first_ack, len(commands))]
+        else:
+            phases = [range(len(commands))]   # one node runs them in order anyway
         for phase in phases:
             if phase:
                 self._send(commands, list(phase), replies, retry, block, forever)
