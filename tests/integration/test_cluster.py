@@ -339,3 +339,20 @@ def test_round_trip_on_a_current_redis_cluster(app, run_worker, tmp_path, monkey
     finally:
         app.close()
         topo.stop()
+
+
+def test_purge_and_requeue_keep_their_one_slot_transactions(app):
+    from tests.apps.basic import add
+    broker = app.broker
+    broker.ensure_groups(["q3"])
+    for i in range(5):
+        add.apply_async((i, i), queue="q3")
+    add.apply_async((9, 9), queue="q3", countdown=600)
+    # requeue (MULTI on the stream's slot): fetched entries go back as fresh copies
+    got = broker.fetch("c1", {broker.keys.queue("q3"): ">"}, count=2, block_ms=None)
+    [(stream, entries)] = got
+    broker.requeue(stream.decode(), [(e[0], e[1][1]) for e in entries])
+    assert broker.depth("q3") == {"waiting": 5, "unacked": 0, "delayed": 1, "dead": 0}
+    # purge (MULTI over the stream and the delayed set: both {q3})
+    assert broker.purge("q3") == 6
+    assert broker.depth("q3") == {"waiting": 0, "unacked": 0, "delayed": 0, "dead": 0}
