@@ -20,6 +20,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from engine.cluster import is_cluster_url, make_async_cluster_client
 from engine.exceptions import BrokerUnavailable, ConfigurationError
 from engine.results import AsyncResult
 
@@ -48,6 +49,8 @@ def _connect(app: "Engine") -> redis.asyncio.Redis:
                   int(conf.broker_connection_retries))
     url = app.broker_url
     try:
+        if is_cluster_url(url):
+            return make_async_cluster_client(url, {"socket_connect_timeout": 5, "retry": retry})
         return redis.asyncio.Redis.from_url(
             url, socket_connect_timeout=5, retry=retry,
             retry_on_error=[redis.ConnectionError, redis.TimeoutError])

@@ -11,6 +11,9 @@ key               type    what
 P:beat:lock       string  the leader's token, with a TTL of ``beat_lease`` seconds
 P:beat:state      hash    entry name -> JSON ``{"last": unix seconds, "sig": schedule}``
 ================  ======  ==============================================================
+
+On a Redis Cluster both are ``P:{beat}:lock`` and ``P:{beat}:state``: the claim script
+touches both, so they share a hash tag (one slot).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import redis
 from engine import signals
 from engine.exceptions import ConfigurationError
 from engine.schedules import to_schedule, zone
+from engine.cluster import is_cluster_url
 from engine.wire import text as _s
 
 log = logging.getLogger("engine.beat")
@@ -139,8 +143,9 @@ class Beat:
         self.entries = [Entry.from_config(name, item) for name, item in (spec or {}).items()]
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         prefix = app.conf.key_prefix
-        self.lock_key = f"{prefix}:beat:lock"
-        self.state_key = f"{prefix}:beat:state"
+        tag = "{beat}" if is_cluster_url(app.broker_url) else "beat"
+        self.lock_key = f"{prefix}:{tag}:lock"
+        self.state_key = f"{prefix}:{tag}:state"
         self.is_leader = False
         self.sent = 0
         self._stop = threading.Event()

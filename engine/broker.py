@@ -32,8 +32,9 @@ from typing import Iterable, Sequence
 
 import redis
 
+from engine.cluster import CLAIM_DEAD, CLAIM_MIN_IDLE_MS, is_cluster, wire_for
 from engine.signing import Signer
-from engine.wire import Wire, text as _s
+from engine.wire import text as _s
 
 GROUP = "engine"
 
@@ -156,10 +157,13 @@ class Broker:
         self.client = client
         #: signs every body this broker sends (``engine.signing``); None: unsigned
         self.signer = signer
-        self.wire = Wire(client)
+        self.wire = wire_for(client)
         self.keys = Keys(prefix)
         self._move_due = client.register_script(_MOVE_DUE)
         self._claim_dead = client.register_script(_CLAIM_DEAD)
+        #: on a Redis Cluster (the heartbeat key in another slot): ``engine.cluster.CLAIM_DEAD``
+        self._claim_dead_cluster = (client.register_script(CLAIM_DEAD)
+                                    if is_cluster(client) else None)
         self._known_queues: set = set()    # queue names, and (queue, priority) pairs
 
     # -- producing ---------------------------------------------------------------------
@@ -400,8 +404,14 @@ class Broker:
                 if name == consumer or name in alive or left <= 0:
                     continue
                 # a dead consumer with nothing pending is deleted too (XINFO stays short)
-                rows = self._claim_dead(keys=[stream, self.keys.worker(name)],
-                                        args=[GROUP, name, consumer, left])
+                if self._claim_dead_cluster is None:
+                    rows = self._claim_dead(keys=[stream, self.keys.worker(name)],
+                                            args=[GROUP, name, consumer, left])
+                elif self.client.exists(self.keys.worker(name)):
+                    continue
+                else:
+                    rows = self._claim_dead_cluster(
+                        keys=[stream], args=[GROUP, name, consumer, left, CLAIM_MIN_IDLE_MS])
                 if not rows:
                     continue
                 left -= len(rows)

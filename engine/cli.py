@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="status: the configured broker ($ENGINE_BROKER_URL) when one is "
                         "set, else the embedded Redis")
     broker.add_argument("--json", action="store_true", help="status: print JSON")
+    broker.add_argument("--queue", action="append", default=[], metavar="NAME",
+                        help="status on a Redis Cluster: show this queue's slot and master "
+                        "too (repeatable; known queues are always shown)")
 
     dash = sub.add_parser("dashboard", help="web dashboard of the fleet")
     app_arg(dash)
@@ -404,7 +407,8 @@ def _broker_status(args: argparse.Namespace) -> int:
     url = Config().broker_url
     if url:
         from engine.connection import server_info
-        info = server_info(url)   # BrokerUnavailable: one line and exit 1 (main)
+        # BrokerUnavailable: one line and exit 1 (main)
+        info = server_info(url, prefix=Config().key_prefix, queues=tuple(args.queue))
     else:
         info = dict(embedded.status(), configured=False)
     print(json.dumps(info, indent=2) if args.json else format_broker_status(info))

@@ -20,6 +20,7 @@ import redis
 from redis.retry import Retry
 from redis.backoff import NoBackoff
 
+from engine.cluster import is_cluster, topology
 from engine.exceptions import BrokerUnavailable
 from engine.urls import make_client, redact
 
@@ -65,21 +66,27 @@ def probe(url: str, *, timeout: float = PROBE_TIMEOUT,
         client.close()
 
 
-def server_info(url: str, *, timeout: float = PROBE_TIMEOUT) -> dict:
-    """``broker status`` of a configured broker: its redacted URL, version, pid and uptime;
-    BrokerUnavailable when it does not answer."""
+def server_info(url: str, *, timeout: float = PROBE_TIMEOUT, prefix: str = "engine",
+                queues: tuple[str, ...] = ()) -> dict:
+    """``broker status`` of a configured broker: its redacted URL, version, pid and uptime
+    (on a Redis Cluster: of one node, and ``cluster``: its masters and each queue's slot
+    and master, ``engine.cluster.topology``); BrokerUnavailable when it does not answer."""
     probe(url, timeout=timeout)
     client = _client(url, timeout, None)
     try:
         server = client.info("server")
+        shards = topology(client, prefix, queues) if is_cluster(client) else None
     except UNREACHABLE as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {redact(url)}: "
                                 f"{reason(exc)}") from None
     finally:
         client.close()
-    return {"broker": redact(url), "configured": True, "running": True,
+    info = {"broker": redact(url), "configured": True, "running": True,
             "version": server.get("redis_version"), "pid": server.get("process_id"),
             "uptime_s": server.get("uptime_in_seconds")}
+    if shards is not None:
+        info["cluster"] = shards
+    return info
 
 
 def next_wait(attempt: int) -> float:

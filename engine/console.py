@@ -258,6 +258,15 @@ def format_broker_status(info: dict) -> str:
     if info.get("running"):
         rows += [("version", str(info.get("version"))), ("pid", str(info.get("pid"))),
                  ("uptime", f"{info.get('uptime_s', 0)} s")]
+    cluster = info.get("cluster")
+    if cluster:
+        for shard in cluster["masters"]:
+            spans = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in shard["slots"])
+            rows.append(("master", f"{shard['master']} slots {spans} replicas "
+                                   f"{', '.join(shard['replicas']) or 'none'}"))
+        for q in cluster["queues"]:
+            unused = "" if q["used"] else " (not used yet)"
+            rows.append(("queue", f"{q['queue']}: slot {q['slot']} on {q['master']}{unused}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from engine import signing
+from engine.cluster import is_cluster
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -39,10 +40,15 @@ def revoke(app: "Engine", task_id: str, *, terminate: bool = False,
            reply_to: str | None = None) -> int:
     """Remember the revocation and tell the live workers; returns how many heard it."""
     keys = app.broker.keys
+    command = encode({"cmd": "revoke", "id": task_id, "terminate": terminate,
+                      "reply_to": reply_to}, app.signer)
+    if is_cluster(app.client):
+        # a cluster pipeline refuses PUBLISH (redis-py): the set first, then the news
+        app.client.zadd(keys.revoked, {task_id: time.time() + app.conf.revoke_expires})
+        return app.client.publish(keys.control, command)
     pipe = app.client.pipeline(transaction=False)
     pipe.zadd(keys.revoked, {task_id: time.time() + app.conf.revoke_expires})
-    pipe.publish(keys.control, encode({"cmd": "revoke", "id": task_id, "terminate": terminate,
-                                       "reply_to": reply_to}, app.signer))
+    pipe.publish(keys.control, command)
     return pipe.execute()[1]
 
 

@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engine.broker import GROUP, Keys
+from engine.cluster import is_cluster
 from engine.wire import text
 
 log = logging.getLogger("engine.exporter")
@@ -64,11 +65,16 @@ def read(client: redis.Redis, keys: Keys, *, lost_after: float) -> FleetFigures:
     entries undelivered, one XRANGE from after the group's last delivered id, COUNT 1, for
     the oldest. Depth is the group's lag, or XLEN minus pending where Redis has no lag
     (exact: acked entries are deleted)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.smembers(keys.queues)
-    pipe.smembers(keys.priorities)
-    pipe.time()
-    names_raw, levels_raw, (seconds, micros) = pipe.execute()
+    if is_cluster(client):
+        # a cluster pipeline refuses TIME (redis-py): three calls (the clock of some master)
+        names_raw, levels_raw = client.smembers(keys.queues), client.smembers(keys.priorities)
+        seconds, micros = client.time()
+    else:
+        pipe = client.pipeline(transaction=False)
+        pipe.smembers(keys.queues)
+        pipe.smembers(keys.priorities)
+        pipe.time()
+        names_raw, levels_raw, (seconds, micros) = pipe.execute()
     now = seconds + micros / 1e6   # Redis's clock: entry ids and heartbeats are on it
     names = sorted(text(n) for n in names_raw)
     known = set(names)

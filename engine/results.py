@@ -27,7 +27,7 @@ import redis
 # have always found them
 from engine.records import (FAILURE, PENDING, READY_STATES, RETRY, REVOKED,  # noqa: F401
                             STARTED, SUCCESS, decode_record, encode_record)
-from engine.wire import Wire
+from engine.cluster import is_cluster, wire_for
 from engine.exceptions import ConfigurationError, TaskError, TaskRevokedError
 from engine.request import will_not_block
 
@@ -46,6 +46,15 @@ end
 return (#ARGV - 1) / 2
 """
 
+#: ``_STORE_MANY`` for one record, on a Redis Cluster (each task's key in its own slot).
+#: KEYS: the record's key. ARGV: expiry ms, record.
+_STORE_ONE = """
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 class ResultBackend:
     def __init__(self, client: redis.Redis, *, prefix: str = "engine",
@@ -53,7 +62,8 @@ class ResultBackend:
         self.client = client
         self.prefix = prefix
         self.expires = int(expires)
-        self.wire = Wire(client)
+        self.wire = wire_for(client)
+        self._per_key = is_cluster(client)   #: a script call per record (see write_commands)
 
     def result_key(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
@@ -81,15 +91,19 @@ class ResultBackend:
         """The commands that store interim ``statuses`` (SET with expiry) and final
         ``records`` (one script call for the whole batch, not three commands each).
 
-        The record keys are built inside the script from the prefix; fine on one Redis, and
-        on a cluster results would need per-key commands. Sent as EVAL with the script's
+        The record keys are built inside the script from the prefix; fine on one Redis; on
+        a Redis Cluster each record has its own call (``_STORE_ONE``: its key in its slot). Sent as EVAL with the script's
         text, not EVALSHA: a redis-py pipeline holding a registered script asks SCRIPT
         EXISTS first, a round trip more on every write, and EVALSHA after a Redis restart
         fails with NOSCRIPT between commands that must go together (a result and its ack).
         Redis caches the compiled script by its hash, so EVAL costs no more."""
         commands: list[tuple] = [("SET", self.status_key(task_id), record, "EX", self.expires)
                                  for task_id, record in statuses]
-        if records:
+        if records and self._per_key:
+            ms = self.expires * 1000
+            commands += [("EVAL", _STORE_ONE, 1, self.result_key(task_id), ms, record)
+                         for task_id, record in records]
+        elif records:
             args: list = ["EVAL", _STORE_MANY, 1, f"{self.prefix}:result:", self.expires * 1000]
             for task_id, record in records:
                 args.append(task_id)

@@ -14,6 +14,9 @@ URL                                                client
                                                    ``broker_transport_options["master_name"]``
 ``redis+sentinel://...?ssl=true&ssl_ca_certs=..``  the master over TLS (sentinels: plain, or
                                                    TLS through ``sentinel_kwargs``)
+``redis+cluster://[user:pw@]h1:p1,h2:p2/``         ``RedisCluster(startup_nodes=[...])``: seed
+                                                   nodes, the rest found (``engine.cluster``);
+                                                   ``rediss+cluster://`` over TLS
 =================================================  ===========================================
 
 Credentials in a sentinel URL are the master's (and its replicas'); sentinels that want a
@@ -37,6 +40,7 @@ from redis.retry import Retry
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, to_bool
 from redis.sentinel import Sentinel
 
+from engine.cluster import CLUSTER_SCHEMES, make_cluster_client
 from engine.exceptions import ConfigurationError
 
 SENTINEL_SCHEMES = ("redis+sentinel", "sentinel")
@@ -65,6 +69,8 @@ def make_client(url: str, *, transport_options: Mapping[str, Any] | None = None,
     try:
         if scheme in SENTINEL_SCHEMES:
             return _sentinel_client(url, dict(transport_options or {}), options)
+        if scheme in CLUSTER_SCHEMES:
+            return make_cluster_client(url, options)
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from None

@@ -206,3 +206,139 @@ class SentinelTopology:
     def stop(self) -> None:
         for process in (*self.sentinels, self.replica, self.master):
             process.stop()
+
+
+def cluster_port() -> int:
+    """A free loopback port whose cluster bus port (10000 higher) is free too."""
+    import random
+    import socket
+    while True:
+        port = random.randint(20000, 55000)
+        sockets = []
+        try:
+            for candidate in (port, port + 10000):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+class ClusterTopology:
+    """A Redis Cluster of ``masters`` masters (``replicas`` replicas each) on loopback ports,
+    in ``directory``: made with ``redis-cli --cluster create`` (every slot covered), and a
+    replica takes over within about a second of its master going away
+    (``cluster-node-timeout`` 1000)."""
+
+    def __init__(self, binary: str, directory: Path, *, masters: int = 3,
+                 replicas: int = 1) -> None:
+        d = Path(directory)
+        self.binary = binary
+        self.replicas = replicas
+        self.nodes: list[ServerProcess] = []
+        for i in range(masters * (1 + replicas)):
+            port = cluster_port()
+            self.nodes.append(ServerProcess(binary, d / f"node-{i}", port, [
+                *plain_args(port), "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                "--cluster-replica-validity-factor", "0"]))
+        self.masters = masters
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:masters])
+        self.url = f"redis+cluster://{hosts}/"
+
+    def start(self) -> "ClusterTopology":
+        for node in self.nodes:
+            node.start()
+        cli = str(Path(self.binary).with_name("redis-cli"))
+        done = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}"
+                               f"{done.stderr[-2000:]}")
+        wait_for(self.healthy, 60, message="the cluster to cover every slot")
+        return self
+
+    def _cluster(self, port: int, *args) -> object:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2,
+                             socket_connect_timeout=1)
+        try:
+            return client.execute_command("CLUSTER", *args)
+        finally:
+            client.close()
+
+    def healthy(self) -> bool:
+        """Every live node reports ``cluster_state:ok``, and every replica is in sync."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                info = self._cluster(node.port, "INFO")
+                if b"cluster_state:ok" not in info:
+                    return False
+                replication = redis.Redis(host="127.0.0.1", port=node.port,
+                                          socket_timeout=2).info("replication")
+            except (redis.RedisError, OSError):
+                return False
+            if replication.get("role") == "slave" and \
+                    replication.get("master_link_status") != "up":
+                return False
+        return True
+
+    def roles(self) -> dict[int, str]:
+        """port -> "master" or "slave", as each live node reports itself."""
+        found = {}
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                found[node.port] = redis.Redis(host="127.0.0.1", port=node.port,
+                                               socket_timeout=2).info("replication")["role"]
+            except (redis.RedisError, OSError):
+                pass
+        return found
+
+    def node_for_slot(self, slot: int) -> ServerProcess:
+        """The node serving ``slot`` now (the master), as the first live node says."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                for first, last, master, *_ in self._cluster(node.port, "SLOTS"):
+                    if first <= slot <= last:
+                        port = int(master[1])
+                        return next(n for n in self.nodes if n.port == port)
+            except (redis.RedisError, OSError):
+                continue
+        raise RuntimeError(f"no live node knows slot {slot}")
+
+    def slots_of(self, master: ServerProcess) -> set[int]:
+        """The slots ``master`` serves now, as the first live node says."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                return {slot for first, last, owner, *_ in self._cluster(node.port, "SLOTS")
+                        if int(owner[1]) == master.port for slot in range(first, last + 1)}
+            except (redis.RedisError, OSError):
+                continue
+        raise RuntimeError("no live node answers CLUSTER SLOTS")
+
+    def replica_of(self, master: ServerProcess) -> ServerProcess:
+        for node in self.nodes:
+            if node is master or node.proc is None or node.proc.poll() is not None:
+                continue
+            info = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2
+                               ).info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                return node
+        raise RuntimeError(f"no replica of port {master.port}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

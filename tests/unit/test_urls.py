@@ -77,3 +77,13 @@ def test_bad_sentinel_urls_are_clear_errors_without_the_password(url, message):
     with pytest.raises(ConfigurationError, match=message) as info:
         connect(url)
     assert ":pw@" not in str(info.value)
+
+
+def test_cluster_urls_take_seed_nodes_and_refuse_what_a_cluster_cannot_be():
+    from engine.urls import make_client
+    with pytest.raises(ConfigurationError, match="needs at least one node"):
+        make_client("redis+cluster:///")
+    with pytest.raises(ConfigurationError, match="database 0 only"):
+        make_client("redis+cluster://127.0.0.1:1/3")
+    with pytest.raises(ConfigurationError, match="bad cluster node port"):
+        make_client("redis+cluster://127.0.0.1:x/")
