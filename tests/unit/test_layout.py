@@ -108,8 +108,8 @@ def test_library_modules_import_no_cli_code():
     # engine.cli and engine.console are where operator text lives; the library never
     # imports them (the worker's banner is passed in by the command line)
     mods = _modules()
-    console = {"engine.cli", "engine.cli_fleet", "engine.console", "engine.monitor", "engine.benchmark",
-               "engine.__main__", "engine.dashboard", "engine.dashboard.web",
+    console = {"engine.cli", "engine.cli_fleet", "engine.console", "engine.monitor",
+               "engine.benchmark", "engine.__main__", "engine.dashboard", "engine.dashboard.web",
                "engine.dashboard.fleet", "engine.dashboard.monitor"}
     for name, path in mods.items():
         if name in console or name.startswith("pools.testing"):

@@ -1,0 +1,130 @@
+"""What ``engine bench`` watches while a run drains: the worker tree's CPU and memory
+(``TreeSampler``, from psutil) and the run's events (``EventCollector``, from the private
+prefix's event stream)."""
+
+from __future__ import annotations
+
+import threading
+
+import psutil
+import redis
+
+
+class TreeSampler(threading.Thread):
+    """Peak and current RSS (sum over a process tree) and its CPU seconds, every ``interval``;
+    the supervisors are the root (``fleet``: the root's children, the root being the parent
+    of ``engine run --processes N``)."""
+
+    def __init__(self, pid: int, interval: float = 0.1, *, fleet: bool = False) -> None:
+        super().__init__(daemon=True, name="bench-sampler")
+        self.root = pid
+        self.interval = interval
+        self.peak = 0
+        self.rss = 0
+        self.nprocs = 0
+        self._cpu: dict[int, float] = {}
+        self.fleet = fleet
+        self._supervisors: set[int] = set()
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.root)
+            procs = [root] + root.children(recursive=True)
+            self._supervisors.update([p.pid for p in root.children()] if self.fleet
+                                     else [root.pid])
+        except psutil.Error:
+            return
+        total = seen = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    total += proc.memory_info().rss
+                    times = proc.cpu_times()
+                with self._lock:
+                    self._cpu[proc.pid] = times.user + times.system
+                seen += 1
+            except psutil.Error:
+                pass
+        self.rss = total
+        self.peak = max(self.peak, total)
+        self.nprocs = max(self.nprocs, seen)
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds so far (samples now): the root process's and the rest of the tree's."""
+        self.sample()
+        with self._lock:
+            root = self._cpu.get(self.root, 0.0)
+            return root, sum(self._cpu.values()) - root
+
+    def cpu_of(self, pid: int) -> float:
+        """CPU seconds of one process of the tree so far (samples now)."""
+        self.sample()
+        with self._lock:
+            return self._cpu.get(pid, 0.0)
+
+    def cpu_since(self, baseline: dict[int, float]) -> tuple[float, float, float]:
+        """CPU seconds since ``baseline`` (pid -> CPU seconds then; 0 for a pid not in it)
+        of the whole tree, of the supervisors, and of the processes under them."""
+        self.sample()
+        with self._lock:
+            spent = {pid: v - baseline.get(pid, 0.0) for pid, v in self._cpu.items()}
+        sup = sum(v for pid, v in spent.items() if pid in self._supervisors)
+        parent = spent.get(self.root, 0.0) if self.fleet else 0.0
+        return sum(spent.values()), sup, sum(spent.values()) - sup - parent
+
+    def reset_peak(self) -> None:
+        self.peak = self.rss
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+class EventCollector(threading.Thread):
+    """Reads the private prefix's event stream from its start: completion time of each task
+    id (``task-succeeded`` / ``task-failed``) and whether a worker is online."""
+
+    def __init__(self, client: redis.Redis, stream: str) -> None:
+        super().__init__(daemon=True, name="bench-events")
+        self.client = client
+        self.stream = stream
+        self.done: dict[str, float] = {}
+        self.failed = 0
+        self.first_received: float | None = None   # ts of the first task-received
+        self.online = threading.Event()
+        self.online_pids: list[int] = []   # of worker-online events (one per supervisor)
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from engine.events import unpack
+        last = "0-0"
+        try:
+            while not self._halt.is_set():
+                response = self.client.xread({self.stream: last}, count=1000, block=100)
+                for _, entries in response or ():
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        for event in unpack(fields):
+                            kind = event.get("type")
+                            if kind == "task-succeeded":
+                                self.done[event["id"]] = event["ts"]
+                            elif kind == "task-failed":
+                                self.done[event["id"]] = event["ts"]
+                                self.failed += 1
+                            elif kind == "task-received":
+                                if self.first_received is None:
+                                    self.first_received = event["ts"]
+                            elif kind == "worker-online":
+                                self.online_pids.append(event.get("pid", 0))
+                                self.online.set()
+        except BaseException as exc:   # reported by the main thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self._halt.set()
