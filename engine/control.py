@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
 
@@ -93,19 +93,27 @@ def addressed(name: str, destination: list[str] | None) -> bool:
         for d in destination)
 
 
-def gather(app: "Engine", reply_to: str, expected: int, timeout: float) -> list[dict]:
+def gather(app: "Engine", reply_to: str, expected: int, timeout: float,
+           on_reply: Callable[[dict], Any] | None = None) -> list[dict]:
+    """Up to ``expected`` replies from ``reply_to`` within ``timeout`` s, by worker name;
+    ``on_reply`` sees each one as it comes."""
     replies: list[dict] = []
     deadline = time.monotonic() + timeout
     client = app.client
-    while len(replies) < expected:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        item = client.blpop([reply_to], timeout=max(left, 0.01))
-        if item is None:
-            break
-        replies.append(msgpack.unpackb(item[1], raw=False))
-    client.delete(reply_to)
+    try:
+        while len(replies) < expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            item = client.blpop([reply_to], timeout=max(left, 0.01))
+            if item is None:
+                break
+            reply = msgpack.unpackb(item[1], raw=False)
+            if on_reply is not None:
+                on_reply(reply)
+            replies.append(reply)
+    finally:
+        client.delete(reply_to)
     return sorted(replies, key=lambda r: r.get("worker", ""))
 
 

@@ -14,8 +14,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import msgpack
-
 from engine import control, flow
 
 if TYPE_CHECKING:
@@ -128,25 +126,12 @@ class Control:
 
     def _gather(self, reply_to: str, expected: int, timeout: float,
                 callback: Callable[[dict], Any] | None) -> list[dict]:
-        client = self.app.client
-        replies: list[dict] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while len(replies) < expected:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                item = client.blpop([reply_to], timeout=max(left, 0.01))
-                if item is None:
-                    break
-                answer = msgpack.unpackb(item[1], raw=False)
-                one = {answer.get("worker", ""): answer.get("reply")}
-                if callback is not None:
-                    callback(one)
-                replies.append(one)
-        finally:
-            client.delete(reply_to)
-        return sorted(replies, key=lambda one: next(iter(one)))
+        """Celery's reply shape, ``{worker: reply}``, each seen by ``callback`` as it comes."""
+        def shaped(answer: dict) -> dict:
+            return {answer.get("worker", ""): answer.get("reply")}
+        on_reply = None if callback is None else (lambda answer: callback(shaped(answer)))
+        return [shaped(a) for a in control.gather(self.app, reply_to, expected, timeout,
+                                                  on_reply)]
 
     # -- control verbs ------------------------------------------------------------------
     def ping(self, destination: str | Sequence[str] | None = None, timeout: float = 1.0,
