@@ -82,6 +82,13 @@ def _revoke(sup: "Supervisor", command: dict) -> dict:
     return {"ok": f"revoked {task_id}"}
 
 
+def _sync_revoked(sup: "Supervisor", command: dict) -> dict:
+    """Read the fleet's revoked set again: the control channel just (re)subscribed, and a
+    revoke published before that reached the set but not this worker."""
+    sup.revoked |= control.revoked_ids(sup.app)
+    return {"ok": f"{len(sup.revoked)} revoked"}
+
+
 def _shutdown(sup: "Supervisor", command: dict) -> dict:
     sup.request_shutdown()
     return {"ok": "shutting down"}
@@ -194,6 +201,6 @@ HANDLERS: dict[str, Callable[["Supervisor", dict], Any]] = {
     "ping": _ping, "stats": _stats, "active": _active, "reserved": _reserved,
     "registered": _registered,
     "queues": _queues, "pool-grow": _resize(True), "pool-shrink": _resize(False),
-    "revoke": _revoke, "shutdown": _shutdown, "rate-limit": _rate_limit,
+    "revoke": _revoke, "sync-revoked": _sync_revoked, "shutdown": _shutdown, "rate-limit": _rate_limit,
     "pause": _pause(True), "resume": _pause(False),
 }

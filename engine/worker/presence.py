@@ -182,11 +182,15 @@ class Presence:
         while not self.stopping.is_set():
             try:
                 client = self.app.new_client()
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub()
                 pubsub.subscribe(self.channel)
                 while not self.stopping.is_set():
                     msg = pubsub.get_message(timeout=LISTEN_POLL)
-                    if msg and msg.get("type") == "message":
+                    if msg and msg.get("type") == "subscribe":
+                        # listening from now on: what was revoked before (since the loop
+                        # read the set at start, or while we were cut off) is in the set
+                        self.deliver({"cmd": "sync-revoked"})
+                    elif msg and msg.get("type") == "message":
                         try:
                             self.deliver(control.decode(msg["data"], self.app.signer))
                         except control.Refused as exc:

@@ -55,6 +55,24 @@ def test_a_worker_started_after_the_revoke_skips_the_task(rapp, run_worker):
     assert runs(rapp, "late") == []
 
 
+def test_a_revoke_published_while_the_worker_was_not_listening_is_honoured(rapp, run_worker):
+    # Given a worker whose control connection was just cut (as at its start, before it
+    # subscribed, or in a Redis hiccup)
+    run_worker("--pool", "threads", app=APP)
+    channel = rapp.broker.keys.control
+    wait_for(lambda: rapp.client.pubsub_numsub(channel)[0][1] == 1, message="listening")
+    # When a task is revoked while it does not listen: the revocation is in the fleet's
+    # set, its publish reached nobody (written here as the set alone, so that no timing
+    # decides whether the worker heard it), and the task is due long before the worker's
+    # periodic reread of the set
+    r = logged_sleep.apply_async(args=("unheard", 0), countdown=2)
+    rapp.client.zadd(rapp.broker.keys.revoked, {r.id: time.time() + 600})
+    rapp.client.client_kill_filter(_type="pubsub")
+    # Then the worker reads the set when it listens again, and never runs the task
+    wait_for(lambda: r.state == "REVOKED", message="the task to be revoked")
+    assert runs(rapp, "unheard") == []
+
+
 def test_every_worker_knows(rapp, run_worker):
     # Given two workers, and tasks revoked before they come up
     run_worker("--pool", "threads", "-c", "2", "-n", "one", app=APP)
