@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from engine.broker import GROUP
+
 from tests.apps.reliable import nap
 from tests.conftest import wait_for
 from tests.integration.reliability_helpers import APP, own_redis, rapp  # noqa: F401
@@ -123,7 +125,15 @@ def test_chaos_out_of_memory_with_workers_killed(rapp, own_redis, run_worker, ca
             break
     while len(workers) < 3:
         workers.append(start())
-    values = rapp.gather(results, timeout=120)
+    try:
+        values = rapp.gather(results, timeout=120)
+    except TimeoutError as exc:   # say which, and where they are, for whoever reads the log
+        missing = [(i, r) for i, r in enumerate(results) if not r.ready()][:10]
+        ran = client.hmget(counters, [str(i) for i, _ in missing]) if missing else []
+        raise AssertionError(
+            f"{exc}: {[(i, r.id, r.state) for i, r in missing]}; their runs {ran}; "
+            f"queue {rapp.broker.depth('default')}; pending "
+            f"{client.xpending(rapp.broker.keys.queue('default'), GROUP)}") from None
     assert values == [str(i) for i in range(tasks)]
     wait_for(lambda: rapp.broker.depth("default") == {"waiting": 0, "unacked": 0, "delayed": 0,
                                                       "dead": 0}, message="an empty queue")
