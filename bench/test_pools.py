@@ -75,12 +75,12 @@ def test_pool(benchmark, redis_server, client, pool, kind):
             cpu0 = None
             while len(collector.done) < n:
                 if cpu0 is None and collector.online.is_set():
-                    cpu0 = sum(sampler.cpu_s())
+                    cpu0 = sampler.cpu_s()
                 if not worker.alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"{pool}/{kind}: {len(collector.done)}/{n} done\n"
                                        + worker.tail())
                 time.sleep(0.01)
-            cpu = sum(sampler.cpu_s()) - (cpu0 or 0.0)
+            cpu = sampler.cpu_s() - (cpu0 or 0.0)
             times = sorted(collector.done.values())
             rates.append(n / (times[-1] - (collector.first_received or times[0])))
             cpu_per_task.append(cpu / n)

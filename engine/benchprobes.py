@@ -55,12 +55,11 @@ class TreeSampler(threading.Thread):
         while not self._halt.wait(self.interval):
             self.sample()
 
-    def cpu_s(self) -> tuple[float, float]:
-        """CPU seconds so far (samples now): the root process's and the rest of the tree's."""
+    def cpu_s(self) -> float:
+        """CPU seconds of the tree so far (samples now)."""
         self.sample()
         with self._lock:
-            root = self._cpu.get(self.root, 0.0)
-            return root, sum(self._cpu.values()) - root
+            return sum(self._cpu.values())
 
     def cpu_of(self, pid: int) -> float:
         """CPU seconds of one process of the tree so far (samples now)."""
