@@ -38,7 +38,8 @@ _clear_in.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
 class _Run:
     """One submitted job. Fields are guarded by the pool's lock."""
 
-    __slots__ = ("job", "started", "task", "wrapper", "thread", "killed", "abandoned")
+    __slots__ = ("job", "started", "task", "wrapper", "thread", "killed", "abandoned",
+                 "holds_slot")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -48,6 +49,7 @@ class _Run:
         self.thread: int | None = None              # a sync job's thread ident while it runs
         self.killed = False        # kill() reported it; its own result is dropped
         self.abandoned = False     # stop/terminate gave it up; no outcome at all
+        self.holds_slot = False    # a coroutine slot is its (loop thread only)
 
 
 class AsyncioPool(Pool):
@@ -93,6 +95,10 @@ class AsyncioPool(Pool):
         # them is already on its way (one per batch the supervisor submits, not one a job)
         self._incoming: collections.deque = collections.deque()
         self._wake_sent = False
+        # coroutine slots in use (written on the loop thread only): a job submitted while
+        # every slot is taken waits in _incoming, and the slot that frees first begins it
+        # there, on the loop, with no wake-up and no round trip through the supervisor
+        self._active = 0
         self._sync_threads = 0
         self._names = itertools.count(1)
         self._stopping = False
@@ -141,8 +147,10 @@ class AsyncioPool(Pool):
                              name=f"engine-asyncio-sync-{next(self._names)}").start()
 
     def free_slots(self) -> int:
+        # up to ``prefetch`` jobs a slot (the running one included), as prefork's ring holds
+        capacity = self.concurrency * max(1, self.options.prefetch)
         with self._lock:
-            return 0 if self._stopping else max(0, self.concurrency - len(self._runs))
+            return 0 if self._stopping else max(0, capacity - len(self._runs))
 
     def submit(self, job: Job) -> None:
         run = _Run(job)
@@ -160,10 +168,12 @@ class AsyncioPool(Pool):
             self._sync_queue.put(run)
             return
         self._incoming.append((run, coro))
-        if not self._wake_sent:
+        if not self._wake_sent and self._active < self.concurrency:
             # each call_soon_threadsafe writes to the loop's self-pipe and wakes it: a feed of
             # hundreds of jobs takes one. The loop clears the flag before it drains, so a job
-            # appended after its last look finds the flag clear and sends another.
+            # appended after its last look finds the flag clear and sends another. With every
+            # slot taken, none is needed: the loop lowers _active, then looks at _incoming,
+            # and this thread appended before it read _active.
             self._wake_sent = True
             self._on_loop(self._begin_incoming)
 
@@ -176,18 +186,25 @@ class AsyncioPool(Pool):
             pass
 
     def _begin_incoming(self) -> None:
-        """On the loop: every coroutine job submitted since the last wake-up begins."""
+        """On the loop, the wake-up ``submit`` sent: what waits begins."""
         self._wake_sent = False
+        self._begin_waiting()
+
+    def _begin_waiting(self) -> None:
+        """On the loop: coroutine jobs waiting in _incoming begin while slots are free."""
         incoming = self._incoming
-        while incoming:
-            run, coro = incoming.popleft()
+        while incoming and self._active < self.concurrency:
+            try:
+                run, coro = incoming.popleft()
+            except IndexError:      # stop emptied it meanwhile
+                return
             try:
                 self._begin(run, coro)
             except Exception:       # one job's trouble must not strand the ones behind it
                 log.exception("asyncio pool: starting job %s failed", run.job.id)
 
     def _begin(self, run: _Run, coro) -> None:
-        """On the loop: the coroutine job becomes an asyncio task."""
+        """On the loop: the coroutine job takes a slot and becomes an asyncio task."""
         with self._lock:
             if run.abandoned:
                 coro.close()
@@ -195,7 +212,17 @@ class AsyncioPool(Pool):
             run.started = time.monotonic()
             run.wrapper = Interruptible(coro)
             run.task = self._loop.create_task(self._drive(run))
+        run.holds_slot = True
+        self._active += 1
         self.on_start(run.job.id)
+
+    def _release(self, run: _Run) -> None:
+        """On the loop, once per run that took a slot: the slot goes to the next job."""
+        if run.holds_slot:
+            run.holds_slot = False
+            self._active -= 1
+            if self._incoming:
+                self._begin_waiting()
 
     async def _drive(self, run: _Run) -> None:
         try:
@@ -203,6 +230,7 @@ class AsyncioPool(Pool):
         except BaseException as exc:    # cancelled (killed, terminated: dropped) or a broken runner
             outcome = Outcome.from_exception(run.job.id, exc)
         self._finish(run, outcome)
+        self._release(run)
 
     def _finish(self, run: _Run, outcome: Outcome) -> None:
         with self._lock:
@@ -293,7 +321,9 @@ class AsyncioPool(Pool):
             job_id, TimeLimitExceeded("hard time limit exceeded"), runtime=runtime))
 
     def _cancel(self, run: _Run) -> None:
-        """On the loop: cancel, and abandon the coroutine if it is still there after GRACE."""
+        """On the loop: cancel, and abandon the coroutine if it is still there after GRACE.
+        Its slot is the next job's at once."""
+        self._release(run)
         if run.task.done():
             return
         run.task.cancel("hard time limit exceeded")
@@ -344,6 +374,7 @@ class AsyncioPool(Pool):
         with self._lock:
             self.concurrency += n
             self._grow_sync_threads()
+        self._on_loop(self._begin_incoming)     # the new slots take what waits
 
     def shrink(self, n: int) -> None:
         # Running jobs finish; free_slots stays at zero until they do. Idle sync threads
@@ -358,6 +389,13 @@ class AsyncioPool(Pool):
         never_started = [job_id for job_id, run in self._runs.items() if run.started is None]
         for job_id in never_started:
             self._runs.pop(job_id).abandoned = True
+        # the waiting coroutines never began: close them here (none is left "never awaited")
+        while True:
+            try:
+                _, coro = self._incoming.popleft()
+            except IndexError:
+                break
+            coro.close()
         return never_started
 
     def stop(self, timeout: float) -> list[str]:
