@@ -43,6 +43,7 @@ import redis
 
 from engine import console
 from engine.benchprobes import EventCollector, TreeSampler   # noqa: F401  (bench/ imports them here)
+from engine.monitor.state import FleetState
 from engine.testing import Worker, engine_env, temp_log
 
 DEFAULT_N = {"noop": 20000, "sleep": 2000, "asleep": 2000, "cpu": 200, "payload": 5000,
@@ -55,6 +56,8 @@ SINGLE = 2000          # delay() calls timed before switching to delay_many
 CHUNK = 1000           # delay_many chunk
 LATENCY_SAMPLES = 500
 START_TIMEOUT = 60.0
+#: seconds between two depth reads when events are off (``--events off``)
+DEPTH_POLL = 0.005
 STALL_TIMEOUT = 120.0  # seconds without a completion before the run is abandoned
 
 # -- worker process ---------------------------------------------------------------------
@@ -179,12 +182,17 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         kind: str = "noop", payload_bytes: int = 10240, broker: str | None = None,
         progress: bool = True, latency_samples: int = LATENCY_SAMPLES,
         worker_extra: list[str] | None = None, tracing: bool = False,
-        processes: int = 1) -> dict[str, Any]:
+        processes: int = 1, events: bool = True) -> dict[str, Any]:
     """One benchmark run; returns the figures as a dict (what ``--json`` prints).
     ``tracing``: ENGINE_TRACING=1 in this process and the worker, each with an SDK tracer
     provider whose exporter drops the spans (``bench_tasks.install_tracing``), and every
     task sent with its own ``delay()`` so that each body carries a traceparent.
-    ``processes``: ``engine run --processes N`` (N supervisors under one parent)."""
+    ``processes``: ``engine run --processes N`` (N supervisors under one parent).
+    ``events``: False runs the worker with ``--no-events``; completion is then read from
+    the queue's depth (polled every DEPTH_POLL s) and no latency is measured. With events on,
+    every event is read here and folded into the monitor's own model
+    (``engine.monitor.state.FleetState``), as ``engine monitor`` would: events read by a
+    monitor."""
     from engine import bench_tasks
     from engine import tracing as tracing_mod
 
@@ -205,7 +213,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
     collector: EventCollector | None = None
     out: dict[str, Any] = {
         "pool": pool, "concurrency": concurrency or app.conf.worker_concurrency, "kind": kind,
-        "processes": processes, "tasks": n, "broker": "embedded" if embedded else console.redact(url), "key_prefix": prefix}
+        "processes": processes, "events": events, "tasks": n, "broker": "embedded" if embedded else console.redact(url), "key_prefix": prefix}
     if kind == "payload":
         out["payload_bytes"] = payload_bytes
     if kind in ("sleep", "asleep"):
@@ -250,10 +258,12 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         out["enqueue_mode"] = f"delay x{single}" + (f" + delay_many x{rest}" if rest else "")
 
         # 2. the worker drains the backlog
-        collector = EventCollector(redis.Redis.from_url(url), app.broker.keys.events)
+        collector = EventCollector(redis.Redis.from_url(url), app.broker.keys.events,
+                                   monitor=FleetState())
         collector.start()
         worker = start_worker(url, prefix, pool, concurrency, extra=list(worker_extra or [])
-                              + (["--processes", str(processes)] if processes > 1 else []),
+                              + (["--processes", str(processes)] if processes > 1 else [])
+                              + ([] if events else ["--no-events"]),
                               env=worker_env)
         sampler = TreeSampler(worker.pid, fleet=processes > 1)
         sampler.start()
@@ -265,14 +275,22 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
             # out); the parent's from the first, the pool children's (forked later) from 0
             baseline: dict[int, float] = {}
             online_at, onlines = None, 0
+            depth = _DepthWatch(app.broker, queue, n) if not events else None
             while True:
-                for pid in collector.online_pids[onlines:]:
-                    if online_at is None:
-                        online_at = time.time()
-                        baseline[worker.pid] = sampler.cpu_of(worker.pid)
-                    baseline.setdefault(pid, sampler.cpu_of(pid))
-                    onlines += 1
-                count = len(collector.done)
+                if depth is not None:       # no events: from the first message done
+                    count = depth.count()
+                    if count and online_at is None:
+                        online_at = depth.first_at
+                        baseline = {pid: sampler.cpu_of(pid)
+                                    for pid in sampler.supervisors | {worker.pid}}
+                else:
+                    for pid in collector.online_pids[onlines:]:
+                        if online_at is None:
+                            online_at = time.time()
+                            baseline[worker.pid] = sampler.cpu_of(worker.pid)
+                        baseline.setdefault(pid, sampler.cpu_of(pid))
+                        onlines += 1
+                    count = len(collector.done)
                 if count >= n:
                     break
                 now = time.monotonic()
@@ -283,26 +301,29 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
                 if not worker.alive():
                     raise RuntimeError(f"the worker exited early (code {worker.proc.returncode}):\n"
                                        + worker.tail())
-                if now - last_change > (STALL_TIMEOUT if collector.online.is_set()
+                if now - last_change > (STALL_TIMEOUT if online_at is not None
                                         else max(STALL_TIMEOUT, START_TIMEOUT)):
                     raise RuntimeError(f"no task finished for {STALL_TIMEOUT:.0f} s "
                                        f"({count}/{n} done); worker log:\n" + worker.tail())
                 elapsed = time.time() - worker.started_at
                 bar.update(task, count, f"{count / elapsed:,.0f}/s" if elapsed > 0 else "")
-                time.sleep(0.05)
+                time.sleep(0.05 if depth is None else DEPTH_POLL)
             bar.update(task, n)
         drained_at = time.time()
         cpu_run, *split = sampler.cpu_since(baseline)   # start-up (imports, forks) left out
         run_from = online_at or worker.started_at
         redis_cpu1 = _redis_cpu(client)
-        times = sorted(collector.done.values())
-        # from the first message the worker took: with slots that finish together (a CPU-bound
-        # task on greenlets) first-to-last completion would flatter the pool
-        first, last = collector.first_received or times[0], times[-1]
+        if depth is not None:
+            first, last = depth.first_at, depth.last_at
+        else:
+            times = sorted(collector.done.values())
+            # from the first message the worker took: with slots that finish together (a
+            # CPU-bound task on greenlets) first-to-last completion would flatter the pool
+            first, last = collector.first_received or times[0], times[-1]
         out["tasks_per_s"] = round(n / (last - first), 1) if last > first else None
         out["tasks_per_s_from_start"] = round(n / (last - worker.started_at), 1)
         out["duration_s"] = round(last - first, 4)
-        out["failed"] = collector.failed
+        out["failed"] = collector.failed if events else depth.dead
         out["worker"] = {
             "pid": worker.pid, "processes": sampler.nprocs,
             "cpu_s": round(cpu_run, 3),
@@ -314,6 +335,14 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         }
         if redis_cpu0 is not None and redis_cpu1 is not None:
             out["redis_cpu_us_per_task"] = round(1e6 * (redis_cpu1 - redis_cpu0) / n, 1)
+
+        if events:
+            out["monitor_events"] = collector.monitor_events
+        else:   # 3. latency needs the completion events
+            out["latency_ms"] = None
+            out["worker"]["rss_end_mib"] = round(sampler.rss / 2**20, 1)
+            out["machine"] = machine()
+            return out
 
         # 3. latency: paced single sends on the idle, warm worker
         rate = out["tasks_per_s"] or out["tasks_per_s_from_start"]
@@ -366,6 +395,28 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
             worker.remove_log()
 
 
+class _DepthWatch:
+    """Completion without events: the queue's waiting and unacknowledged messages, read
+    every DEPTH_POLL s (so each end of the span is at most that late)."""
+
+    def __init__(self, broker: Any, queue: str, n: int) -> None:
+        self.broker, self.queue, self.n = broker, queue, n
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.dead = 0
+
+    def count(self) -> int:
+        depth = self.broker.depth(self.queue)
+        now = time.time()
+        done = self.n - depth["waiting"] - depth["unacked"]
+        if done > 0 and self.first_at is None:
+            self.first_at = now
+        if done >= self.n:
+            self.last_at = now
+            self.dead = depth["dead"]
+        return done
+
+
 def _trace_here(bench_tasks: Any) -> None:
     """The bench process's own SDK provider (once per process)."""
     global _traced
@@ -390,7 +441,8 @@ def command(args) -> int:
                      progress=not args.json, processes=args.processes,
                      worker_extra=(None if args.metrics_port is None
                                    else ["--metrics-port", str(args.metrics_port)]),
-                     tracing=bool(getattr(args, "tracing", False)))
+                     tracing=bool(getattr(args, "tracing", False)),
+                     events=getattr(args, "events", "on") == "on")
     except RuntimeError as exc:
         print(f"engine bench: error: {exc}", file=sys.stderr)
         return 1

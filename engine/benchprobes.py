@@ -5,6 +5,7 @@ prefix's event stream)."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import psutil
 import redis
@@ -32,10 +33,11 @@ class TreeSampler(threading.Thread):
         try:
             root = psutil.Process(self.root)
             procs = [root] + root.children(recursive=True)
-            self._supervisors.update([p.pid for p in root.children()] if self.fleet
-                                     else [root.pid])
+            supervisors = [p.pid for p in root.children()] if self.fleet else [root.pid]
         except psutil.Error:
             return
+        with self._lock:
+            self._supervisors.update(supervisors)
         total = seen = 0
         for proc in procs:
             try:
@@ -77,6 +79,12 @@ class TreeSampler(threading.Thread):
         parent = spent.get(self.root, 0.0) if self.fleet else 0.0
         return sum(spent.values()), sup, sum(spent.values()) - sup - parent
 
+    @property
+    def supervisors(self) -> set[int]:
+        """The supervisors' pids seen so far."""
+        with self._lock:
+            return set(self._supervisors)
+
     def reset_peak(self) -> None:
         self.peak = self.rss
 
@@ -88,8 +96,12 @@ class EventCollector(threading.Thread):
     """Reads the private prefix's event stream from its start: completion time of each task
     id (``task-succeeded`` / ``task-failed``) and whether a worker is online."""
 
-    def __init__(self, client: redis.Redis, stream: str) -> None:
+    def __init__(self, client: redis.Redis, stream: str, *, monitor: Any = None) -> None:
+        """``monitor``: an object with ``on_event(event)`` (``engine monitor``'s
+        ``FleetState``) that every event is also handed to, as a monitor reads them."""
         super().__init__(daemon=True, name="bench-events")
+        self.monitor = monitor
+        self.monitor_events = 0
         self.client = client
         self.stream = stream
         self.done: dict[str, float] = {}
@@ -102,7 +114,7 @@ class EventCollector(threading.Thread):
 
     def run(self) -> None:
         from engine.events import unpack
-        last = "0-0"
+        last, monitor = "0-0", self.monitor
         try:
             while not self._halt.is_set():
                 response = self.client.xread({self.stream: last}, count=1000, block=100)
@@ -110,6 +122,9 @@ class EventCollector(threading.Thread):
                     for entry_id, fields in entries:
                         last = entry_id
                         for event in unpack(fields):
+                            if monitor is not None:
+                                monitor.on_event(event)
+                                self.monitor_events += 1
                             kind = event.get("type")
                             if kind == "task-succeeded":
                                 self.done[event["id"]] = event["ts"]

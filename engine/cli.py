@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--metrics-port", type=_port,
                        help="run the worker with --metrics-port (0: any free port)")
+    bench.add_argument("--events", choices=["on", "off"], default="on",
+                       help="on (default): the worker sends task events and they are read "
+                       "here by the monitor's model, as engine monitor reads them; off: "
+                       "--no-events, completion read from the queue's depth, no latency")
     bench.add_argument("--tracing", action="store_true",
                        help="ENGINE_TRACING=1 for the producer and the worker, spans to an "
                        "OpenTelemetry SDK provider with a no-op exporter (needs "

@@ -284,14 +284,16 @@ def format_bench(r: dict[str, Any]) -> str:
     lines = [
         f"engine bench: {r['kind']} x{r['tasks']:,} on --pool {r['pool']} -c {r['concurrency']}"
         + (f" --processes {r['processes']}" if r["processes"] > 1 else "")
-        + f" ({r['broker']}{', tracing on' if 'tracing' in r else ''})",
+        + f" ({r['broker']}{', tracing on' if 'tracing' in r else ''}"
+        + f"{'' if r.get('events', True) else ', events off'})",
         f"  throughput    {_fmt(r['tasks_per_s'])} tasks/s (first taken to last done; "
         f"{_fmt(r['tasks_per_s_from_start'])}/s from worker start)",
         f"  enqueue       {_fmt(r['enqueue_per_s'])}/s with delay(), "
         f"{_fmt(r['enqueue_bulk_per_s'])}/s with delay_many",
-        f"  latency       p50 {_fmt(lat['p50'], ' ms', 2)}  p90 {_fmt(lat['p90'], ' ms', 2)}  "
-        f"p99 {_fmt(lat['p99'], ' ms', 2)}  (enqueue to completion, {lat['samples']} tasks sent "
-        f"every {lat['send_interval_ms']:.1f} ms)",
+        (f"  latency       p50 {_fmt(lat['p50'], ' ms', 2)}  p90 {_fmt(lat['p90'], ' ms', 2)}  "
+         f"p99 {_fmt(lat['p99'], ' ms', 2)}  (enqueue to completion, {lat['samples']} tasks sent "
+         f"every {lat['send_interval_ms']:.1f} ms)") if lat else
+        "  latency       not measured (--events off: it needs the completion events)",
         f"  worker        CPU {_fmt(w['cpu_percent'], '%')} ({_fmt(w['cpu_us_per_task'], ' µs')}/task:"
         f" supervisors {_fmt(w['supervisor_cpu_us_per_task'], ' µs')}, pool children "
         f"{_fmt(w['child_cpu_us_per_task'], ' µs')}), RSS peak "

@@ -64,3 +64,42 @@ def test_bench_processes_runs_a_fleet_and_splits_the_cpu(env, redis_server):
     assert worker["supervisor_cpu_us_per_task"] > 0 and worker["child_cpu_us_per_task"] > 0
     assert (worker["supervisor_cpu_us_per_task"] + worker["child_cpu_us_per_task"]
             <= worker["cpu_us_per_task"] + 0.2)   # rounding of three figures
+
+
+def test_bench_events_off_and_on_read_by_the_monitor_model(env, redis_server):
+    def bench(events):
+        result = subprocess.run(
+            [sys.executable, "-m", "engine", "bench", "-n", "400", "--pool", "threads",
+             "-c", "2", "--events", events, "--json", "--broker", redis_server.url],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    # Events off: every task is still counted done, from the queue's depth, and no latency
+    # is claimed
+    off = bench("off")
+    assert off["events"] is False and off["tasks"] == 400 and off["failed"] == 0
+    assert off["tasks_per_s"] > 0 and off["latency_ms"] is None
+    assert "monitor_events" not in off
+    # Events on: every task's events reached the monitor's model (received, started and
+    # succeeded for each of the 400, plus the latency samples' and the worker's own)
+    on = bench("on")
+    assert on["events"] is True and on["latency_ms"]["p50"] > 0
+    assert on["monitor_events"] >= 3 * 400
+
+
+def test_bench_events_takes_on_or_off_only(env):
+    result = subprocess.run([sys.executable, "-m", "engine", "bench", "--events", "maybe"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "invalid choice: 'maybe'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_events_off_says_so_and_why_there_is_no_latency(env, redis_server):
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "-n", "100", "--pool", "solo", "--events",
+         "off", "--broker", redis_server.url],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "events off" in result.stdout and "tasks/s" in result.stdout
+    assert "latency       not measured (--events off" in result.stdout
