@@ -12,7 +12,14 @@ $(BIN)/engine: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,bench,dashboard]"
 	touch $(BIN)/engine
 
-venv: $(BIN)/engine
+# the third-party Celery task modules tests/compat/test_thirdparty.py runs: their source
+# archives, downloaded (not installed) next to the environment
+THIRDPARTY := tests/compat/thirdparty/requirements.txt
+$(VENV)/thirdparty/.done: $(THIRDPARTY) $(BIN)/engine
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(VENV)/thirdparty -r $(THIRDPARTY)
+	touch $@
+
+venv: $(BIN)/engine $(VENV)/thirdparty/.done
 
 demo: venv
 	$(BIN)/python examples/demo/run_demo.py

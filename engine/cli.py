@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="(pool_grow and pool_shrink, Celery's spelling, work too)")
     ctl.add_argument("argument", nargs="?", help="task id for revoke, N for pool-grow/shrink, "
                      "task name for rate-limit, queue for pause/resume")
-    ctl.add_argument("value", nargs="?", help="for rate-limit: N/s, N/m or N/h (0: none)")
+    ctl.add_argument("value", nargs="?",
+                     help="for rate-limit: N/s, N/m, N/h or N (per second; 0: none)")
     ctl.add_argument("--lane", help="for pool-grow/shrink: the lane (default: the first)")
     ctl.add_argument("--terminate", action="store_true", help="for revoke: end it if running")
     reply_args(ctl)

@@ -84,17 +84,18 @@ CONCURRENCY_RETRY = 0.25
 
 
 def parse_rate(rate: Any) -> tuple[float, float] | None:
-    """``"N/s"``, ``"N/m"``, ``"N/h"`` (or a number, per second) -> (per second, burst N);
-    None, 0 or "" -> no limit. Anything else is a ValueError naming the text."""
+    """``"N/s"``, ``"N/m"``, ``"N/h"`` (or a number, or ``"N"`` alone, per second, as in
+    Celery) -> (per second, burst N); None, 0 or "" -> no limit. Anything else is a
+    ValueError naming the text."""
     if rate in (None, "", 0, "0", "none"):
         return None
     if isinstance(rate, (int, float)) and not isinstance(rate, bool):
         return (float(rate), max(float(rate), 1.0)) if rate > 0 else None
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*", str(rate))
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh])\s*)?", str(rate))
     if not found or float(found.group(1)) <= 0:
         raise ValueError(f"bad rate limit {rate!r}: expected N/s, N/m or N/h, e.g. 100/s")
     n = float(found.group(1))
-    return n / _PERIODS[found.group(2)], max(n, 1.0)
+    return n / _PERIODS[found.group(2) or "s"], max(n, 1.0)
 
 
 class Keys:
