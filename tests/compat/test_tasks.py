@@ -82,12 +82,13 @@ def test_timeout(manager):
 
 
 def test_expired(manager):
-    # expires in a second, behind tasks that take longer: it expires waiting
+    # expires in a second, behind tasks that take longer: it expires waiting (Celery's
+    # sleep 2 s each; on the one slot, 4 x 0.5 s ahead of it is already twice its expiry)
     for _ in range(4):
-        sleeping.delay(2)
+        sleeping.delay(0.5)
     _revoked(add.apply_async((1, 1), expires=1))
     for _ in range(4):
-        sleeping.delay(2)
+        sleeping.delay(0.5)
     _revoked(add.apply_async((1, 1), expires=dt.datetime.now(dt.timezone.utc)
                              + dt.timedelta(seconds=1)))
 
