@@ -120,8 +120,9 @@ def test_fail(manager):
 
 
 def test_revoked(manager):
+    # 4 s of work ahead on the one slot (Celery's is 8 s): the revoke reaches the worker first
     for _ in range(4):
-        sleeping.delay(2)
+        sleeping.delay(1)
     result = add.apply_async((1, 1))
     result.revoke()
     _revoked(result)
