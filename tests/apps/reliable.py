@@ -2,7 +2,9 @@
 
 Broker and prefix come from the environment as in ``basic``; ``TEST_LOST_AFTER`` and
 ``TEST_MAX_DELIVERIES`` set ``worker_lost_after`` and ``task_max_deliveries``, small so
-that a lost worker is noticed within seconds.
+that a lost worker is noticed within seconds; ``TEST_CONNECTION_RETRIES`` sets
+``broker_connection_retries`` (the default when unset), small so that an outage test's
+worker gives up on its clients' retries within a second or two instead of a minute.
 """
 
 import os
@@ -16,6 +18,8 @@ from engine import Engine
 app = Engine("reliable")
 app.conf.update(worker_lost_after=float(os.environ.get("TEST_LOST_AFTER", "3")),
                 task_max_deliveries=int(os.environ.get("TEST_MAX_DELIVERIES", "10")))
+if os.environ.get("TEST_CONNECTION_RETRIES"):
+    app.conf.update(broker_connection_retries=int(os.environ["TEST_CONNECTION_RETRIES"]))
 
 
 def _runs_key(key):

@@ -11,6 +11,7 @@ from engine import control
 from engine.exceptions import BrokerUnavailable
 from tests.apps.reliable import logged_sleep
 from tests.conftest import wait_for
+from tests.integration.test_metrics import by, metrics_url, scrape
 from tests.integration.reliability_helpers import APP, own_redis, rapp, runs  # noqa: F401
 
 
@@ -26,16 +27,22 @@ def _all_threads_alive(rapp, name: str, since: float) -> None:
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_worker_rides_out_a_redis_restart(rapp, own_redis, run_worker, pool):
-    # Given a worker with four tasks running
-    worker = run_worker("--pool", pool, "-c", "4", "-n", "rider", app=APP,
-                        extra_env=own_redis.env)
+    # Given a worker with four tasks running, whose clients retry a command once (the
+    # default six retries, each reconnecting with its own retries, take about a minute to
+    # give up on a blocked fetch; what the worker does once they give up is the same)
+    worker = run_worker("--pool", pool, "-c", "4", "-n", "rider", "--metrics-port", "0",
+                        app=APP, extra_env=dict(own_redis.env, TEST_CONNECTION_RETRIES="1"))
+    url = metrics_url(worker)
     tasks = [logged_sleep.delay(f"o{i}", 3) for i in range(4)]
     wait_for(lambda: all(runs(rapp, f"o{i}") for i in range(4)), message="four tasks running")
-    # When Redis goes away long enough for the worker's client retries to give up (the
-    # tasks end meanwhile: their results and acks wait) and then comes back (AOF on)
+    # When Redis goes away long enough for the worker's client retries to give up and the
+    # tasks to end meanwhile (their results and acks wait; the worker's metrics, served
+    # without Redis, say they ended) and then comes back (AOF on)
     own_redis.stop()
     wait_for(lambda: "retrying the write batch" in worker.log and "fetch failed" in worker.log,
              90, message="the worker to hold its writes and retry its fetch")
+    wait_for(lambda: by(scrape(url), "engine_tasks_total", "task", "state").get(
+        (logged_sleep.name, "SUCCESS")) == 4, 90, message="the four tasks to end in the outage")
     own_redis.start()
     restarted = rapp.client.time()[0]
     # Then the tasks finish, their results and acks are written once, none ran twice
@@ -64,8 +71,9 @@ def test_worker_rides_out_dropped_connections(rapp, own_redis, run_worker):
 
 
 def test_producer_fails_with_a_clear_connection_error(rapp, own_redis):
-    # Given a producer whose Redis is gone
-    rapp.conf.update(broker_connection_retries=2)
+    # Given a producer whose Redis is gone (retrying a command once: each retry reconnects
+    # with retries of its own, so two took seconds a send)
+    rapp.conf.update(broker_connection_retries=1)
     try:
         rapp.close()
         own_redis.stop()
