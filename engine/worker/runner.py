@@ -79,6 +79,7 @@ class TaskRunner:
     def __init__(self, app: "Engine", hostname: str) -> None:
         self.app = app
         self.hostname = hostname
+        self._async: dict[str, tuple[Any, bool]] = {}   # name -> (task, is it async def)
 
     def load(self, body: bytes) -> Job:
         return message.load_job(body)
@@ -129,9 +130,13 @@ class TaskRunner:
         """The coroutine running an ``async def`` task's job to its Outcome, for pools with
         an event loop of their own (``pools.base.Runner``); None for any other task."""
         task = self.app.tasks.get(job.task)
-        if task is None or not inspect.iscoroutinefunction(getattr(task, "fn", None)):
+        if task is None:
             return None
-        return self._execute_async(job, task)
+        known = self._async.get(job.task)
+        if known is None or known[0] is not task:     # first sight (or re-registered)
+            known = self._async[job.task] = (
+                task, inspect.iscoroutinefunction(getattr(task, "fn", None)))
+        return self._execute_async(job, task) if known[1] else None
 
     async def _execute_async(self, job: Job, task: "Task") -> Outcome:
         start = time.perf_counter()
