@@ -330,7 +330,10 @@ class Broker:
         args.append("STREAMS")
         args.extend(streams)
         args.extend(streams.values())
-        return self.wire.call(*args, block=None if block_ms is None else block_ms / 1000) or []
+        # a ">" read resent after a dropped connection would lose what the first one
+        # handed over: the caller sees the error (``engine.worker.unread``)
+        return self.wire.call(*args, retry=">" not in streams.values(),
+                              block=None if block_ms is None else block_ms / 1000) or []
 
     def ack(self, by_stream: dict[str, list]) -> None:
         self.wire.pipeline(self.ack_commands(by_stream))
