@@ -74,7 +74,9 @@ PRIORITIES = range(1, 10)
 #: name, or one that was only slow), and entries are read from the dead consumer's own PEL
 #: inside the script, so two live workers racing for them cannot both get one. A consumer
 #: left with nothing pending is deleted (inside the script too: deleting a consumer drops
-#: its PEL, so it must not race a restart that just fetched under that name).
+#: its PEL, so it must not race a restart that just fetched under that name). Out of memory
+#: Redis refuses DELCONSUMER as a script's first write: ``pcall`` leaves that consumer for a
+#: later round, and the claim does not fail.
 #: Returns ``{{id, fields, deliveries}, ...}``.
 #: KEYS: stream, heartbeat key. ARGV: group, dead consumer, claimer, count.
 _CLAIM_DEAD = """
@@ -96,7 +98,7 @@ if #pending > 0 then
   for entry_id, _ in pairs(counts) do redis.call('XACK', KEYS[1], ARGV[1], entry_id) end
 end
 if #pending < tonumber(ARGV[4]) then
-  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+  redis.pcall('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 end
 return out
 """
@@ -330,7 +332,10 @@ class Broker:
         args.append("STREAMS")
         args.extend(streams)
         args.extend(streams.values())
-        return self.wire.call(*args, block=None if block_ms is None else block_ms / 1000) or []
+        # a ">" read resent after a dropped connection would lose what the first one
+        # handed over: the caller sees the error (``engine.worker.unread``)
+        return self.wire.call(*args, retry=">" not in streams.values(),
+                              block=None if block_ms is None else block_ms / 1000) or []
 
     def ack(self, by_stream: dict[str, list]) -> None:
         self.wire.pipeline(self.ack_commands(by_stream))
@@ -389,10 +394,22 @@ class Broker:
         message is never taken from a live worker. ``alive`` only spares round trips; the
         decisive check runs inside the claim script (see ``_CLAIM_DEAD``).
         """
-        claimed = []
-        left = count   # the caller's budget, across every queue and dead consumer
-        # the queues' streams, or (``streams``) those given, priority levels included
-        for stream in streams or [self.keys.queue(queue) for queue in queues]:
+        claimed: list = []
+        try:
+            self._claim_into(claimed, consumer, streams or [self.keys.queue(queue)
+                                                            for queue in queues],
+                             alive=alive, left=count)
+        except redis.RedisError:
+            if not claimed:
+                raise
+            # what was claimed is pending on the caller now: raising would strand it there
+        return claimed
+
+    def _claim_into(self, claimed: list, consumer: str, streams: Sequence[str], *,
+                    alive: set[str], left: int) -> None:
+        """``claim_from_dead``'s rounds, each claim added to ``claimed`` as it is made;
+        ``left`` is the caller's budget, across every stream and dead consumer."""
+        for stream in streams:
             if left <= 0:
                 break
             try:
@@ -418,7 +435,6 @@ class Broker:
                 entries = [(entry_id, _pairs(fields) or None) for entry_id, fields, _ in rows]
                 deliveries = {_s(entry_id): int(n) for entry_id, _, n in rows}
                 claimed.append((stream, entries, deliveries))
-        return claimed
 
     def alive_workers(self) -> set[str]:
         names = self.client.zrange(self.keys.workers, 0, -1)

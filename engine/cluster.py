@@ -69,7 +69,7 @@ if #pending > 0 then
   for entry_id, _ in pairs(counts) do redis.call('XACK', KEYS[1], ARGV[1], entry_id) end
 end
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+  redis.pcall('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])   -- refused out of memory
 end
 return out
 """

@@ -25,6 +25,7 @@ from engine.logs import task_context
 from engine.worker import ossignals
 from engine.worker.pressure import FETCH_PAUSE, Pressure, Throttled
 from engine.worker.snapshot import LaneInfo
+from engine.worker.unread import Unread
 from engine.worker.lanespec import LaneSpec
 from pools.base import Job, Pool
 
@@ -368,6 +369,7 @@ class PoolLane(Lane):
         backoff = RECONNECT_BACKOFF
         pressure = self._pressure
         errors = Throttled()
+        unread = Unread(broker, self._consumer)   # what a dropped read handed over
         while not stopping.is_set() and self.fetching:
             if pressure.refusing:
                 stopping.wait(FETCH_PAUSE)
@@ -395,11 +397,18 @@ class PoolLane(Lane):
             began = time.monotonic()
             try:
                 batch = None
-                if self._level_pairs:   # priority levels: highest first (non-blocking)
-                    batch = self._fetch_by_priority(broker, streams, room)
-                if not batch:
-                    batch = broker.fetch(self._consumer, reading, count=count, block_ms=block)
+                if unread.lost:
+                    batch = unread.recover()
+                else:
+                    unread.before(streams)
+                    if self._level_pairs:   # priority levels: highest first (non-blocking)
+                        batch = self._fetch_by_priority(broker, streams, room)
+                    if not batch:
+                        batch = broker.fetch(self._consumer, reading, count=count,
+                                             block_ms=block)
+                    unread.seen(batch)
             except redis.RedisError as exc:
+                unread.failed(exc)
                 if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
                     try:   # a stream was deleted under us: recreate
                         broker.ensure_groups(self.queues, self._levels())

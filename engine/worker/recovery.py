@@ -62,7 +62,7 @@ class Recovery:
                 if not entries:
                     del self._taking_back[key]
                     break
-                last_id = self._taking_back[key] = entries[-1][0]
+                last_id = entries[-1][0]
                 pending = broker.client.xpending_range(
                     stream, GROUP, min=entries[0][0], max=last_id, count=len(entries),
                     consumername=self.worker)
@@ -71,6 +71,8 @@ class Recovery:
                             len(entries))
                 lane.hold(len(entries))
                 self.accept(lane, [(stream, entries)], counts)
+                # only now: a round that failed before this reads the same entries again
+                self._taking_back[key] = last_id
 
     def reclaim(self, lanes: list[Lane], *, forget: Callable[[set[str]], None]) -> None:
         """Take over the pending messages of workers whose heartbeat has expired, and go on

@@ -8,8 +8,9 @@ import random
 import time
 
 import pytest
+import redis
 
-from engine.broker import GROUP
+from engine.broker import GROUP, Broker
 
 from tests.apps.reliable import nap
 from tests.conftest import wait_for
@@ -35,6 +36,65 @@ def refused(client) -> bool:
     except Exception as exc:
         return "maxmemory" in str(exc)
     return False
+
+
+def _lost_consumers(broker, stream: str) -> list[bytes]:
+    """Two lost workers on ``stream``: ``lost-a`` with two messages pending, then (XINFO
+    lists consumers by name) ``lost-b`` with none, left in the group. Returns a's ids."""
+    client = broker.client
+    for i in range(3):
+        client.xadd(stream, {"m": b"body %d" % i})
+    [(_, taken)] = broker.fetch("lost-a", {stream: ">"}, count=2, block_ms=None)
+    [(_, [(done, _)])] = broker.fetch("lost-b", {stream: ">"}, count=1, block_ms=None)
+    broker.ack({stream: [done]})
+    return [entry_id for entry_id, _ in taken]
+
+
+def _pending_on(client, stream: str, consumer: str) -> list[bytes]:
+    return [p["message_id"] for p in client.xpending_range(stream, GROUP, "-", "+", 100,
+                                                           consumer)]
+
+
+def test_a_reclaim_out_of_memory_hands_over_what_it_claimed(rapp, own_redis):
+    """Out of memory Redis refuses XGROUP DELCONSUMER (the claim script's first write for a
+    lost worker with nothing pending): the claim of that one must not fail, or the messages
+    just claimed from another lost worker stay pending on the live claimer, never run."""
+    broker, client = rapp.broker, rapp.client
+    broker.ensure_groups(["default"])
+    stream = broker.keys.queue("default")
+    lost = _lost_consumers(broker, stream)
+    filler = f"{rapp.conf.key_prefix}:filler"
+    fill(client, filler)
+    try:
+        assert refused(client)
+        claimed = broker.claim_from_dead("survivor", ["default"], alive=set(), count=10)
+        assert [entry_id for _, entries, _ in claimed for entry_id, _ in entries] == lost
+        assert _pending_on(client, stream, "survivor") == lost
+    finally:
+        client.delete(filler)
+    # the empty lost consumer goes in a later round, once Redis takes it
+    assert broker.claim_from_dead("survivor", ["default"], alive=set(), count=10) == []
+    assert [c["name"] for c in client.xinfo_consumers(stream, GROUP)] == [b"survivor"]
+
+
+def test_a_claim_that_fails_midway_hands_over_what_it_claimed(rapp, own_redis):
+    """A claim round that meets an error after claiming (here: a claimer whose ACL lets it
+    read lost-a's heartbeat key but not lost-b's) returns what it claimed, not the error."""
+    broker = rapp.broker
+    broker.ensure_groups(["default"])
+    stream = broker.keys.queue("default")
+    lost = _lost_consumers(broker, stream)
+    prefix = broker.keys.prefix
+    rapp.client.acl_setuser("claimer", enabled=True, nopass=True, commands=["+@all"],
+                            keys=[f"{prefix}:q:*", f"{prefix}:worker:lost-a"])
+    limited = Broker(redis.Redis.from_url(own_redis.url, username="claimer"), prefix=prefix)
+    claimed = limited.claim_from_dead("survivor", ["default"], alive=set(), count=10)
+    assert [entry_id for _, entries, _ in claimed for entry_id, _ in entries] == lost
+    assert _pending_on(rapp.client, stream, "survivor") == lost
+    # lost-b's claim did fail: it is still there
+    assert b"lost-b" in [c["name"] for c in rapp.client.xinfo_consumers(stream, GROUP)]
+    with pytest.raises(redis.ResponseError):   # and with nothing claimed before, it raises
+        limited.claim_from_dead("survivor", ["default"], alive=set(), count=10)
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
