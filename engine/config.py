@@ -58,6 +58,36 @@ DEFAULTS: dict[str, Any] = {
     "dashboard_url_prefix": "",      # engine dashboard --url-prefix: e.g. "/ops/engine"
 }
 
+#: Celery's names from before 4.0 (its "new lowercase settings" table, and the 3.x
+#: spellings it still read) -> ours, for the settings we have: a settings module of an
+#: older Celery application is read as Celery reads it. A new name given as well wins.
+OLD_NAMES = {
+    "CELERY_RESULT_BACKEND": "result_backend",
+    "CELERY_RESULT_EXPIRES": "result_expires",
+    "CELERY_TASK_RESULT_EXPIRES": "result_expires",
+    "CELERY_TIMEZONE": "timezone",
+    "CELERYBEAT_SCHEDULE": "beat_schedule",
+    "CELERY_SECURITY_KEY": "security_key",
+    "CELERY_ACKS_LATE": "task_acks_late",
+    "CELERY_ALWAYS_EAGER": "task_always_eager",
+    "CELERY_TASK_ALWAYS_EAGER": "task_always_eager",
+    "CELERY_EAGER_PROPAGATES": "task_eager_propagates",
+    "CELERY_EAGER_PROPAGATES_EXCEPTIONS": "task_eager_propagates",
+    "CELERY_DEFAULT_QUEUE": "task_default_queue",
+    "CELERY_ROUTES": "task_routes",
+    "CELERYD_SOFT_TIME_LIMIT": "task_soft_time_limit",
+    "CELERYD_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",
+    "CELERYD_TIME_LIMIT": "task_time_limit",
+    "CELERYD_TASK_TIME_LIMIT": "task_time_limit",
+    "CELERY_TRACK_STARTED": "task_track_started",
+    "CELERY_TASK_TRACK_STARTED": "task_track_started",
+    "CELERYD_CONCURRENCY": "worker_concurrency",
+    "CELERYD_POOL": "worker_pool",
+    "CELERYD_MAX_TASKS_PER_CHILD": "worker_max_tasks_per_child",
+    "CELERYD_MAX_MEMORY_PER_CHILD": "worker_max_memory_per_child",
+    "CELERY_SEND_EVENTS": "worker_send_events",
+}
+
 #: environment variable -> setting (ENGINE_APP and ENGINE_CUSTOM_POOL are read by the CLI
 #: and pools.resolve; they are listed so that ``conf`` reports them)
 ENVIRONMENT = {
@@ -86,7 +116,10 @@ class Config(Mapping[str, Any]):
     # -- sources -----------------------------------------------------------------------
     def update(self, other: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         values = dict(other or {}, **kwargs)
-        self._layers["update"].update({k.lower(): v for k, v in values.items()})
+        old = {OLD_NAMES[k]: v for k, v in values.items() if k in OLD_NAMES}
+        self._layers["update"].update(old)
+        self._layers["update"].update({k.lower(): v for k, v in values.items()
+                                       if k not in OLD_NAMES})
         self._version += 1
 
     def from_object(self, obj: Any, *, namespace: str | None = None) -> None:
@@ -113,14 +146,19 @@ class Config(Mapping[str, Any]):
             except Exception as exc:   # e.g. Django's ImproperlyConfigured
                 raise ConfigurationError(f"cannot read settings from {obj!r}: "
                                          f"{type(exc).__name__}: {exc}") from None
+            read, old = {}, {}
             for key, value in source.items():
                 if not isinstance(key, str) or key.startswith("_"):
                     continue
                 if prefix:
                     if key.startswith(prefix):
-                        layer[key[len(prefix):].lower()] = value
+                        read[key[len(prefix):].lower()] = value
+                elif key in OLD_NAMES:
+                    old[OLD_NAMES[key]] = value
                 elif key.lower() in DEFAULTS or key.isupper():
-                    layer[key.lower()] = value
+                    read[key.lower()] = value
+            layer.update(old)
+            layer.update(read)     # the new name, where both are given
 
     def from_cli(self, **values: Any) -> None:
         """Flags given on the command line (None means 'not given')."""

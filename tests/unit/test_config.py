@@ -181,3 +181,34 @@ class _SettingsObject:
 
 
 SETTINGS_OBJECT = _SettingsObject()
+
+
+def test_celerys_pre_4_names_are_read_as_celery_reads_them():
+    # Given a settings module of an older Celery application (its "new lowercase
+    # settings" table, and the 3.x spellings)
+    settings = types.SimpleNamespace(
+        BROKER_URL="redis://old-broker", CELERY_RESULT_BACKEND="redis://old-backend",
+        CELERYD_CONCURRENCY=3, CELERY_ALWAYS_EAGER=True, CELERY_DEFAULT_QUEUE="legacy",
+        CELERY_ROUTES={"a.*": {"queue": "q"}}, CELERYD_TASK_TIME_LIMIT=30,
+        CELERY_TASK_RESULT_EXPIRES=60, CELERYBEAT_SCHEDULE={"x": {}})
+    app = Engine("oldnames")
+    app.config_from_object(settings)
+    conf = app.conf
+    assert conf.broker_url == "redis://old-broker"
+    assert conf.result_backend == "redis://old-backend"
+    assert conf.worker_concurrency == 3 and conf.task_always_eager is True
+    assert conf.task_default_queue == "legacy" and conf.task_routes == {"a.*": {"queue": "q"}}
+    assert conf.task_time_limit == 30 and conf.result_expires == 60
+    assert conf.beat_schedule == {"x": {}}
+    # and conf.update takes them too
+    app.conf.update(CELERYD_SOFT_TIME_LIMIT=5)
+    assert app.conf.task_soft_time_limit == 5
+
+
+def test_a_new_name_given_beside_its_old_one_wins():
+    app = Engine("bothnames")
+    app.config_from_object({"CELERY_RESULT_BACKEND": "redis://old",
+                            "result_backend": "redis://new"})
+    assert app.conf.result_backend == "redis://new"
+    app.conf.update({"task_default_queue": "new", "CELERY_DEFAULT_QUEUE": "old"})
+    assert app.conf.task_default_queue == "new"
