@@ -158,13 +158,18 @@ def test_a_coroutine_blocking_the_loop_is_reported_by_name(make, caplog):
     harness.check()
 
 
+def _shut(path, since):
+    """True while the file ``path`` does not exist (for 60 s at most from ``since``)."""
+    import os
+    return not os.path.exists(path) and time.monotonic() < since + 60
+
+
 @async_task("a.hold_loop")
 async def a_hold_loop(marker, release):
     """Holds the loop (a blocking wait, on purpose) until the file ``release`` exists."""
-    import os
     touch(marker)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(release) and time.monotonic() < deadline:
+    since = time.monotonic()
+    while _shut(release, since):
         time.sleep(0.01)
     return "released"
 
@@ -199,10 +204,9 @@ def test_jobs_submitted_while_the_loop_is_busy_take_one_wake_up(make):
 @async_task("a.gate")
 async def a_gate(marker, gate):
     """Touches ``marker``, then waits (awaiting, the loop free) until ``gate`` exists."""
-    import os
     touch(marker)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(gate) and time.monotonic() < deadline:
+    since = time.monotonic()
+    while _shut(gate, since):
         await asyncio.sleep(0.01)
     return "through"
 
