@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -24,9 +25,10 @@ def monitor(env):
     started: list[PtyScreen] = []
 
     def start(rows: int = 24, columns: int = 80) -> PtyScreen:
+        # faulthandler: a view that hangs can be made to print every thread's stack
         started.append(PtyScreen([sys.executable, "-m", "engine", "events", "-A",
-                                  "tests.apps.basic"], env, rows=rows, columns=columns,
-                                 cwd=ROOT))
+                                  "tests.apps.basic"], dict(env, PYTHONFAULTHANDLER="1"),
+                                 rows=rows, columns=columns, cwd=ROOT))
         return started[-1]
 
     yield start
@@ -168,7 +170,23 @@ def test_monitor_counts_and_follows_workers(app, run_worker, monitor):
     screen.showing(r"^mon2\s.*offline$", message="the worker offline")
     # And Ctrl-C leaves it cleanly
     screen.proc.send_signal(signal.SIGINT)
-    assert screen.proc.wait(60) == 0
+    assert exit_code(screen, 60) == 0
+
+
+def exit_code(screen: PtyScreen, timeout: float) -> int:
+    """The view's exit code; if it has not ended within ``timeout``, the failure shows where
+    each of its threads was (faulthandler's dump on SIGABRT, read off the terminal)."""
+    try:
+        return screen.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        screen.proc.send_signal(signal.SIGABRT)
+        try:
+            screen.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        screen._thread.join(10)   # the reader ends with the terminal, its last bytes read
+        tail = bytes(screen.raw[-6000:]).decode("utf-8", "replace")
+        pytest.fail(f"the view did not end within {timeout} s of SIGINT; its threads:\n{tail}")
 
 
 def test_live_view_needs_a_terminal(engine):
