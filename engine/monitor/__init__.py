@@ -9,6 +9,7 @@ as JSON lines instead.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ def command(args) -> int:
     from engine.urls import redact
     app = load_app(args.app or "")
     probe(app.broker_url, transport_options=app.conf.get("broker_transport_options"))
+    # Ctrl-C leaves, even when we were started with SIGINT ignored (a shell without job
+    # control does that to what it runs in the background; Python then keeps it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.dump:
             dump(app, since=args.since)

@@ -225,3 +225,20 @@ def test_a_lost_broker_is_shown_and_the_monitor_carries_on(env, tmp_path):
         if screen is not None:
             screen.close()
         server.stop()
+
+
+def test_ctrl_c_leaves_even_when_started_with_sigint_ignored(env):
+    # Given the view started as a shell without job control starts a background job:
+    # SIGINT ignored, which exec keeps (and Python would keep)
+    ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'engine', 'events', '-A', "
+                "'tests.apps.basic'])")
+    screen = PtyScreen([sys.executable, "-c", ignoring], dict(env, PYTHONFAULTHANDLER="1"),
+                       rows=24, columns=80, cwd=ROOT)
+    try:
+        screen.showing(r"tasks/s", message="the view")
+        # When Ctrl-C comes, Then it leaves cleanly all the same
+        screen.proc.send_signal(signal.SIGINT)
+        assert exit_code(screen, 60) == 0
+    finally:
+        screen.close()
