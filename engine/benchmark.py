@@ -323,7 +323,10 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
         out["tasks_per_s"] = round(n / (last - first), 1) if last > first else None
         out["tasks_per_s_from_start"] = round(n / (last - worker.started_at), 1)
         out["duration_s"] = round(last - first, 4)
-        out["failed"] = collector.failed if events else depth.dead
+        if events:
+            out["failed"] = collector.failed
+        else:   # a failure is acked like a success: only what was dead-lettered shows
+            out["failed"], out["dead_lettered"] = None, depth.dead
         out["worker"] = {
             "pid": worker.pid, "processes": sampler.nprocs,
             "cpu_s": round(cpu_run, 3),
