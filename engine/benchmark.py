@@ -259,7 +259,7 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
 
         # 2. the worker drains the backlog
         collector = EventCollector(redis.Redis.from_url(url), app.broker.keys.events,
-                                   monitor=FleetState())
+                                   monitor=FleetState() if events else None)
         collector.start()
         worker = start_worker(url, prefix, pool, concurrency, extra=list(worker_extra or [])
                               + (["--processes", str(processes)] if processes > 1 else [])
@@ -341,34 +341,12 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
 
         if events:
             out["monitor_events"] = collector.monitor_events
-        else:   # 3. latency needs the completion events
-            out["latency_ms"] = None
-            out["worker"]["rss_end_mib"] = round(sampler.rss / 2**20, 1)
-            out["machine"] = machine()
-            return out
-
-        # 3. latency: paced single sends on the idle, warm worker
-        rate = out["tasks_per_s"] or out["tasks_per_s_from_start"]
-        interval = max(0.001, 2.0 / rate)
-        samples = max(1, min(latency_samples, n, int(5.0 / interval)))
-        sent_at: dict[str, float] = {}
-        next_at = time.perf_counter()
-        for _ in range(samples):
-            now = time.perf_counter()
-            if next_at > now:
-                time.sleep(next_at - now)
-            next_at += interval
-            t = time.time()
-            sent_at[delay(*args).id] = t
-        deadline = time.monotonic() + STALL_TIMEOUT
-        while not all(i in collector.done for i in sent_at):
-            if time.monotonic() > deadline or not worker.alive():
-                raise RuntimeError("latency tasks did not finish; worker log:\n" + worker.tail())
-            time.sleep(0.02)
-        lat = sorted(1000.0 * (collector.done[i] - t) for i, t in sent_at.items())
-        out["latency_ms"] = {"p50": round(percentile(lat, 50), 3), "p90": round(percentile(lat, 90), 3),
-                             "p99": round(percentile(lat, 99), 3), "max": round(lat[-1], 3),
-                             "samples": len(lat), "send_interval_ms": round(1000 * interval, 3)}
+            # 3. latency: paced single sends on the idle, warm worker
+            out["latency_ms"] = _latency(delay, args, out["tasks_per_s"]
+                                         or out["tasks_per_s_from_start"],
+                                         min(latency_samples, n), collector, worker)
+        else:
+            out["latency_ms"] = None     # it needs the completion events
         if tracing:   # proof that the worker's runs were recorded by an SDK provider
             state = bench_tasks.tracing_state.delay().get(timeout=STALL_TIMEOUT)
             if not state.get("recording"):
@@ -396,6 +374,32 @@ def run(*, pool: str = "prefork", concurrency: int | None = None, n: int | None 
             app.close()
         if worker is not None:
             worker.remove_log()
+
+
+def _latency(delay: Any, args: tuple, rate: float, most: int, collector: EventCollector,
+             worker: Worker) -> dict[str, Any]:
+    """Enqueue-to-completion times of single sends paced at twice the drain's pace (at
+    most ``most`` of them, five seconds' worth), from the collector's completion events."""
+    interval = max(0.001, 2.0 / rate)
+    samples = max(1, min(most, int(5.0 / interval)))
+    sent_at: dict[str, float] = {}
+    next_at = time.perf_counter()
+    for _ in range(samples):
+        now = time.perf_counter()
+        if next_at > now:
+            time.sleep(next_at - now)
+        next_at += interval
+        t = time.time()
+        sent_at[delay(*args).id] = t
+    deadline = time.monotonic() + STALL_TIMEOUT
+    while not all(i in collector.done for i in sent_at):
+        if time.monotonic() > deadline or not worker.alive():
+            raise RuntimeError("latency tasks did not finish; worker log:\n" + worker.tail())
+        time.sleep(0.02)
+    lat = sorted(1000.0 * (collector.done[i] - t) for i, t in sent_at.items())
+    return {"p50": round(percentile(lat, 50), 3), "p90": round(percentile(lat, 90), 3),
+            "p99": round(percentile(lat, 99), 3), "max": round(lat[-1], 3),
+            "samples": len(lat), "send_interval_ms": round(1000 * interval, 3)}
 
 
 class _DepthWatch:

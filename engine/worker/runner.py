@@ -79,7 +79,7 @@ class TaskRunner:
     def __init__(self, app: "Engine", hostname: str) -> None:
         self.app = app
         self.hostname = hostname
-        self._async: dict[str, tuple[Any, bool]] = {}   # name -> (task, is it async def)
+        self._async: dict[Any, bool] = {}   # task -> is it an async def
 
     def load(self, body: bytes) -> Job:
         return message.load_job(body)
@@ -132,11 +132,10 @@ class TaskRunner:
         task = self.app.tasks.get(job.task)
         if task is None:
             return None
-        known = self._async.get(job.task)
-        if known is None or known[0] is not task:     # first sight (or re-registered)
-            known = self._async[job.task] = (
-                task, inspect.iscoroutinefunction(getattr(task, "fn", None)))
-        return self._execute_async(job, task) if known[1] else None
+        is_async = self._async.get(task)
+        if is_async is None:
+            is_async = self._async[task] = inspect.iscoroutinefunction(getattr(task, "fn", None))
+        return self._execute_async(job, task) if is_async else None
 
     async def _execute_async(self, job: Job, task: "Task") -> Outcome:
         start = time.perf_counter()
