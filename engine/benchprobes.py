@@ -97,8 +97,9 @@ class EventCollector(threading.Thread):
     id (``task-succeeded`` / ``task-failed``) and whether a worker is online."""
 
     def __init__(self, client: redis.Redis, stream: str, *, monitor: Any = None) -> None:
-        """``monitor``: an object with ``on_event(event)`` (``engine monitor``'s
-        ``FleetState``) that every event is also handed to, as a monitor reads them."""
+        """``monitor``: an object with ``on_entry(fields)`` (``engine monitor``'s
+        ``FleetState``) that every stream entry is also handed to, as a monitor reads
+        them; it returns how many events it folded."""
         super().__init__(daemon=True, name="bench-events")
         self.monitor = monitor
         self.monitor_events = 0
@@ -113,29 +114,28 @@ class EventCollector(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from engine.events import unpack
+        from engine.events import entries
         last, monitor = "0-0", self.monitor
+        done = self.done
         try:
             while not self._halt.is_set():
                 response = self.client.xread({self.stream: last}, count=1000, block=100)
-                for _, entries in response or ():
-                    for entry_id, fields in entries:
+                for _, stream_entries in response or ():
+                    for entry_id, fields in stream_entries:
                         last = entry_id
-                        for event in unpack(fields):
-                            if monitor is not None:
-                                monitor.on_event(event)
-                                self.monitor_events += 1
-                            kind = event.get("type")
+                        if monitor is not None:
+                            self.monitor_events += monitor.on_entry(fields)
+                        for kind, ts, _, job_id, _, extra in entries(fields):
                             if kind == "task-succeeded":
-                                self.done[event["id"]] = event["ts"]
+                                done[job_id] = ts
                             elif kind == "task-failed":
-                                self.done[event["id"]] = event["ts"]
+                                done[job_id] = ts
                                 self.failed += 1
                             elif kind == "task-received":
                                 if self.first_received is None:
-                                    self.first_received = event["ts"]
+                                    self.first_received = ts
                             elif kind == "worker-online":
-                                self.online_pids.append(event.get("pid", 0))
+                                self.online_pids.append((extra or {}).get("pid", 0))
                                 self.online.set()
         except BaseException as exc:   # reported by the main thread
             self.error = exc

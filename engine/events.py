@@ -1,12 +1,21 @@
 """Events: what workers tell the monitor, batched into a capped Redis stream.
 
 Stream ``P:events``: one entry per flush of a worker, field ``b`` holding msgpack, so that a
-busy worker pays one XADD per batch, not per event. A batch is either a map ``{"w": worker,
-"e": [[type, ts, id, task, extra], ...]}`` (compact: the worker once, no repeated keys) or
-an array of event maps (the heartbeat thread's single events). ``unpack`` turns both into
-event maps: ``type``, ``ts``, ``worker``, and for task events ``id`` and ``task``.
-``task-received`` carries ``args`` and ``kwargs`` as ``repr`` text of ARGS_LIMIT characters
-at most (``docs/wire.md``).
+busy worker pays one XADD per batch, not per event. A batch is either a map or an array of
+event maps (the heartbeat thread's single events). The map is compact (the worker once, no
+repeated keys)::
+
+    {"w": worker,
+     "e": [[type, ts, id, task, extra], ...],            # one event each
+     "t": [[id, task, queue, retries, m, received, started, succeeded, runtime], ...]}
+
+A ``t`` item is a whole short life: a task received, started (``started`` is nil when no
+start was seen) and succeeded within one flush, its three events in one flat row; ``m`` is
+the message (nil for one above PLAIN_REPR_BODY bytes, whose received event is an ``e`` item).
+``unpack`` turns every form into event maps, all of a batch in the order they happened:
+``type``, ``ts``, ``worker``, and for task events ``id`` and ``task``. ``task-received``
+carries ``args`` and ``kwargs`` as ``repr`` text of ARGS_LIMIT characters at most
+(``docs/wire.md``).
 """
 
 from __future__ import annotations
@@ -94,10 +103,14 @@ def _packable(value: Any) -> Any:
 class EventBuffer:
     """Collects events between flushes; ``enabled=False`` makes every call free.
 
-    Called on the supervisor's loop only (not thread-safe): an event costs a tuple here
-    and its share of one msgpack call and one XADD. ``flush`` writes only once the oldest
-    pending event is FLUSH_DELAY old or FLUSH_MAX are pending, so a busy worker adds one
-    XADD per FLUSH_DELAY rather than one per result write; ``flush(force=True)`` at exit."""
+    Called on the supervisor's loop only (not thread-safe). ``flush`` writes only once the
+    oldest pending event is FLUSH_DELAY old or FLUSH_MAX are pending, so a busy worker adds
+    one XADD per FLUSH_DELAY rather than one per result write; ``flush(force=True)`` at exit.
+
+    A received task is held open as one row (a list) until its end: its start writes a
+    time into the row, its success closes it into the batch's ``t`` rows, one flat msgpack
+    array for three events. Any other end, or a flush while it is still open, writes the
+    row out as separate events instead: nothing waits longer than it did as events."""
 
     def __init__(self, stream: str, worker: str, *, enabled: bool = True,
                  maxlen: int = 10000) -> None:
@@ -106,49 +119,107 @@ class EventBuffer:
         self.enabled = enabled
         self.maxlen = maxlen
         self._pending: list[tuple] = []
+        #: task id -> [id, task, queue, retries, m, received, started] of a task received
+        #: since the last flush and not ended yet
+        self._open: dict[str, list] = {}
+        self._lives: list[list] = []          # the rows closed by a success
         self._since = 0.0     # monotonic time of the oldest pending event
 
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._open) + len(self._lives)
+
     def task(self, kind: str, job_id: str, task: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        row = self._open.get(job_id)
+        if row is not None:
+            if kind == "task-started" and row[6] is None:
+                row[6] = time.time()
+                return
+            del self._open[job_id]
+            if kind == "task-succeeded":
+                row += (time.time(), fields.get("runtime"))
+                self._lives.append(row)
+                return
+            self._spill(row)   # another end (or a second start): the row's events first
+        if not self:
+            self._since = time.monotonic()
+        self._pending.append((kind, time.time(), job_id, task, fields or None))
+
+    def started(self, job_id: str, task: str) -> None:
+        """``task-started``: ``task("task-started", ...)`` without its general path."""
         if self.enabled:
-            if not self._pending:
-                self._since = time.monotonic()
-            self._pending.append((kind, time.time(), job_id, task, fields or None))
+            row = self._open.get(job_id)
+            if row is not None and row[6] is None:
+                row[6] = time.time()
+            else:
+                self.task("task-started", job_id, task)
+
+    def succeeded(self, job_id: str, task: str, runtime: float) -> None:
+        """``task-succeeded`` with its ``runtime``, closing the task's row when open."""
+        if self.enabled:
+            row = self._open.pop(job_id, None)
+            if row is not None:
+                row += (time.time(), runtime)
+                self._lives.append(row)
+            else:
+                self.task("task-succeeded", job_id, task, runtime=runtime)
 
     def received(self, job: Any, queue: str) -> None:
         """``task-received`` of ``job`` from ``queue``: ``queue``, ``retries``, and ``args``
         and ``kwargs`` as capped text (made by ``pack``)."""
-        if self.enabled:
-            if not self._pending:
-                self._since = time.monotonic()
-            body = job.body
-            extra = {"queue": queue, "retries": job.retries, "m": body} \
-                if 0 < len(body) <= PLAIN_REPR_BODY else _Received(job, queue)
-            self._pending.append(("task-received", time.time(), job.id, job.task, extra))
+        if not self.enabled:
+            return
+        if not self:
+            self._since = time.monotonic()
+        body = job.body
+        if 0 < len(body) <= PLAIN_REPR_BODY:
+            earlier = self._open.get(job.id)
+            if earlier is not None:    # a second copy of a task still open: the first as is
+                self._spill(earlier)
+            self._open[job.id] = [job.id, job.task, queue, job.retries, body, time.time(),
+                                  None]
+        else:
+            self._pending.append(("task-received", time.time(), job.id, job.task,
+                                  _Received(job, queue)))
+
+    def _spill(self, row: list) -> None:
+        """An open row as the separate events it stands for."""
+        job_id, task, queue, retries, body, received, started = row[:7]
+        self._pending.append(("task-received", received, job_id, task,
+                              {"queue": queue, "retries": retries, "m": body}))
+        if started is not None:
+            self._pending.append(("task-started", started, job_id, task, None))
 
     def due(self) -> bool:
         """Whether ``take`` would hand over a batch now."""
-        pending = self._pending
-        return bool(pending) and (len(pending) >= FLUSH_MAX
-                                  or time.monotonic() - self._since >= FLUSH_DELAY)
+        count = len(self._pending) + len(self._open) + len(self._lives)
+        return bool(count) and (count >= FLUSH_MAX
+                                or time.monotonic() - self._since >= FLUSH_DELAY)
 
-    def take(self, *, force: bool = False, packed: bool = True) -> bytes | list | None:
+    def take(self, *, force: bool = False, packed: bool = True) -> bytes | tuple | None:
         """The batch of everything pending when due (or ``force``), else None: packed, or
-        (``packed=False``) the list for ``pack`` to pack later on another thread (the
-        supervisor's writer does, off its loop)."""
-        pending = self._pending
-        if not pending or not (force or self.due()):
+        (``packed=False``) as it is for ``pack`` to pack later on another thread (the
+        supervisor's writer does, off its loop). Open rows go out as their events."""
+        if not (force or self.due()) or not self:
             return None
-        self._pending = []
-        return self.pack(pending) if packed else pending
+        for row in self._open.values():
+            self._spill(row)
+        batch = (self._pending, self._lives)
+        self._pending, self._open, self._lives = [], {}, []
+        return self.pack(batch) if packed else batch
 
-    def pack(self, events: list) -> bytes:
-        return msgpack.packb({"w": self.worker, "e": events}, use_bin_type=True,
-                             default=_packable)
+    def pack(self, batch: tuple) -> bytes:
+        events, lives = batch
+        out: dict[str, Any] = {"w": self.worker, "e": events}
+        if lives:
+            out["t"] = lives
+        return msgpack.packb(out, use_bin_type=True, default=_packable)
 
     def flush(self, pipe, *, force: bool = False) -> int:
         """Add one XADD for everything pending to ``pipe`` when due (or ``force``);
-        returns how many events."""
-        count = len(self._pending)
+        returns how many entries (events and short lives)."""
+        count = len(self)
         payload = self.take(force=force)
         if payload is None:
             return 0
@@ -156,27 +227,86 @@ class EventBuffer:
         return count
 
 
-def unpack(fields: dict) -> list[dict[str, Any]]:
-    """The events of one stream entry, as maps, in the order they happened."""
+def _decoded(fields: dict) -> Any:
     raw = fields.get(b"b") or fields.get("b")
-    if not raw:
+    return msgpack.unpackb(raw, raw=False) if raw else None
+
+
+def _compact(batch: dict) -> Iterator[tuple]:
+    """``(type, ts, worker, id, task, extra)`` of each event of a compact batch: its ``e``
+    items in order, then its ``t`` rows' events, each row's in order."""
+    worker = batch.get("w")
+    for kind, ts, job_id, task, extra in batch.get("e") or ():
+        yield kind, ts, worker, job_id, task, extra
+    for job_id, task, queue, retries, body, received, started, ended, runtime in \
+            batch.get("t") or ():
+        yield ("task-received", received, worker, job_id, task,
+               {"queue": queue, "retries": retries, "m": body})
+        if started is not None:
+            yield "task-started", started, worker, job_id, task, None
+        yield "task-succeeded", ended, worker, job_id, task, {"runtime": runtime}
+
+
+def entries(fields: dict) -> list[tuple]:
+    """The events of one stream entry as flat tuples ``(type, ts, worker, id, task, extra)``
+    in the order they happened, without making a map of each: for readers that fold many
+    events (the monitor). ``extra`` holds the event's other fields, or is None; for a batch
+    of event maps (the heartbeat thread's) it is the event map itself."""
+    batch = _decoded(fields)
+    if not batch:
         return []
-    batch = msgpack.unpackb(raw, raw=False)
+    if isinstance(batch, list):
+        return [(e.get("type"), e.get("ts"), e.get("worker"), e.get("id"), e.get("task"), e)
+                for e in batch if isinstance(e, dict)]
+    flat = list(_compact(batch))
+    flat.sort(key=_second)   # rows and single events interleave in time
+    return flat
+
+
+def unpack(fields: dict, *, arguments: bool = True) -> list[dict[str, Any]]:
+    """The events of one stream entry, as maps, in the order they happened.
+    ``arguments=False`` leaves a small message's received event its ``m`` (the message
+    bytes) instead of ``args``/``kwargs`` text, for readers that show the arguments of few
+    tasks: ``arguments(event)`` makes the text when it is wanted."""
+    batch = _decoded(fields)
+    if not batch:
+        return []
     if isinstance(batch, list):
         return batch
-    worker = batch.get("w")
     events = []
-    for kind, ts, job_id, task, extra in batch.get("e") or ():
+    append = events.append
+    for kind, ts, worker, job_id, task, extra in _compact(batch):
         event = {"type": kind, "ts": ts, "worker": worker}
         if job_id is not None:
             event["id"] = job_id
             event["task"] = task
         if extra:
             event.update(extra)
-            if "m" in extra:
+            if arguments and "m" in extra:
                 _show_arguments(event)
-        events.append(event)
+        append(event)
+    events.sort(key=_ts)   # rows and single events interleave in time
     return events
+
+
+def _second(item: tuple) -> float:
+    return item[1]
+
+
+def _ts(event: dict[str, Any]) -> float:
+    return event["ts"]
+
+
+def arguments(event: dict[str, Any]) -> tuple[str, str] | None:
+    """(args, kwargs) text of a received event, from its text or from its ``m`` (what
+    ``unpack(..., arguments=False)`` leaves); None when it carries neither."""
+    if "m" in event:
+        shown_event = {"m": event["m"]}
+        _show_arguments(shown_event)
+        return shown_event["args"], shown_event["kwargs"]
+    if isinstance(event.get("args"), str):
+        return event["args"], str(event.get("kwargs", ""))
+    return None
 
 
 def read(client, stream: str, *, last_id: str = "$", block_ms: int | None = 1000,

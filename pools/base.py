@@ -55,6 +55,9 @@ class Outcome:
     retry_at: float | None = None   #: RETRY: unix time to run again
     requeue: bool = False           #: REJECTED: put back on the queue instead of dead-lettering
     stored: bool = False            #: SUCCESS: the pool had ``Runner.store`` store the result
+    #: the job's start was never reported with ``on_start``: this outcome stands for the
+    #: start as well (a pool that learns of a start and the end at once may say both so)
+    began: bool = False
 
     @classmethod
     def from_exception(cls, job_id: str, exc: BaseException, *, runtime: float = 0.0,
@@ -166,7 +169,8 @@ class Pool:
 
     * exactly one Outcome per submitted job, through ``on_outcome``, from any thread;
       a job handed back by ``stop`` gets none;
-    * ``on_start(job_id)`` when a job really begins (limits count from there);
+    * ``on_start(job_id)`` when a job really begins (limits count from there), or, for a
+      job whose start it learns of together with its end, ``Outcome.began`` set instead;
     * none of its methods blocks for long, except ``stop`` and ``terminate``.
 
     A pool that breaks these loses or duplicates tasks: ``pools.testing`` checks them.

@@ -45,6 +45,7 @@ STATE_OF = {"task-received": "reserved", "task-started": "active",
             "task-succeeded": "succeeded", "task-failed": "failed", "task-retried": "retry",
             "task-revoked": "revoked"}
 IN_FLIGHT = ("reserved", "active")
+_NO_FIELDS: dict[str, Any] = {}
 
 
 class FleetState:
@@ -68,47 +69,97 @@ class FleetState:
 
     # -- events ------------------------------------------------------------------------
     def on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type", "?")
-        self.counts[kind] += 1
-        ts = float(event.get("ts") or time.time())
-        self.last_event = ts
-        if kind in ("task-succeeded", "task-failed"):
-            self.finished.append(ts)
-        if kind in STATE_OF and event.get("id"):
-            self._fold(kind, ts, event)
-        elif kind == "worker-offline":
-            self.offline[event.get("worker", "?")] = ts
-        elif kind == "worker-online":
-            self.offline.pop(event.get("worker", "?"), None)
+        """Fold one event map (``engine.events.unpack``)."""
+        self._one(event.get("type", "?"), event.get("ts"), event.get("worker"),
+                  event.get("id"), event.get("task"), event)
 
-    def _fold(self, kind: str, ts: float, event: dict[str, Any]) -> None:
-        task_id = str(event["id"])
-        record = self.tasks.get(task_id)
+    def on_entry(self, fields: dict) -> int:
+        """Fold every event of one stream entry (``engine.events.entries``: no map made of
+        each); returns how many. The same as ``on_event`` of each of ``unpack(fields)``."""
+        seen = 0
+        one = self._one
+        for kind, ts, worker, job_id, task, extra in _events.entries(fields):
+            one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
+            seen += 1
+        return seen
+
+    def _one(self, kind: str, ts: Any, worker: Any, task_id: Any, name: Any,
+             fields: dict[str, Any]) -> None:
+        self.counts[kind] += 1
+        ts = float(ts or time.time())
+        if self.last_event is None or ts > self.last_event:
+            self.last_event = ts
+        if kind == "task-succeeded" or kind == "task-failed":
+            self.finished.append(ts)
+        if task_id and kind in STATE_OF:
+            self._fold(kind, ts, task_id, name, worker, fields)
+        elif kind == "worker-offline":
+            self.offline[worker or "?"] = ts
+        elif kind == "worker-online":
+            self.offline.pop(worker or "?", None)
+
+    def _fold(self, kind: str, ts: float, task_id: Any, name: Any, worker: Any,
+              fields: dict[str, Any]) -> None:
+        # on the event reader's thread, for every task event of the fleet: kept to a few
+        # dict operations (the common events carry only their own fields)
+        if type(task_id) is not str:
+            task_id = str(task_id)
+        tasks = self.tasks
+        record = tasks.get(task_id)
         if record is None:
-            record = self.tasks[task_id] = {"id": task_id, "received": ts, "retries": 0}
-            while len(self.tasks) > self.max_tasks:
-                self.tasks.popitem(last=False)
-        record["name"] = str(event.get("task") or record.get("name") or "?")
+            record = tasks[task_id] = {"id": task_id, "received": ts, "retries": 0,
+                                       "name": "?", "worker": "?"}
+            if len(tasks) > self.max_tasks:
+                tasks.popitem(last=False)
+        if name:
+            record["name"] = str(name)
+        if worker:
+            record["worker"] = str(worker)
         record["state"] = STATE_OF[kind]
-        record["worker"] = str(event.get("worker") or record.get("worker") or "?")
         record["at"] = ts
+        if kind == "task-started":
+            record["started"] = ts
+            return
+        get = fields.get
+        if kind == "task-succeeded":
+            record["ended"] = ts
+            runtime = get("runtime")
+            if runtime is not None:
+                record["runtime"] = runtime
+            record.pop("exception", None)
+            record.pop("message", None)
+            return
         for field in ("queue", "retries", "runtime", "exception", "message"):
-            if event.get(field) is not None:
-                record[field] = event[field]
-        if isinstance(event.get("args"), str):   # the received event's text (events.unpack)
-            record["args"], record["kwargs"] = event["args"], str(event.get("kwargs", ""))
+            value = get(field)
+            if value is not None:
+                record[field] = value
         if kind == "task-received":
             record.pop("started", None)
             record.pop("ended", None)
-        elif kind == "task-started":
-            record["started"] = ts
-        elif kind in ("task-succeeded", "task-failed", "task-revoked"):
+            if "m" in fields:      # the message itself (events.unpack(arguments=False))
+                record["m"] = fields["m"]
+                record.pop("args", None)
+            elif isinstance(get("args"), str):   # text made by the worker
+                record["args"], record["kwargs"] = fields["args"], str(get("kwargs", ""))
+                record.pop("m", None)
+        elif kind in ("task-failed", "task-revoked"):
             record["ended"] = ts
-        if kind == "task-succeeded":
-            record.pop("exception", None)
-            record.pop("message", None)
-        elif kind == "task-revoked" and event.get("reason"):
-            record["message"] = str(event["reason"])
+            if kind == "task-revoked" and get("reason"):
+                record["message"] = str(fields["reason"])
+
+    def arguments(self, task_id: str) -> tuple[str, str] | None:
+        """(args, kwargs) text of a listed task, when known: from its received event (the
+        message, shown now) or asked of its worker (``poll_arguments``)."""
+        record = self.tasks.get(task_id)
+        if record is None:
+            return None
+        if "args" not in record and "m" in record:
+            shown = _events.arguments({"m": record.pop("m")})
+            if shown is not None:
+                record["args"], record["kwargs"] = shown
+        if "args" in record:
+            return record["args"], record["kwargs"]
+        return None
 
     def task_ids(self) -> list[str]:
         """Task ids, newest first: the order of the task list."""
@@ -157,7 +208,8 @@ class FleetState:
     def wants_arguments(self, task_id: str | None) -> bool:
         """Whether the task (the one selected) is in flight with its arguments unknown."""
         record = self.tasks.get(task_id) if task_id else None
-        return record is not None and record["state"] in IN_FLIGHT and "args" not in record
+        return (record is not None and record["state"] in IN_FLIGHT and "args" not in record
+                and "m" not in record)
 
     def poll_arguments(self, app: "Engine", timeout: float = ARGS_TIMEOUT) -> None:
         """Ask the workers which tasks they hold (with their arguments) and remember them."""
@@ -188,8 +240,7 @@ class EventFeed:
         recent = self.reader.xrevrange(self.stream, count=entries)
         with state.lock:
             for _, fields in reversed(recent):
-                for event in _events.unpack(fields):
-                    state.on_event(event)
+                state.on_entry(fields)
             state.counts.clear()
             state.finished.clear()
         self.last_id = _s(recent[0][0]) if recent else "0"
@@ -202,9 +253,7 @@ class EventFeed:
             for _, entries in response or []:
                 for entry_id, fields in entries:
                     self.last_id = _s(entry_id)
-                    for event in _events.unpack(fields):
-                        state.on_event(event)
-                        seen += 1
+                    seen += state.on_entry(fields)
         return seen
 
 

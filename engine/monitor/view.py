@@ -53,6 +53,8 @@ def render(state: FleetState, selection: Selection, width: int, height: int, tit
     q_rows = _queue_rows(state)
     ids = state.task_ids()
     selected = selection.selected(ids)
+    if selected:
+        state.arguments(selected)   # the selected task's arguments as text, made now
     details = _details(state.tasks.get(selected) if selected else None, now)
 
     # rows: 6 fixed (title bar, three table headers, throughput, details rule), then the

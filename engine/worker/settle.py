@@ -83,7 +83,7 @@ class Settler:
                 self.ledger.record(job.id, encode_record(
                     SUCCESS, outcome.result, retries=job.retries, task=job.task,
                     worker=self.worker, runtime=outcome.runtime))
-            self.events.task("task-succeeded", job.id, job.task, runtime=outcome.runtime)
+            self.events.succeeded(job.id, job.task, outcome.runtime)
         elif state == RETRY:
             self._retry(delivery, outcome)
         elif state == REJECTED:

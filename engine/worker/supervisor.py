@@ -13,6 +13,7 @@ Helper threads fetch (one per lane), write (``writer``) and keep the worker's pr
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import queue
@@ -189,6 +190,9 @@ class Supervisor:
                 from engine.beat import Beat   # only with -B
                 self._beat = Beat(self.app)
                 self._beat.start_thread()
+        # what start-up built (modules, the app, the lanes) lives as long as the worker: out
+        # of the collector's sight, a full collection no longer walks it (a few µs a task)
+        gc.freeze()
         if on_ready is not None:
             on_ready(self)
         log.info("worker %s ready: %s", self.name, "; ".join(
@@ -271,10 +275,15 @@ class Supervisor:
         if delivery.revoked:   # revoke(terminate=True) came before it started
             delivery.lane.end(delivery.job.id)
             return
+        self._began(delivery)
+
+    def _began(self, delivery: Delivery) -> None:
+        """What a start owes: the job's clocks, its event, its STARTED status."""
+        job_id = delivery.job.id
         if delivery.soft is not None or delivery.hard is not None:
             self.deadlines.add(job_id, soft=delivery.soft, hard=delivery.hard,
                                start=delivery.started)
-        self.events.task("task-started", job_id, delivery.job.task)
+        self.events.started(job_id, delivery.job.task)
         if self._track_started and not delivery.job.ignore_result:
             job = delivery.job
             self.ledger.status(job_id, encode_record(STARTED, task=job.task, worker=self.name,
@@ -284,6 +293,12 @@ class Supervisor:
         delivery = self.inflight.pop(outcome.job_id, None)
         if delivery is None:
             return   # a late outcome of a job already reported (a pool broke its promise)
+        if outcome.began and delivery.started is None:
+            # its start came with its end (Outcome.began): what the start owes (its clocks
+            # are cancelled at once, below)
+            delivery.started = limits.now()
+            if not delivery.revoked:
+                self._began(delivery)
         self.deadlines.cancel(outcome.job_id)
         lane = delivery.lane
         if self.settler.settle(delivery, outcome):

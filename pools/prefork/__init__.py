@@ -39,6 +39,9 @@ KILL_REAP_WAIT = 1.0
 READER_IDLE = 0.2
 #: seconds the reader lets completions gather before reading them, when busy
 COALESCE = 0.0005
+#: seconds between two reads of the children's status words for the starts they did not
+#: post (jobs without a time limit post none: their start is read here, or rides with the end)
+START_SCAN = 0.005
 #: longest pause before replacing children that keep dying before their first task (a
 #: broken import_in_child app): doubles from 0.1 s, so a bad deploy cannot fork-bomb
 MAX_RESPAWN_BACKOFF = 5.0
@@ -85,6 +88,7 @@ class PreforkPool(Pool):
         self._stats = {"recycled": 0, "replaced": 0, "killed": 0, "lost": 0}
         self._backoff = 0.0
         self._respawn_at = 0.0
+        self._next_scan = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +164,7 @@ class PreforkPool(Pool):
         if entry is not None and entry.child < 0:
             with self._lock:          # its start record may still be unread
                 self._drain_locked()
+                self._scan_starts()
         if entry is None or entry.child < 0 or seq not in self._jobs:
             return
         kid = self._children.get(entry.child)
@@ -177,6 +182,7 @@ class PreforkPool(Pool):
         while victim is None:
             with self._lock:
                 self._drain_locked()
+                self._scan_starts()
                 entry = self._jobs.get(seq)
                 if entry is None:
                     return                 # it ended first: its own outcome stands
@@ -248,6 +254,11 @@ class PreforkPool(Pool):
             signal_pid(kid.pid, signal.SIGKILL)
         for kid in list(self._children.values()):
             waitpid(kid.pid, block=True)
+            ob = kid.outbox
+            if ob.phase == shm.RUNNING:   # started (posted or not): not "never started"
+                entry = self._jobs.get(ob.seq)
+                if entry is not None and entry.child < 0:
+                    entry.child = kid.index
             self._forget(kid)
         self._stop_reader()
     def grow(self, n: int) -> None:
@@ -334,6 +345,10 @@ class PreforkPool(Pool):
             phase, reason = ob.phase, ob.reason
             if phase in (shm.CLAIMING, shm.OWNS):
                 self._settle_claim(kid, ob.slot)
+            elif phase == shm.RUNNING:     # a start it posted no record of
+                entry = self._jobs.get(ob.seq)
+                if entry is not None and entry.child < 0:
+                    entry.child = kid.index
             for seq, entry in list(self._jobs.items()):
                 if entry.child == kid.index:        # started here and never finished
                     if kid.killed:               # collateral of our kill: run it again
@@ -427,7 +442,23 @@ class PreforkPool(Pool):
                     got += len(records)
                     self._handle(index, records)
             if not got:
+                if len(self._jobs) and time.monotonic() >= self._next_scan:
+                    self._scan_starts()
                 return
+
+    def _scan_starts(self) -> None:
+        """Starts the children did not post (``child._loop``): a child whose status says
+        RUNNING a job we hold runs it. The caller holds ``_lock``."""
+        self._next_scan = time.monotonic() + START_SCAN
+        jobs, silent = self._jobs, self._silent
+        for index, box in self._outboxes:
+            if box.phase == shm.RUNNING:
+                entry = jobs.get(box.seq)
+                if entry is not None and entry.child < 0:
+                    entry.child = index
+                    if not entry.start_reported and not silent:
+                        entry.start_reported = True
+                        self.on_start(entry.job_id)
 
     def _handle(self, index: int, records) -> None:
         jobs, silent = self._jobs, self._silent
@@ -446,16 +477,17 @@ class PreforkPool(Pool):
                 entry = jobs.get(seq)
                 if entry is None:
                     continue           # killed, or already reported: exactly one outcome
-                if not entry.start_reported and not silent:   # its start came in this batch
-                    entry.start_reported = True
-                    self.on_start(entry.job_id)
                 fields[0] = entry.job_id
+                entry.child = index
                 self._finish(seq, Outcome(*fields))
 
     def _finish(self, seq: int, outcome: Outcome) -> None:
         entry = self._jobs.pop(seq, None)
         if entry is None:
             return
+        if entry.child >= 0 and not entry.start_reported:   # its start, told with its end
+            entry.start_reported = True
+            outcome.began = True
         self._by_id.pop(entry.job_id, None)
         self._table.release(entry.slot)
         self._free.append(entry.slot)

@@ -127,12 +127,14 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
         except BaseException as exc:
             job = None
             outcome = Outcome.from_exception("", exc)
-        put_started(seq)
         # the supervisor's mark, not the body: limits from the task, the lane or the worker
-        # are on the Job it submitted, never in the message (a failed load wakes it too)
-        if notify_start or job is None or EAGER_STARTS:
-            release_done()   # its clock starts now; otherwise the start rides with the end
+        # are on the Job it submitted, never in the message (a failed load wakes it too).
+        # Other starts are no record at all: the supervisor reads them from our status
+        # words (set_running) now and then, or learns of them with the end
         set_running(seq)
+        if notify_start or job is None or EAGER_STARTS:
+            put_started(seq)
+            release_done()   # its clock starts now
         try:
             if job is None:
                 raise _LoadFailed

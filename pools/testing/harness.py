@@ -60,6 +60,11 @@ class Harness:
                 return
             seen = self.outcomes.setdefault(outcome.job_id, [])
             seen.append(outcome)
+            if outcome.began:    # its start, told with its end
+                if outcome.job_id in self.started:
+                    self.violations.append(f"began set for {outcome.job_id}, whose start "
+                                           f"on_start had reported")
+                self.started[outcome.job_id] = time.monotonic()
             if outcome.job_id not in self.submitted:
                 self.violations.append(f"outcome for a job never submitted: {outcome.job_id}")
             elif len(seen) > 1:

@@ -152,6 +152,8 @@ class Driver:
     def _on_outcome(self, outcome):
         with self.cond:
             self.outcomes.setdefault(outcome.job_id, []).append(outcome)
+            if outcome.began:      # its start, told with its end (Outcome.began)
+                self.started.append(outcome.job_id)
             self.cond.notify_all()
 
     def _on_start(self, job_id):
@@ -409,10 +411,10 @@ def test_a_job_with_a_limit_on_its_job_wakes_the_supervisor_when_it_starts(polle
 
 
 def test_a_job_without_limits_starts_without_waking_the_supervisor(polled):
-    """The hot path stays as cheap as it was: the start of a job with no limit posts nothing
-    (no system call, no wake-up); its start record waits in the outbox for the next read.
-    The child posts before it runs the task, so once the task made its marker, a post would
-    already be there."""
+    """The hot path stays cheap: the start of a job with no limit posts nothing (no record,
+    no system call, no wake-up); the pool reads it from the child's status words. The
+    child would post before it runs the task, so once the task made its marker, a post
+    would already be there."""
     d = polled
     gate = d.path("gate")
     # Given a job without limits, held until the gate opens
@@ -422,8 +424,8 @@ def test_a_job_without_limits_starts_without_waking_the_supervisor(polled):
         _wait_file_quietly(d.path("held"))
         # Then nobody was woken
         assert not d.waker.acquire(False), "a job without limits woke the supervisor"
-        # and its start was published all the same: the next read reports it
-        d.pool.poll()
+        # and its start is known all the same: a read of the pool reports it, once
+        d.wait(lambda: job in d.started, "the start read from the child's status")
         assert d.started == [job]
         assert job not in d.outcomes
     finally:
