@@ -85,6 +85,8 @@ class Runner(Protocol):
     # share the supervisor's write (prefork does), and then sets ``outcome.stored``.
 
     def load(self, body: bytes) -> Job: ...
+    # ``load`` turns a Job's ``body`` back into the Job in another process; it is only given
+    # bodies of jobs the supervisor submitted (decoded and checked by its intake already).
 
     # Optional (``getattr(runner, "execute_async", None)``): ``execute_async(job)`` returns a
     # coroutine that runs the job to its Outcome when the job's task is an ``async def``

@@ -16,6 +16,7 @@ import datetime as dt
 import inspect
 import math
 import time
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Coroutine
 
 import redis
@@ -82,7 +83,8 @@ class TaskRunner:
         self._async: dict[Any, bool] = {}   # task -> is it an async def
 
     def load(self, body: bytes) -> Job:
-        return message.load_job(body)
+        # a pool only ever holds bodies the supervisor's intake decoded and checked
+        return message.load_accepted_job(body)
 
     def execute(self, job: Job, task: "Task | None" = None, *, eager: bool = False) -> Outcome:
         """Run ``job`` (its task looked up by name unless given; ``eager``: for
@@ -117,7 +119,7 @@ class TaskRunner:
                 # was made) or a connected task signal (engine.worker.hooks)
                 return hooks.run_task(self, task, job, start)
             value = task.run(*job.args, **job.kwargs)
-            if inspect.iscoroutine(value):      # an async def task: run it on the slot's loop
+            if isinstance(value, CoroutineType):   # an async def task: on the slot's loop
                 value = slotloop.run(slotloop.with_request(request, value))
             return self.succeeded(task, job, value, start)
         except (Exception, SystemExit) as exc:

@@ -96,28 +96,25 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
     items, wait_for_offer, release_done = table.items, table.wait_for_offer, done.release
     put, put_started, set_running, set_phase = (outbox.put, outbox.put_started,
                                                 outbox.set_running, outbox.set_phase)
-    load, execute = runner.load, runner.execute
+    load, execute, claim = runner.load, runner.execute, table.claim
     store = getattr(runner, "store", None)
+    should_exit = _exit_check(table, outbox)
     tasks = 0
     while True:
-        reason = _should_exit(table, outbox)
-        if reason:
-            _exit(outbox, reason)
-        if not wait_for_offer(IDLE_CHECK):
-            if os.getppid() != parent_pid:
-                _exit(outbox, STOPPED)
-            continue
-        # claims need no token: one we got, or one left by a child that died before it
-        # claimed, only costs a spurious wake-up later
-        reason = _should_exit(table, outbox)
+        reason = should_exit()
         if reason:
             if table.has_offer():
-                items.release()      # the offer is another child's now: wake one
+                items.release()      # a token we took may have been for that offer: pass it on
             _exit(outbox, reason)
-        slot = table.claim(outbox)
+        # a busy child goes from one job straight to the next offer: no token, no wait;
+        # claims need no token either (one we got, or one left by a child that died before
+        # it claimed, only costs a spurious wake-up later)
+        slot = claim(outbox)
         if slot < 0:
+            if not wait_for_offer(IDLE_CHECK) and os.getppid() != parent_pid:
+                _exit(outbox, STOPPED)
             continue
-        if _should_exit(table, outbox):
+        if should_exit():
             table.unclaim(slot)      # back on offer before we say we hold nothing
             set_phase(shm.IDLE)
             continue                 # the loop top exits
@@ -164,12 +161,19 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
             _exit(outbox, RECYCLED_MEMORY)
 
 
-def _should_exit(table, outbox) -> int:
-    if table.stopping:
-        return STOPPED
-    if outbox.flags & shm.RETIRE:
-        return RETIRED
-    return 0
+def _exit_check(table, outbox) -> Callable[[], int]:
+    """The child's "should I leave?" (STOPPED, RETIRED or 0), as a closure over the two
+    status words it reads: asked two or three times a job."""
+    stop_words, stop_index = table.stop_word()
+    flags_words, flags_index = outbox.flags_word()
+
+    def should_exit() -> int:
+        if stop_words[stop_index]:
+            return STOPPED
+        if flags_words[flags_index] & shm.RETIRE:
+            return RETIRED
+        return 0
+    return should_exit
 
 
 def _exit(outbox, reason: int) -> None:

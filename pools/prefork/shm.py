@@ -149,7 +149,7 @@ class WorkTable:
         # always sees the other (no lost wake-up)
         self.mm[slot] = OFFERED
         self.claims[slot].release()
-        if self.sleepers.get_value():
+        if self.sleepers.get_value() > self.items.get_value():
             self.items.release()
 
     def withdraw(self, slot: int) -> bool:
@@ -172,6 +172,10 @@ class WorkTable:
     @property
     def stopping(self) -> bool:
         return self.words[(self._meta - 16) >> 3] != 0
+
+    def stop_word(self) -> tuple[memoryview, int]:
+        """(words, index) of the stopping flag, for a reader that checks it often."""
+        return self.words, (self._meta - 16) >> 3
 
     def set_stopping(self) -> None:
         """Warm stop: children take no new slot and exit when idle."""
@@ -321,6 +325,10 @@ class Outbox:
     @property
     def flags(self) -> int:
         return self.words[_FLAGS]
+
+    def flags_word(self) -> tuple[memoryview, int]:
+        """(words, index) of the flags word, for a reader that checks it often."""
+        return self.words, _FLAGS
 
     @flags.setter
     def flags(self, value: int) -> None:
