@@ -37,6 +37,11 @@ class WakeInbox:
         self._items.append(item)
         self._post()
 
+    def put_here(self, item: Any) -> None:
+        """``put`` from the loop's own thread, within a loop turn: no wake-up (the loop
+        looks at its items before it waits again)."""
+        self._items.append(item)
+
     def get_nowait(self) -> Any:
         try:
             return self._items.popleft()

@@ -205,12 +205,19 @@ class Supervisor:
             return ProcessLane(spec, pool_cls, app=self.app, supervisor_name=self.name)
         # a pool that queues locally (prefork's shared ring) holds the lane's prefetch
         options = dataclasses.replace(spec.options, prefetch=spec.prefetch)
-        pool = pool_cls(spec.concurrency, self.inbox.put, runner=self.runner,
-                        on_start=self._on_start, options=options)
-        attach = getattr(pool, "attach_waker", None)
-        if attach is not None and isinstance(self.inbox, WakeInbox):
-            attach(self.inbox.waker)
+        polled = getattr(pool_cls, "attach_waker", None) is not None and \
+            isinstance(self.inbox, WakeInbox)
+        if polled:
+            # it reports from this thread only, inside the loop's own calls (poll, kill,
+            # maintain, stop): its items need no wake-up, the loop takes them next
+            put = self.inbox.put_here
+            pool = pool_cls(spec.concurrency, put, runner=self.runner,
+                            on_start=lambda job_id: put((START, job_id)), options=options)
+            pool.attach_waker(self.inbox.waker)
             self._polled.append(pool)
+        else:
+            pool = pool_cls(spec.concurrency, self.inbox.put, runner=self.runner,
+                            on_start=self._on_start, options=options)
         # fetch threads read on clients of their own, off the connections used for acks
         make_broker = lambda: Broker(self.app.new_client(), prefix=self.keys.prefix)  # noqa: E731
         return PoolLane(spec, pool, self.keys, make_broker=make_broker,
