@@ -82,9 +82,12 @@ def take(inbox: Any, timeout: float, polled: list, limit: int) -> Iterator[Any]:
         item = inbox.get_nowait() if timeout == 0 else inbox.get(timeout=timeout)
     except queue.Empty:
         return
-    for _ in range(limit):
-        yield item
+    yield item
+    # an item is only taken out once it will be yielded: one taken past the limit would
+    # be dropped with the generator (an outcome lost, its job "active" for ever)
+    for _ in range(limit - 1):
         try:
             item = inbox.get_nowait()
         except queue.Empty:
             return
+        yield item

@@ -26,11 +26,20 @@ def aio(env):
 
 def test_a_thousand_sleeping_coroutines_all_finish(aio, run_worker):
     # Given an asyncio worker of 1000 slots
-    run_worker("--pool", "asyncio", "-c", "1000", app=APP)
+    worker = run_worker("--pool", "asyncio", "-c", "1000", app=APP)
     # When 1000 tasks each await asyncio.sleep(1)
     results = asleep.delay_many([(1,)] * 1000)
     # Then every one finishes (a generous deadline: the point is completion, not speed)
-    assert aio.gather(results, timeout=120) == [1] * 1000
+    try:
+        assert aio.gather(results, timeout=120) == [1] * 1000
+    except TimeoutError:
+        # seen once in a full run (1 of 1000): say where the missing ones are
+        missing = [r.id for r in results if not r.ready()]
+        inspect = aio.control.inspect(timeout=2)
+        pytest.fail(f"{len(missing)} not done: {missing[:5]}; the worker holds: active "
+                    f"{inspect.active()}, reserved {inspect.reserved()}, stats "
+                    f"{inspect.stats()}; queue depth {aio.broker.depth('default')}; "
+                    f"log:\n{worker.tail()}")
 
 
 def test_async_and_plain_tasks_return_values_and_see_their_request(aio, run_worker):

@@ -49,16 +49,17 @@ def test_bench_human_output(env, redis_server):
 def test_bench_processes_runs_a_fleet_and_splits_the_cpu(env, redis_server):
     # When the bench runs its worker as `engine run --processes 2` on prefork
     result = subprocess.run(
-        [sys.executable, "-m", "engine", "bench", "-n", "400", "--pool", "prefork", "-c", "1",
+        [sys.executable, "-m", "engine", "bench", "-n", "3000", "--pool", "prefork", "-c", "1",
          "--processes", "2", "--json", "--broker", redis_server.url],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     # Then every task ran, over the parent, two supervisors and their pool children
-    assert out["processes"] == 2 and out["failed"] == 0 and out["tasks"] == 400
+    assert out["processes"] == 2 and out["failed"] == 0 and out["tasks"] == 3000
     worker = out["worker"]
     # (the tree is sampled every 0.1 s: a short run may end before a sample sees every
-    # pool child, but the parent and both supervisors are there from the start)
+    # pool child, but the parent and both supervisors are there from the start; and each
+    # supervisor gets enough tasks to spend more than psutil's 10 ms tick of CPU)
     assert worker["processes"] >= 3
     # And its CPU is split between the supervisors and the pool children (both did work)
     assert worker["supervisor_cpu_us_per_task"] > 0 and worker["child_cpu_us_per_task"] > 0
