@@ -227,7 +227,9 @@ class EventBuffer:
         return count
 
 
-def _decoded(fields: dict) -> Any:
+def decode(fields: dict) -> Any:
+    """The batch of one stream entry as msgpack gives it (a map or an array of event maps),
+    None when it holds none: for ``flat``, or for a reader that folds rows itself."""
     raw = fields.get(b"b") or fields.get("b")
     return msgpack.unpackb(raw, raw=False) if raw else None
 
@@ -252,15 +254,19 @@ def entries(fields: dict) -> list[tuple]:
     in the order they happened, without making a map of each: for readers that fold many
     events (the monitor). ``extra`` holds the event's other fields, or is None; for a batch
     of event maps (the heartbeat thread's) it is the event map itself."""
-    batch = _decoded(fields)
+    return flat(decode(fields))
+
+
+def flat(batch: Any) -> list[tuple]:
+    """``entries`` of a batch already decoded (``decode``)."""
     if not batch:
         return []
     if isinstance(batch, list):
         return [(e.get("type"), e.get("ts"), e.get("worker"), e.get("id"), e.get("task"), e)
                 for e in batch if isinstance(e, dict)]
-    flat = list(_compact(batch))
-    flat.sort(key=_second)   # rows and single events interleave in time
-    return flat
+    events = list(_compact(batch))
+    events.sort(key=_second)   # rows and single events interleave in time
+    return events
 
 
 def unpack(fields: dict, *, arguments: bool = True) -> list[dict[str, Any]]:
@@ -268,7 +274,7 @@ def unpack(fields: dict, *, arguments: bool = True) -> list[dict[str, Any]]:
     ``arguments=False`` leaves a small message's received event its ``m`` (the message
     bytes) instead of ``args``/``kwargs`` text, for readers that show the arguments of few
     tasks: ``arguments(event)`` makes the text when it is wanted."""
-    batch = _decoded(fields)
+    batch = decode(fields)
     if not batch:
         return []
     if isinstance(batch, list):

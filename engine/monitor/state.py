@@ -48,6 +48,10 @@ IN_FLIGHT = ("reserved", "active")
 _NO_FIELDS: dict[str, Any] = {}
 
 
+def _second(item: Any) -> Any:
+    return item[1]
+
+
 class FleetState:
     """What the monitor knows, fed by events (``on_event``) and polls (``poll``). The poller
     thread changes it under ``lock``, which the view holds while it draws."""
@@ -76,12 +80,75 @@ class FleetState:
     def on_entry(self, fields: dict) -> int:
         """Fold every event of one stream entry (``engine.events.entries``: no map made of
         each); returns how many. The same as ``on_event`` of each of ``unpack(fields)``."""
+        return self.on_batch(_events.decode(fields))
+
+    def on_batch(self, batch: Any) -> int:
+        """``on_entry`` of a batch already decoded (``engine.events.decode``)."""
         seen = 0
         one = self._one
-        for kind, ts, worker, job_id, task, extra in _events.entries(fields):
+        if type(batch) is dict and batch.get("t"):
+            single, rows = batch.get("e") or (), batch["t"]
+            # a task's whole short life folds at once, when no task of the batch also has
+            # single events (a second copy, an event after its end): those keep their order
+            if not {entry[2] for entry in single}.intersection(row[0] for row in rows):
+                worker = batch.get("w")
+                for kind, ts, job_id, task, extra in sorted(single, key=_second):
+                    one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
+                return len(single) + self._fold_rows(rows, worker)
+        for kind, ts, worker, job_id, task, extra in _events.flat(batch):
             one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
             seen += 1
         return seen
+
+    def _fold_rows(self, rows: list, worker: Any) -> int:
+        """What received, started (when there was a start) and succeeded leave in a task's
+        record, for each row (``engine.events``): the three folds' end state in one."""
+        tasks, finished, max_tasks = self.tasks, self.finished, self.max_tasks
+        worker = str(worker) if worker else None
+        started_count = 0
+        last = self.last_event or 0.0
+        for job_id, task, queue, retries, body, received, started, ended, runtime in rows:
+            if type(job_id) is not str:
+                job_id = str(job_id)
+            record = tasks.get(job_id)
+            if record is None:
+                record = tasks[job_id] = {"id": job_id, "received": float(received),
+                                          "retries": 0, "name": "?", "worker": "?"}
+                if len(tasks) > max_tasks:
+                    tasks.popitem(last=False)
+            if task:
+                record["name"] = str(task)
+            if worker:
+                record["worker"] = worker
+            if queue is not None:
+                record["queue"] = queue
+            if retries is not None:
+                record["retries"] = retries
+            if body is not None:
+                record["m"] = body
+                record.pop("args", None)
+            if started is not None:
+                record["started"] = float(started)
+                started_count += 1
+            else:
+                record.pop("started", None)
+            ended = float(ended)
+            record["state"] = "succeeded"
+            record["at"] = record["ended"] = ended
+            if runtime is not None:
+                record["runtime"] = runtime
+            record.pop("exception", None)
+            record.pop("message", None)
+            finished.append(ended)
+            if ended > last:
+                last = ended
+        self.last_event = last or self.last_event
+        counts = self.counts
+        counts["task-received"] += len(rows)
+        counts["task-succeeded"] += len(rows)
+        if started_count:
+            counts["task-started"] += started_count
+        return 2 * len(rows) + started_count
 
     def _one(self, kind: str, ts: Any, worker: Any, task_id: Any, name: Any,
              fields: dict[str, Any]) -> None:

@@ -163,3 +163,28 @@ def test_entries_are_in_time_order():
         "task-received", "task-started"]
     assert [kind for kind, _, _, task_id, _, _ in flat if task_id == "late"] == [
         "task-received", "task-started", "task-succeeded"]
+
+
+def test_a_task_with_a_row_and_single_events_folds_in_time_order():
+    # Given a batch where one task has single events and a row (a second copy received
+    # while the first was open) beside plain rows
+    buffer = EventBuffer("s", "w1")
+    buffer.received(job("dup"), "q")
+    buffer.received(job("dup"), "q")
+    buffer.received(job("plain"), "q")
+    for task_id in ("dup", "plain"):
+        buffer.started(task_id, "t.add")
+        buffer.succeeded(task_id, "t.add", 0.01)
+    fields = batch_of(buffer)
+
+    # When one monitor folds the entry and another each unpacked event
+    by_entry, by_event = FleetState(), FleetState()
+    by_entry.on_entry(fields)
+    for event in unpack(fields, arguments=False):
+        by_event.on_event(event)
+
+    # Then they know the same
+    assert by_entry.counts == by_event.counts
+    assert {k: dict(v) for k, v in by_entry.tasks.items()} == \
+        {k: dict(v) for k, v in by_event.tasks.items()}
+    assert by_entry.tasks["dup"]["state"] == "succeeded"
