@@ -142,7 +142,7 @@ class EventBuffer:
                 self._lives.append(row)
                 return
             self._spill(row)   # another end (or a second start): the row's events first
-        if not self:
+        if not (self._pending or self._open or self._lives):
             self._since = time.monotonic()
         self._pending.append((kind, time.time(), job_id, task, fields or None))
 
@@ -165,22 +165,25 @@ class EventBuffer:
             else:
                 self.task("task-succeeded", job_id, task, runtime=runtime)
 
-    def received(self, job: Any, queue: str) -> None:
+    def received(self, job: Any, queue: str, now: float | None = None) -> None:
         """``task-received`` of ``job`` from ``queue``: ``queue``, ``retries``, and ``args``
-        and ``kwargs`` as capped text (made by ``pack``)."""
+        and ``kwargs`` as capped text (made by ``pack``). ``now``: the time it came (the
+        intake's, once a batch), else the time of the call."""
         if not self.enabled:
             return
-        if not self:
+        opened = self._open
+        if not (opened or self._pending or self._lives):
             self._since = time.monotonic()
         body = job.body
+        if now is None:
+            now = time.time()
         if 0 < len(body) <= PLAIN_REPR_BODY:
-            earlier = self._open.get(job.id)
+            earlier = opened.get(job.id)
             if earlier is not None:    # a second copy of a task still open: the first as is
                 self._spill(earlier)
-            self._open[job.id] = [job.id, job.task, queue, job.retries, body, time.time(),
-                                  None]
+            opened[job.id] = [job.id, job.task, queue, job.retries, body, now, None]
         else:
-            self._pending.append(("task-received", time.time(), job.id, job.task,
+            self._pending.append(("task-received", now, job.id, job.task,
                                   _Received(job, queue)))
 
     def _spill(self, row: list) -> None:

@@ -158,7 +158,7 @@ class Intake:
             return True
         if "uq" in body:
             delivery.unique = body["uq"]
-        self.events.received(job, queue_name)
+        self.events.received(job, queue_name, now)
         if hooksig.task_received.receivers:
             hooks.received(self.worker, job)
         lane.buffer.append(delivery)
