@@ -140,8 +140,8 @@ def main() -> int:
         return 0
     print(f"{out['pool']} -c {out['concurrency']}, events {'on' if out['events'] else 'off'}: "
           f"{out['tasks_per_s']:,} tasks/s over {out['tasks']:,} tasks")
-    print(f"  (the threads besides main are the writer, the fetch thread of each lane, the "
-          f"heartbeat and the control thread)")
+    print("  (the threads besides main are the writer, the fetch thread of each lane, the "
+          "heartbeat and the control thread)")
     print(f"  supervisor {out['supervisor_us']} µs/task (user {out['supervisor_user_system_us'][0]}"
           f", system {out['supervisor_user_system_us'][1]})")
     for name, us in sorted(out["threads_us"].items(), key=lambda kv: -kv[1]):
