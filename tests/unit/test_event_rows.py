@@ -18,6 +18,19 @@ def batch_of(buffer: EventBuffer) -> dict:
     return {b"b": buffer.take(force=True)}
 
 
+def folded_both_ways(fields: dict) -> tuple[FleetState, int]:
+    """A monitor fed the stream entry, checked against one fed each unpacked event; with
+    how many events the first says it folded."""
+    by_entry, by_event = FleetState(), FleetState()
+    folded = by_entry.on_entry(fields)
+    for event in unpack(fields, arguments=False):
+        by_event.on_event(event)
+    assert by_entry.counts == by_event.counts
+    assert {k: dict(v) for k, v in by_entry.tasks.items()} == \
+        {k: dict(v) for k, v in by_event.tasks.items()}
+    return by_entry, folded
+
+
 def test_a_task_received_started_and_succeeded_in_one_flush_is_one_row():
     # Given a task received, started and succeeded before the buffer is taken
     buffer = EventBuffer("s", "w1")
@@ -128,16 +141,10 @@ def test_the_monitor_folds_entries_as_it_folds_their_events():
     buffer.task("task-failed", "j10", "t.add", exception="KeyError", message="k")
     fields = batch_of(buffer)
 
-    # When one monitor folds the entry and another each unpacked event
-    by_entry, by_event = FleetState(), FleetState()
-    assert by_entry.on_entry(fields) == 20 + 15 + 11
-    for event in unpack(fields, arguments=False):
-        by_event.on_event(event)
-
+    # When one monitor folds the entry and another each unpacked event,
     # Then they know the same
-    assert by_entry.counts == by_event.counts
-    assert {k: dict(v) for k, v in by_entry.tasks.items()} == \
-        {k: dict(v) for k, v in by_event.tasks.items()}
+    by_entry, folded = folded_both_ways(fields)
+    assert folded == 20 + 15 + 11
     assert by_entry.tasks["j3"]["state"] == "succeeded"
     assert by_entry.tasks["j10"]["state"] == "failed"
     assert by_entry.tasks["j12"]["state"] == "active"
@@ -177,14 +184,7 @@ def test_a_task_with_a_row_and_single_events_folds_in_time_order():
         buffer.succeeded(task_id, "t.add", 0.01)
     fields = batch_of(buffer)
 
-    # When one monitor folds the entry and another each unpacked event
-    by_entry, by_event = FleetState(), FleetState()
-    by_entry.on_entry(fields)
-    for event in unpack(fields, arguments=False):
-        by_event.on_event(event)
-
+    # When one monitor folds the entry and another each unpacked event,
     # Then they know the same
-    assert by_entry.counts == by_event.counts
-    assert {k: dict(v) for k, v in by_entry.tasks.items()} == \
-        {k: dict(v) for k, v in by_event.tasks.items()}
+    by_entry, _ = folded_both_ways(fields)
     assert by_entry.tasks["dup"]["state"] == "succeeded"
