@@ -22,9 +22,10 @@ from engine.exceptions import SoftTimeLimitExceeded
 from pools.base import Outcome, Runner
 from pools.prefork import shm
 
-#: wake the supervisor for every start, not only for the jobs the supervisor marked
-#: ``notify_start`` (those with a time limit, whose clocks must start at once); off, other
-#: starts reach ``on_start`` with the next wake-up (their own end, at the latest)
+#: post a start record and wake the supervisor for every start, not only for the jobs the
+#: supervisor marked ``notify_start`` (those with a time limit, whose clocks must start at
+#: once); off, other starts are read from the child's status words (``START_SCAN``) or
+#: told with their end (``Outcome.began``)
 EAGER_STARTS = False
 
 #: seconds an idle child sleeps before it looks at its flags and its parent again

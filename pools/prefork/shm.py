@@ -13,13 +13,15 @@ Work (supervisor -> children), one table shared by every child:
   so a child that dies anywhere cannot wedge the others.
 * ``items`` is the wake-up: an idle child sleeps on it (a futex). A child that finishes a job
   looks for the next offer itself, without a token; the supervisor posts a token with an
-  offer only while ``sleepers`` says some child may be asleep, so a busy pool does no
-  syscall and no wake-up per task, and a surplus token only costs a spurious wake-up.
+  offer only while ``sleepers`` says more children may be asleep than tokens wait, so a
+  busy pool does no syscall and no wake-up per task, and a surplus token only costs a
+  spurious wake-up.
 
 Completions (child -> supervisor), one single-producer single-consumer byte ring per child:
 8-byte-aligned records ``u32 length | u8 kind | payload``; a length of 0 means "wrap to the
 start". The child posts the shared ``done`` semaphore after each record it wants seen now.
-The ring header also carries the child's *status* (what it holds), read after its death.
+The ring header also carries the child's *status* (what it holds), read after its death and,
+for the starts a child posts no record of (jobs without a time limit), while it runs.
 """
 
 from __future__ import annotations
