@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
@@ -48,8 +48,8 @@ IN_FLIGHT = ("reserved", "active")
 _NO_FIELDS: dict[str, Any] = {}
 
 
-def _second(item: Any) -> Any:
-    return item[1]
+def _first(item: Any) -> Any:
+    return item[0]
 
 
 class FleetState:
@@ -89,25 +89,38 @@ class FleetState:
         if type(batch) is dict and batch.get("t"):
             single, rows = batch.get("e") or (), batch["t"]
             # a task's whole short life folds at once, when no task of the batch also has
-            # single events (a second copy, an event after its end): those keep their order
+            # single events (a second copy, an event after its end): those keep their order.
+            # Rows and single events go in the order of their first event, so that the task
+            # list's order (newest first) is the one the events give
             if not {entry[2] for entry in single}.intersection(row[0] for row in rows):
                 worker = batch.get("w")
-                for kind, ts, job_id, task, extra in sorted(single, key=_second):
-                    one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
-                return len(single) + self._fold_rows(rows, worker)
+                units = [(entry[1], False, entry) for entry in single]
+                units += [(row[5], True, row) for row in rows]
+                units.sort(key=_first)
+                fold_row = self._row_folder(worker)
+                for _, is_row, item in units:
+                    if is_row:
+                        seen += fold_row(item)
+                    else:
+                        kind, ts, job_id, task, extra = item
+                        one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
+                        seen += 1
+                return seen
         for kind, ts, worker, job_id, task, extra in _events.flat(batch):
             one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
             seen += 1
         return seen
 
-    def _fold_rows(self, rows: list, worker: Any) -> int:
+    def _row_folder(self, worker: Any) -> Callable[[list], int]:
         """What received, started (when there was a start) and succeeded leave in a task's
-        record, for each row (``engine.events``): the three folds' end state in one."""
-        tasks, finished, max_tasks = self.tasks, self.finished, self.max_tasks
+        record, for one row (``engine.events``): the three folds' end state in one update.
+        Returns how many events the row stood for."""
+        tasks, finished, max_tasks, counts = self.tasks, self.finished, self.max_tasks, \
+            self.counts
         worker = str(worker) if worker else None
-        started_count = 0
-        last = self.last_event or 0.0
-        for job_id, task, queue, retries, body, received, started, ended, runtime in rows:
+
+        def fold_row(row: list) -> int:
+            job_id, task, queue, retries, body, received, started, ended, runtime = row
             if type(job_id) is not str:
                 job_id = str(job_id)
             record = tasks.get(job_id)
@@ -127,12 +140,16 @@ class FleetState:
             if body is not None:
                 record["m"] = body
                 record.pop("args", None)
+            events = 2
+            counts["task-received"] += 1
             if started is not None:
                 record["started"] = float(started)
-                started_count += 1
+                counts["task-started"] += 1
+                events = 3
             else:
                 record.pop("started", None)
             ended = float(ended)
+            counts["task-succeeded"] += 1
             record["state"] = "succeeded"
             record["at"] = record["ended"] = ended
             if runtime is not None:
@@ -140,15 +157,10 @@ class FleetState:
             record.pop("exception", None)
             record.pop("message", None)
             finished.append(ended)
-            if ended > last:
-                last = ended
-        self.last_event = last or self.last_event
-        counts = self.counts
-        counts["task-received"] += len(rows)
-        counts["task-succeeded"] += len(rows)
-        if started_count:
-            counts["task-started"] += started_count
-        return 2 * len(rows) + started_count
+            if self.last_event is None or ended > self.last_event:
+                self.last_event = ended
+            return events
+        return fold_row
 
     def _one(self, kind: str, ts: Any, worker: Any, task_id: Any, name: Any,
              fields: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ def folded_both_ways(fields: dict) -> tuple[FleetState, int]:
     assert by_entry.counts == by_event.counts
     assert {k: dict(v) for k, v in by_entry.tasks.items()} == \
         {k: dict(v) for k, v in by_event.tasks.items()}
+    assert list(by_entry.tasks) == list(by_event.tasks)   # the task list's order too
     return by_entry, folded
 
 
@@ -170,6 +171,22 @@ def test_entries_are_in_time_order():
         "task-received", "task-started"]
     assert [kind for kind, _, _, task_id, _, _ in flat if task_id == "late"] == [
         "task-received", "task-started", "task-succeeded"]
+
+
+def test_a_task_still_running_is_listed_after_the_rows_of_tasks_before_it():
+    # Given tasks that ended within the flush, then one that still runs at the flush
+    buffer = EventBuffer("s", "w1")
+    for task_id in ("a1", "a2", "a3"):
+        buffer.received(job(task_id), "q")
+        buffer.started(task_id, "t.add")
+        buffer.succeeded(task_id, "t.add", 0.01)
+    buffer.received(job("slow"), "q")
+    buffer.started("slow", "t.add")
+
+    # When the monitor folds the entry, Then the running one is the newest task listed
+    by_entry, _ = folded_both_ways(batch_of(buffer))
+    assert by_entry.task_ids()[0] == "slow"
+    assert by_entry.tasks["slow"]["state"] == "active"
 
 
 def test_a_task_with_a_row_and_single_events_folds_in_time_order():
