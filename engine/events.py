@@ -131,31 +131,23 @@ class EventBuffer:
     def task(self, kind: str, job_id: str, task: str, **fields: Any) -> None:
         if not self.enabled:
             return
-        row = self._open.get(job_id)
-        if row is not None:
-            if kind == "task-started" and row[6] is None:
-                row[6] = time.time()
-                return
-            del self._open[job_id]
-            if kind == "task-succeeded":
-                row += (time.time(), fields.get("runtime"))
-                self._lives.append(row)
-                return
-            self._spill(row)   # another end (or a second start): the row's events first
-        if not (self._pending or self._open or self._lives):
-            self._since = time.monotonic()
-        self._pending.append((kind, time.time(), job_id, task, fields or None))
+        if kind == "task-started":
+            self.started(job_id, task)
+        elif kind == "task-succeeded":
+            self.succeeded(job_id, task, fields.get("runtime"))
+        else:
+            self._single(kind, job_id, task, fields or None)
 
     def started(self, job_id: str, task: str) -> None:
-        """``task-started``: ``task("task-started", ...)`` without its general path."""
+        """``task-started``: written into the task's open row, else a single event."""
         if self.enabled:
             row = self._open.get(job_id)
             if row is not None and row[6] is None:
                 row[6] = time.time()
             else:
-                self.task("task-started", job_id, task)
+                self._single("task-started", job_id, task, None)
 
-    def succeeded(self, job_id: str, task: str, runtime: float) -> None:
+    def succeeded(self, job_id: str, task: str, runtime: float | None) -> None:
         """``task-succeeded`` with its ``runtime``, closing the task's row when open."""
         if self.enabled:
             row = self._open.pop(job_id, None)
@@ -163,7 +155,20 @@ class EventBuffer:
                 row += (time.time(), runtime)
                 self._lives.append(row)
             else:
-                self.task("task-succeeded", job_id, task, runtime=runtime)
+                self._single("task-succeeded", job_id, task, {"runtime": runtime})
+
+    def _single(self, kind: str, job_id: str, task: str, fields: dict | None) -> None:
+        """An event on its own; a row still open for the task goes out before it (as its
+        events), so that the task's events keep their order."""
+        row = self._open.pop(job_id, None)
+        if row is not None:
+            self._spill(row)
+        self._note_first()
+        self._pending.append((kind, time.time(), job_id, task, fields))
+
+    def _note_first(self) -> None:
+        if not (self._pending or self._open or self._lives):
+            self._since = time.monotonic()
 
     def received(self, job: Any, queue: str, now: float | None = None) -> None:
         """``task-received`` of ``job`` from ``queue``: ``queue``, ``retries``, and ``args``
@@ -171,9 +176,8 @@ class EventBuffer:
         intake's, once a batch), else the time of the call."""
         if not self.enabled:
             return
+        self._note_first()
         opened = self._open
-        if not (opened or self._pending or self._lives):
-            self._since = time.monotonic()
         body = job.body
         if now is None:
             now = time.time()
@@ -196,7 +200,7 @@ class EventBuffer:
 
     def due(self) -> bool:
         """Whether ``take`` would hand over a batch now."""
-        count = len(self._pending) + len(self._open) + len(self._lives)
+        count = len(self)
         return bool(count) and (count >= FLUSH_MAX
                                 or time.monotonic() - self._since >= FLUSH_DELAY)
 

@@ -23,8 +23,8 @@ from engine.exceptions import NotSupported, TimeLimitExceeded, WorkerLostError
 from pools.base import Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runner
 from pools.prefork import child as _child
 from pools.prefork import shm
-from pools.prefork.children import (Child, Held, describe_exit, import_setup, signal_pid,
-                                    waitpid)
+from pools.prefork.children import (Child, Held, describe_exit, holding, import_setup,
+                                    signal_pid, waitpid)
 
 #: work slots are fixed at start (children map them then): enough for this many times the
 #: starting capacity, so that ``grow`` can add children that all get full prefetch
@@ -246,7 +246,6 @@ class PreforkPool(Pool):
         self._by_id.clear()
         self._close()
 
-
     def _kill_all(self) -> None:
         """SIGKILL every child, reap them all, stop the reader thread."""
         for kid in list(self._children.values()):
@@ -254,13 +253,10 @@ class PreforkPool(Pool):
             signal_pid(kid.pid, signal.SIGKILL)
         for kid in list(self._children.values()):
             waitpid(kid.pid, block=True)
-            ob = kid.outbox
-            if ob.phase == shm.RUNNING:   # started (posted or not): not "never started"
-                entry = self._jobs.get(ob.seq)
-                if entry is not None and entry.child < 0:
-                    entry.child = kid.index
+            self._running_here(kid.index, kid.outbox)   # started: not "never started"
             self._forget(kid)
         self._stop_reader()
+
     def grow(self, n: int) -> None:
         if n < 0:
             raise ValueError("grow takes a positive count")
@@ -345,10 +341,8 @@ class PreforkPool(Pool):
             phase, reason = ob.phase, ob.reason
             if phase in (shm.CLAIMING, shm.OWNS):
                 self._settle_claim(kid, ob.slot)
-            elif phase == shm.RUNNING:     # a start it posted no record of
-                entry = self._jobs.get(ob.seq)
-                if entry is not None and entry.child < 0:
-                    entry.child = kid.index
+            else:
+                self._running_here(kid.index, ob)   # a start it posted no record of
             for seq, entry in list(self._jobs.items()):
                 if entry.child == kid.index:        # started here and never finished
                     if kid.killed:               # collateral of our kill: run it again
@@ -383,14 +377,8 @@ class PreforkPool(Pool):
         entry = self._jobs.get(seq)
         if entry is None or entry.slot != slot or not self._table.is_claimed(slot):
             return
-        for other in self._children.values():
-            if other is kid:
-                continue
-            ob = other.outbox
-            phase = ob.phase
-            if (phase in (shm.CLAIMING, shm.OWNS) and ob.slot == slot) or \
-                    (phase == shm.RUNNING and ob.seq == seq):
-                return
+        if holding(self._children.values(), seq, slot, besides=kid) is not None:
+            return
         self._drain_locked()               # a live child may have finished it meanwhile
         if seq in self._jobs and self._state == "running":
             entry.child = -1
@@ -399,12 +387,7 @@ class PreforkPool(Pool):
     def _holder(self, seq: int, entry: Held) -> Child | None:
         if entry.child >= 0:
             return self._children.get(entry.child)
-        for kid in self._children.values():
-            ob = kid.outbox
-            if (ob.phase in (shm.CLAIMING, shm.OWNS) and ob.slot == entry.slot) or \
-                    (ob.phase == shm.RUNNING and ob.seq == seq):
-                return kid
-        return None
+        return holding(self._children.values(), seq, entry.slot)
 
     def _forget(self, kid: Child) -> None:
         if self._children.get(kid.index) is kid:
@@ -450,15 +433,22 @@ class PreforkPool(Pool):
         """Starts the children did not post (``child._loop``): a child whose status says
         RUNNING a job we hold runs it. The caller holds ``_lock``."""
         self._next_scan = time.monotonic() + START_SCAN
-        jobs, silent = self._jobs, self._silent
         for index, box in self._outboxes:
-            if box.phase == shm.RUNNING:
-                entry = jobs.get(box.seq)
-                if entry is not None and entry.child < 0:
-                    entry.child = index
-                    if not entry.start_reported and not silent:
-                        entry.start_reported = True
-                        self.on_start(entry.job_id)
+            entry = self._running_here(index, box)
+            if entry is not None and not entry.start_reported and not self._silent:
+                entry.start_reported = True
+                self.on_start(entry.job_id)
+
+    def _running_here(self, index: int, box: shm.Outbox) -> Held | None:
+        """The job child ``index``'s status says it runs, when we did not know it ran
+        there yet (no start record): now we do. None otherwise."""
+        if box.phase != shm.RUNNING:
+            return None
+        entry = self._jobs.get(box.seq)
+        if entry is None or entry.child >= 0:
+            return None
+        entry.child = index
+        return entry
 
     def _handle(self, index: int, records) -> None:
         jobs, silent = self._jobs, self._silent

@@ -10,7 +10,7 @@ import importlib
 import os
 import signal
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from pools.prefork import child as _child
 from pools.prefork import shm
@@ -34,6 +34,21 @@ class Child:
         self.killed = False       # we sent SIGKILL: what it held is not its fault
         self.retiring = False     # shrink: exits when idle, not replaced
         self.status = -1          # the wait status once reaped
+
+
+def holding(kids: Iterable[Child], seq: int, slot: int, *,
+            besides: Child | None = None) -> Child | None:
+    """The child whose status says it holds job ``seq`` (claiming or owning its ``slot``, or
+    running it), ``besides`` left out; None when none does."""
+    for kid in kids:
+        if kid is besides:
+            continue
+        ob = kid.outbox
+        phase = ob.phase
+        if (phase in (shm.CLAIMING, shm.OWNS) and ob.slot == slot) or \
+                (phase == shm.RUNNING and ob.seq == seq):
+            return kid
+    return None
 
 
 def import_setup(path: str, load_app: Callable[[str], object] | None) -> Callable[[], None]:
