@@ -25,17 +25,27 @@ class WakeInbox:
     completion than a reader thread handing them over.
 
     No wake-up is lost: producers publish, then post; ``wait`` takes every token, then the
-    loop reads every source. Surplus tokens cost a spurious turn, nothing else."""
+    loop reads every source. Surplus tokens cost a spurious turn, nothing else.
+
+    Threads post once a turn, not once an item: the first ``put`` after the loop's last
+    ``wait`` posts and raises ``_posted``; the others only append, as the loop has a token
+    coming and reads every item after it. ``wait`` lowers the flag after it took the tokens,
+    before the loop reads the items: an item put after the loop's last look finds the flag
+    down and posts. (A post is a syscall made with the GIL held when the loop sleeps; a
+    pool that finishes twenty jobs in one go would wake it twenty times.)"""
 
     def __init__(self) -> None:
         self._items: deque = deque()
         self.waker = multiprocessing.get_context("fork").Semaphore(0)
         self._post = self.waker.release
         self._take = self.waker.acquire
+        self._posted = False
 
     def put(self, item: Any) -> None:
         self._items.append(item)
-        self._post()
+        if not self._posted:
+            self._posted = True
+            self._post()
 
     def put_here(self, item: Any) -> None:
         """``put`` from the loop's own thread, within a loop turn: no wake-up (the loop
@@ -59,6 +69,7 @@ class WakeInbox:
         if not self._items and take(True, timeout):
             while take(False):
                 pass
+        self._posted = False
 
 
 def make_inbox() -> Any:

@@ -45,3 +45,42 @@ def test_items_put_from_the_loop_itself_are_taken_without_a_wake_up():
     # Then no token was posted, and the next turn takes them at once
     assert not inbox.waker.acquire(False)
     assert list(take(inbox, 5.0, [], 10)) == ["outcome"]
+
+
+def _tokens(inbox):
+    count = 0
+    while inbox.waker.acquire(False):
+        count += 1
+    return count
+
+
+def test_threads_post_once_a_turn_and_again_after_the_loop_looked():
+    # Given a loop asleep, and twenty items put from a thread before it wakes
+    inbox = WakeInbox()
+    for i in range(20):
+        inbox.put(i)
+    # Then one token was posted for all of them
+    assert _tokens(inbox) == 1
+    # When the loop's turn waits (the token taken) and reads them
+    inbox.waker.release()
+    assert list(take(inbox, 5.0, [], 100)) == list(range(20))
+    # Then the next item put posts again: the loop sleeping on the semaphore wakes for it
+    inbox.put("late")
+    assert _tokens(inbox) == 1
+    inbox.waker.release()
+    assert list(take(inbox, 5.0, [], 100)) == ["late"]
+
+
+def test_an_item_put_while_the_loop_still_reads_the_last_ones_is_not_stranded():
+    # Given a turn that has woken (tokens taken, flag lowered) but not read everything yet
+    inbox = WakeInbox()
+    for i in range(3):
+        inbox.put(i)
+    turn = take(inbox, 5.0, [], 100)
+    assert next(turn) == 0
+    # When a thread puts meanwhile, it posts (the loop will wait again after this turn)
+    inbox.put("meanwhile")
+    assert _tokens(inbox) == 1
+    # and the item is read, in this turn or the next
+    inbox.waker.release()
+    assert list(turn) + list(take(inbox, 5.0, [], 100)) == [1, 2, "meanwhile"]
