@@ -39,17 +39,18 @@ class _Run:
     """One submitted job. Fields are guarded by the pool's lock."""
 
     __slots__ = ("job", "started", "task", "wrapper", "thread", "killed", "abandoned",
-                 "holds_slot")
+                 "holds_slot", "start_unreported")
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.started: float | None = None          # monotonic, once on_start was called
+        self.started: float | None = None          # monotonic, once it began
         self.task: asyncio.Task | None = None       # a coroutine job's asyncio task
         self.wrapper: Interruptible | None = None
         self.thread: int | None = None              # a sync job's thread ident while it runs
         self.killed = False        # kill() reported it; its own result is dropped
         self.abandoned = False     # stop/terminate gave it up; no outcome at all
         self.holds_slot = False    # a coroutine slot is its (loop thread only)
+        self.start_unreported = False  # began without a limit; on_start not yet called
 
 
 class AsyncioPool(Pool):
@@ -71,6 +72,9 @@ class AsyncioPool(Pool):
       sees the loop's heartbeat stall and logs one line naming the job
       (``info()['loop_blocked']``).
     * At a concurrency above SYNC_THREADS_MAX, plain tasks run SYNC_THREADS_MAX at a time.
+    * The loop reports once a turn: the outcomes of the coroutines that ended in it, and the
+      starts of jobs without a limit that still run a turn later (a quicker one's start
+      rides on its outcome, ``Outcome.began``). A job with a limit reports its start at once.
 
     The supervisor calls every method from its thread; the loop's state is touched only on
     the loop's thread (``call_soon_threadsafe``), the shared records under one lock.
@@ -104,6 +108,14 @@ class AsyncioPool(Pool):
         self._stopping = False
         self._closed = threading.Event()
         self._beat = 0.0
+        # what the loop reports once a turn (loop thread): the starts of jobs without a
+        # limit, those of this turn and those of the turn before (under the lock: the
+        # watchdog reports them for a loop that is held), and the outcomes of the
+        # coroutines that ended, with one flush scheduled for all
+        self._starts: list[_Run] = []
+        self._starts_before: list[_Run] = []
+        self._ended: list[Outcome] = []
+        self._flush_due = False
         self._killed_total = 0
         self._abandoned_total = 0
         self._loop_blocked = 0
@@ -132,6 +144,7 @@ class AsyncioPool(Pool):
         try:
             loop.run_forever()
         finally:
+            self._flush()       # outcomes of the last turn (their jobs left _runs already)
             self._closed.set()
             _close_abandoned(loop)
 
@@ -205,6 +218,11 @@ class AsyncioPool(Pool):
 
     def _begin(self, run: _Run, coro) -> None:
         """On the loop: the coroutine job takes a slot and becomes an asyncio task."""
+        job = run.job
+        # A job with a limit reports its start now: its clocks start there. Another is
+        # reported at the end of the next loop turn, unless it ended by then: its start
+        # then rides on its outcome (a no-op costs the supervisor no start of its own).
+        limited = job.soft_limit is not None or job.hard_limit is not None
         with self._lock:
             if run.abandoned:
                 coro.close()
@@ -212,9 +230,15 @@ class AsyncioPool(Pool):
             run.started = time.monotonic()
             run.wrapper = Interruptible(coro)
             run.task = self._loop.create_task(self._drive(run))
+            if not limited:
+                run.start_unreported = True
+                self._starts.append(run)
         run.holds_slot = True
         self._active += 1
-        self.on_start(run.job.id)
+        if limited:
+            self.on_start(job.id)
+        else:
+            self._flush_soon()
 
     def _release(self, run: _Run) -> None:
         """On the loop, once per run that took a slot: the slot goes to the next job."""
@@ -229,16 +253,64 @@ class AsyncioPool(Pool):
             outcome = await run.wrapper
         except BaseException as exc:    # cancelled (killed, terminated: dropped) or a broken runner
             outcome = Outcome.from_exception(run.job.id, exc)
-        self._finish(run, outcome)
+        if self._settle(run, outcome):
+            self._ended.append(outcome)
+            self._flush_soon()
         self._release(run)
 
-    def _finish(self, run: _Run, outcome: Outcome) -> None:
+    def _settle(self, run: _Run, outcome: Outcome) -> bool:
+        """Whether ``outcome`` is the job's to report: not once kill or a stop settled it.
+        A start not yet reported rides on it (``Outcome.began``)."""
         with self._lock:
             self._stuck.discard(run)
             if run.killed or run.abandoned or self._runs.get(run.job.id) is not run:
-                return
+                return False
             del self._runs[run.job.id]
-        self._deliver(outcome)
+            if run.start_unreported:
+                run.start_unreported = False
+                outcome.began = True
+        return True
+
+    def _finish(self, run: _Run, outcome: Outcome) -> None:
+        if self._settle(run, outcome):
+            self._deliver(outcome)
+
+    def _flush_soon(self) -> None:
+        """On the loop: have ``_flush`` run once this turn's callbacks are done."""
+        if not self._flush_due:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """On the loop, once a turn: report the starts of the turn before that are still
+        running, then the turn's outcomes (twenty jobs that end in one turn cost the
+        supervisor one wake-up, not forty)."""
+        self._flush_due = False
+        if self._starts_before or self._starts:
+            with self._lock:
+                self._report(self._starts_before)
+                self._starts_before, self._starts = self._starts, []
+            if self._starts_before:
+                self._flush_soon()
+        ended, self._ended = self._ended, []
+        for outcome in ended:
+            self._deliver(outcome)
+
+    def _report_starts(self) -> None:
+        """Every start not yet reported: from the watchdog, for a loop held by a blocking
+        coroutine (the flush would wait until it lets go)."""
+        with self._lock:
+            self._report(self._starts_before)
+            self._report(self._starts)
+            self._starts_before, self._starts = [], []
+
+    def _report(self, runs: list[_Run]) -> None:
+        """(lock held) ``on_start`` for those still unreported: under the lock, the outcome
+        (settled under it too) cannot pass its start, nor both carry it."""
+        for run in runs:
+            if run.start_unreported:
+                run.start_unreported = False
+                self.on_start(run.job.id)
 
     def _deliver(self, outcome: Outcome) -> None:
         try:
@@ -309,6 +381,8 @@ class AsyncioPool(Pool):
             self._killed_total += 1
             self._stuck.add(run)
             runtime = time.monotonic() - run.started
+            began = run.start_unreported
+            run.start_unreported = False
             if run.thread is not None:
                 _raise_in(run.thread, TimeLimitExceeded)
                 self._sync_threads -= 1
@@ -317,8 +391,10 @@ class AsyncioPool(Pool):
         if run.task is not None:
             self._on_loop(self._cancel, run)
         log.warning("job %s killed by its hard time limit; its result will be dropped", job_id)
-        self._deliver(Outcome.from_exception(
-            job_id, TimeLimitExceeded("hard time limit exceeded"), runtime=runtime))
+        outcome = Outcome.from_exception(
+            job_id, TimeLimitExceeded("hard time limit exceeded"), runtime=runtime)
+        outcome.began = began
+        self._deliver(outcome)
 
     def _cancel(self, run: _Run) -> None:
         """On the loop: cancel, and abandon the coroutine if it is still there after GRACE.
@@ -349,6 +425,7 @@ class AsyncioPool(Pool):
             if held < self.blocking_report_after or beat == reported_beat:
                 continue
             reported_beat = beat
+            self._report_starts()
             job_id = self._current_job()
             self._loop_blocked += 1
             log.warning("job %s blocked the asyncio loop for more than %.2fs (a blocking call "

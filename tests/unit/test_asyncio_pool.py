@@ -47,6 +47,11 @@ async def a_value(x):
     return x
 
 
+@async_task("a.now")
+async def a_now(x):
+    return x      # no await: it ends in the loop turn it first runs in
+
+
 @async_task("a.barrier")
 async def a_barrier(n):
     if _barrier["event"] is None:
@@ -267,4 +272,40 @@ def test_stop_hands_back_the_jobs_waiting_for_a_slot(make, recwarn):
     import gc
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    harness.check()
+
+
+def test_a_start_is_reported_at_once_with_a_limit_and_rides_on_a_quick_end_without(make):
+    harness = make(4)
+    starts = []
+    on_start = harness.pool.on_start
+    harness.pool.on_start = lambda job_id: (starts.append(job_id), on_start(job_id))
+    # Given coroutine jobs that end in their first turn, some with a limit
+    plain = [harness.run("a.now", i) for i in range(8)]
+    limited = [harness.run("a.now", i, hard=60) for i in range(4)]
+    harness.wait_for(lambda: all(harness.outcome(j) for j in plain + limited), "12 outcomes")
+    # Then a limited job's start came through on_start (its clock starts there), before
+    # its end; the others' starts came with their outcomes (Outcome.began), none twice
+    assert all(j.id in starts and not harness.outcome(j).began for j in limited)
+    assert all(j.id not in starts and harness.outcome(j).began for j in plain)
+    harness.check()
+
+
+def test_a_running_job_without_a_limit_has_its_start_reported_while_it_runs(make):
+    harness = make(2)
+    # Given a coroutine job that awaits, and one that holds the loop (no limit on either)
+    waiting = harness.run("a.gate", harness.path("held"), gate := harness.path("gate"))
+    harness.wait_started(waiting)
+    marker, release = harness.path("holding"), harness.path("release")
+    holder = harness.run("a.hold_loop", marker, release)
+    harness.wait_file(marker)
+    # Then each start is reported before its end: the awaiting one by the loop's next
+    # turns, the one holding the loop by the watchdog that sees it held
+    harness.wait_started(holder)
+    assert harness.outcome(holder) is None
+    touch(release)
+    touch(gate)
+    assert value(harness.wait_outcome(holder)) == "released"
+    assert value(harness.wait_outcome(waiting)) == "through"
+    assert not harness.outcome(waiting).began and not harness.outcome(holder).began
     harness.check()
