@@ -52,6 +52,10 @@ def _first(item: Any) -> Any:
     return item[0]
 
 
+def _received(row: list) -> Any:
+    return row[5]
+
+
 class FleetState:
     """What the monitor knows, fed by events (``on_event``) and polls (``poll``). The poller
     thread changes it under ``lock``, which the view holds while it draws."""
@@ -92,6 +96,11 @@ class FleetState:
             # single events (a second copy, an event after its end): those keep their order.
             # Rows and single events go in the order of their first event, so that the task
             # list's order (newest first) is the one the events give
+            if not single:      # the common batch: rows alone, folded in one pass
+                fold_row = self._row_folder(batch.get("w"))
+                for row in sorted(rows, key=_received):
+                    seen += fold_row(row)
+                return seen
             if not {entry[2] for entry in single}.intersection(row[0] for row in rows):
                 worker = batch.get("w")
                 units = [(entry[1], False, entry) for entry in single]
@@ -124,6 +133,29 @@ class FleetState:
             if type(job_id) is not str:
                 job_id = str(job_id)
             record = tasks.get(job_id)
+            if record is None and task and queue is not None and retries is not None:
+                # a task first seen in its row (nearly every one): its record in one go
+                ended = float(ended)
+                tasks[job_id] = record = {
+                    "id": job_id, "received": float(received), "retries": retries,
+                    "name": str(task), "worker": worker or "?", "queue": queue,
+                    "state": "succeeded", "at": ended, "ended": ended}
+                if body is not None:
+                    record["m"] = body
+                if runtime is not None:
+                    record["runtime"] = runtime
+                if len(tasks) > max_tasks:
+                    tasks.popitem(last=False)
+                finished.append(ended)
+                if self.last_event is None or ended > self.last_event:
+                    self.last_event = ended
+                counts["task-received"] += 1
+                counts["task-succeeded"] += 1
+                if started is None:
+                    return 2
+                record["started"] = float(started)
+                counts["task-started"] += 1
+                return 3
             if record is None:
                 record = tasks[job_id] = {"id": job_id, "received": float(received),
                                           "retries": 0, "name": "?", "worker": "?"}

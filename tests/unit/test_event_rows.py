@@ -205,3 +205,23 @@ def test_a_task_with_a_row_and_single_events_folds_in_time_order():
     # Then they know the same
     by_entry, _ = folded_both_ways(fields)
     assert by_entry.tasks["dup"]["state"] == "succeeded"
+
+
+def test_a_batch_of_rows_alone_folds_as_its_events_do_in_the_order_they_were_received():
+    # Given thirty tasks received in order and ending out of order, a third without a start
+    buffer = EventBuffer("s", "w1")
+    for i in range(30):
+        buffer.received(job(f"r{i}", i), "default", 1_700_000_000.0 + i)
+    for i in list(range(29, -1, -2)) + list(range(0, 30, 2)):
+        if i % 3:
+            buffer.started(f"r{i}", "t.add")
+        buffer.succeeded(f"r{i}", "t.add", 0.01 * i)
+    fields = batch_of(buffer)
+    assert msgpack.unpackb(fields[b"b"], raw=False)["e"] == []   # rows, nothing else
+    # Then the monitor's record of each is the one its three events leave, listed in the
+    # order the tasks were received (newest first in the view)
+    by_entry, folded = folded_both_ways(fields)
+    assert folded == 30 * 2 + 20
+    assert list(by_entry.tasks) == [f"r{i}" for i in range(30)]
+    assert by_entry.tasks["r4"]["runtime"] == 0.04 and "started" in by_entry.tasks["r4"]
+    assert "started" not in by_entry.tasks["r3"]
