@@ -1,7 +1,8 @@
 """The asyncio pool: N coroutine slots on one event loop, in a thread of the supervisor's
 process (no monkey-patching), and plain ``def`` tasks on a bounded set of threads beside it.
 Owns the loop thread, how limits reach coroutines and sync threads, and the watchdog that
-reports a coroutine blocking the loop. Written on ``pools/base.py`` alone.
+reports a coroutine blocking the loop; what the loop reports once a turn is ``turns``.
+Written on ``pools/base.py`` alone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 
 from engine.exceptions import NotSupported, SoftTimeLimitExceeded, TimeLimitExceeded
+from pools.asyncio.turns import TurnReports
 from pools.base import Interruptible, Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runner
 
 log = logging.getLogger(__name__)
@@ -108,14 +110,10 @@ class AsyncioPool(Pool):
         self._stopping = False
         self._closed = threading.Event()
         self._beat = 0.0
-        # what the loop reports once a turn (loop thread): the starts of jobs without a
-        # limit, those of this turn and those of the turn before (under the lock: the
-        # watchdog reports them for a loop that is held), and the outcomes of the
-        # coroutines that ended, with one flush scheduled for all
-        self._starts: list[_Run] = []
-        self._starts_before: list[_Run] = []
-        self._ended: list[Outcome] = []
-        self._flush_due = False
+        # what the loop tells the supervisor, once a turn (on_start looked up at each
+        # call: it is the pool's attribute)
+        self._reports = TurnReports(self._lock, lambda job_id: self.on_start(job_id),
+                                    self._deliver)
         self._killed_total = 0
         self._abandoned_total = 0
         self._loop_blocked = 0
@@ -125,7 +123,7 @@ class AsyncioPool(Pool):
         if self.options.max_tasks_per_child or self.options.max_memory_per_child:
             raise NotSupported("asyncio pool has no child to recycle; "
                                "use prefork for max-tasks/max-memory-per-child")
-        self._loop = asyncio.new_event_loop()
+        self._loop = self._reports.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._loop_thread = threading.Thread(target=self._serve, args=(ready,), daemon=True,
                                              name="engine-asyncio-loop")
@@ -144,7 +142,7 @@ class AsyncioPool(Pool):
         try:
             loop.run_forever()
         finally:
-            self._flush()       # outcomes of the last turn (their jobs left _runs already)
+            self._reports.flush()   # the last turn's outcomes (their jobs left _runs already)
             self._closed.set()
             _close_abandoned(loop)
 
@@ -231,14 +229,13 @@ class AsyncioPool(Pool):
             run.wrapper = Interruptible(coro)
             run.task = self._loop.create_task(self._drive(run))
             if not limited:
-                run.start_unreported = True
-                self._starts.append(run)
+                self._reports.start_later(run)
         run.holds_slot = True
         self._active += 1
         if limited:
             self.on_start(job.id)
         else:
-            self._flush_soon()
+            self._reports.flush_soon()
 
     def _release(self, run: _Run) -> None:
         """On the loop, once per run that took a slot: the slot goes to the next job."""
@@ -254,8 +251,7 @@ class AsyncioPool(Pool):
         except BaseException as exc:    # cancelled (killed, terminated: dropped) or a broken runner
             outcome = Outcome.from_exception(run.job.id, exc)
         if self._settle(run, outcome):
-            self._ended.append(outcome)
-            self._flush_soon()
+            self._reports.ended(outcome)
         self._release(run)
 
     def _settle(self, run: _Run, outcome: Outcome) -> bool:
@@ -274,43 +270,6 @@ class AsyncioPool(Pool):
     def _finish(self, run: _Run, outcome: Outcome) -> None:
         if self._settle(run, outcome):
             self._deliver(outcome)
-
-    def _flush_soon(self) -> None:
-        """On the loop: have ``_flush`` run once this turn's callbacks are done."""
-        if not self._flush_due:
-            self._flush_due = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """On the loop, once a turn: report the starts of the turn before that are still
-        running, then the turn's outcomes (twenty jobs that end in one turn cost the
-        supervisor one wake-up, not forty)."""
-        self._flush_due = False
-        if self._starts_before or self._starts:
-            with self._lock:
-                self._report(self._starts_before)
-                self._starts_before, self._starts = self._starts, []
-            if self._starts_before:
-                self._flush_soon()
-        ended, self._ended = self._ended, []
-        for outcome in ended:
-            self._deliver(outcome)
-
-    def _report_starts(self) -> None:
-        """Every start not yet reported: from the watchdog, for a loop held by a blocking
-        coroutine (the flush would wait until it lets go)."""
-        with self._lock:
-            self._report(self._starts_before)
-            self._report(self._starts)
-            self._starts_before, self._starts = [], []
-
-    def _report(self, runs: list[_Run]) -> None:
-        """(lock held) ``on_start`` for those still unreported: under the lock, the outcome
-        (settled under it too) cannot pass its start, nor both carry it."""
-        for run in runs:
-            if run.start_unreported:
-                run.start_unreported = False
-                self.on_start(run.job.id)
 
     def _deliver(self, outcome: Outcome) -> None:
         try:
@@ -425,7 +384,7 @@ class AsyncioPool(Pool):
             if held < self.blocking_report_after or beat == reported_beat:
                 continue
             reported_beat = beat
-            self._report_starts()
+            self._reports.report_all()
             job_id = self._current_job()
             self._loop_blocked += 1
             log.warning("job %s blocked the asyncio loop for more than %.2fs (a blocking call "
