@@ -239,6 +239,21 @@ class Pool:
     def poll(self) -> None:
         """With ``attach_waker``: report what was published since the last call."""
 
+    #: Optional, for pools that queue jobs of their own behind the running ones (the
+    #: ``prefetch``): ``take_back()`` takes every job that has not started out of the
+    #: pool and returns their ids, in the order they were submitted; they get no Outcome.
+    #: A supervisor that finds it was paused long enough to be taken for lost calls it, so
+    #: that it checks those jobs are still its own before it submits them again. Leave it
+    #: None if the pool holds no queue (or cannot give one back): its queued jobs then run.
+    take_back = None
+
+    #: Optional, with ``take_back``: ``turned()``, called by the supervisor once a loop
+    #: turn, after it checked (following a pause) that what it fed is still its own and
+    #: before it feeds. A pool whose queue is served by threads of its own starts a queued
+    #: job only while the loop turned recently, so that, after a pause of the whole
+    #: process, no queued job starts before the loop took the queue back.
+    turned = None
+
     def stop(self, timeout: float) -> list[str]:
         """Warm stop: start nothing new, let running jobs end (up to ``timeout`` seconds),
         then stop; what still runs after that is terminated.

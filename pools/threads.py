@@ -29,6 +29,11 @@ _clear_in.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
 
 _RETIRE = None   # a queue entry telling one idle slot thread to exit (shrink, stop)
 
+#: seconds since the supervisor's loop last turned (``turned``) after which a slot thread
+#: starts no queued job until it turns again: a loop that turns every 0.1 s at most when
+#: idle was paused, and must first take its queue back (``engine.worker.ownership``)
+LOOP_FRESH = 0.05
+
 
 class _Slot:
     """One slot thread and the job it runs. Fields are guarded by the pool's lock."""
@@ -44,7 +49,9 @@ class _Slot:
 
 
 class ThreadsPool(Pool):
-    """Slot threads fed from one queue; see the module docstring for limits.
+    """Slot threads fed from one queue, which holds up to ``options.prefetch`` jobs a slot
+    (the running one included): a slot thread goes from one job to the next without a turn
+    of the supervisor's loop in between. See the module docstring for limits.
 
     Honest limits (also in docs/pool-authors.md):
 
@@ -77,6 +84,9 @@ class ThreadsPool(Pool):
         self._stopping = False
         self._killed_total = 0
         self._names = itertools.count(1)
+        self.prefetch = max(1, options.prefetch)   # jobs a slot, queued ones included
+        self._turned: float | None = None   # the loop's last turn; None: never told
+        self._gated = 0                     # slot threads waiting for the loop to turn
 
     # -- lifecycle
     def start(self) -> None:
@@ -98,7 +108,9 @@ class ThreadsPool(Pool):
 
     def free_slots(self) -> int:
         with self._cond:
-            return 0 if self._stopping else max(0, self.concurrency - self._outstanding)
+            if self._stopping:
+                return 0
+            return max(0, self.concurrency * self.prefetch - self._outstanding)
 
     def submit(self, job: Job) -> None:
         with self._cond:
@@ -106,13 +118,29 @@ class ThreadsPool(Pool):
             self._queue.append(job)
             self._cond.notify()
 
+    def turned(self) -> None:
+        self._turned = time.monotonic()
+        if self._gated:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _stale(self) -> bool:
+        """(lock held) Has the loop not turned for LOOP_FRESH (the next job must wait)?"""
+        return (self._turned is not None and self._queue[0] is not _RETIRE
+                and time.monotonic() - self._turned > LOOP_FRESH)
+
     # -- the slot thread
     def _work(self, slot: _Slot) -> None:
         ident = threading.get_ident()
         while True:
             with self._cond:
-                while not self._queue:
-                    self._cond.wait()
+                while not self._queue or self._stale():
+                    if not self._queue:
+                        self._cond.wait()
+                        continue
+                    self._gated += 1      # a turn notifies; the timeout covers a race
+                    self._cond.wait(LOOP_FRESH)
+                    self._gated -= 1
                 job = self._queue.popleft()
                 if job is _RETIRE:
                     self._slots.discard(slot)
@@ -184,22 +212,48 @@ class ThreadsPool(Pool):
     def kill(self, job_id: str) -> None:
         with self._cond:
             slot = self._running(job_id)
-            if slot is None:
-                return
-            slot.killed = True
-            self._slots.discard(slot)
-            self._stuck.add(slot)
-            self._outstanding -= 1
-            self._killed_total += 1
-            if not self._stopping:
-                self._spawn()       # capacity is kept; the old thread ends when it can
-            _raise_in(slot.thread.ident, TimeLimitExceeded)
-            runtime, stuck = time.monotonic() - slot.started, len(self._stuck)
+            withdrawn = slot is None and self._withdraw(job_id)
+            if slot is not None:
+                slot.killed = True
+                self._slots.discard(slot)
+                self._stuck.add(slot)
+                self._outstanding -= 1
+                self._killed_total += 1
+                if not self._stopping:
+                    self._spawn()       # capacity is kept; the old thread ends when it can
+                _raise_in(slot.thread.ident, TimeLimitExceeded)
+                runtime, stuck = time.monotonic() - slot.started, len(self._stuck)
+        if withdrawn:      # it waited in the queue (the pool's prefetch): it never starts
+            self._deliver(Outcome.from_exception(
+                job_id, TimeLimitExceeded("hard time limit exceeded: task killed")))
+        if slot is None:
+            return
         log.warning("job %s killed by its hard time limit; its thread %s is left to finish "
                     "and its result will be dropped (%d stuck threads)",
                     job_id, slot.thread.name, stuck)
         self._deliver(Outcome.from_exception(
             job_id, TimeLimitExceeded("hard time limit exceeded"), runtime=runtime))
+
+    def take_back(self) -> list[str]:
+        """The jobs waiting in the queue, out of it (see ``Pool.take_back``)."""
+        with self._cond:
+            waiting = [job for job in self._queue if job is not _RETIRE]
+            if waiting:
+                retiring = len(self._queue) - len(waiting)
+                self._queue.clear()
+                self._queue.extend([_RETIRE] * retiring)
+                self._outstanding -= len(waiting)
+        return [job.id for job in waiting]
+
+    def _withdraw(self, job_id: str) -> bool:
+        """(lock held) Take back a job that waits in the queue; True when it was there."""
+        for job in self._queue:
+            if job is not _RETIRE and job.id == job_id:
+                self._queue.remove(job)
+                self._outstanding -= 1
+                self._killed_total += 1
+                return True
+        return False
 
     # -- capacity
     def grow(self, n: int) -> None:

@@ -266,6 +266,8 @@ class PoolLane(Lane):
 
     # -- feeding -----------------------------------------------------------------------
     def feed(self, admit: Callable[[Delivery], bool]) -> None:
+        if self.pool.turned is not None:
+            self.pool.turned()
         buffer = self.buffer
         if not buffer or not self.fetching or self.unverified:
             return

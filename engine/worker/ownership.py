@@ -12,9 +12,12 @@ A pause is noticed two ways: the loop's turns are further apart than STALL_SHARE
 ``worker_lost_after`` (``check``), or a fetch thread's read took that much longer than it
 may block (``PoolLane``'s fetch thread: a batch Redis handed over while this process was
 stopped).
-Both are per turn or per batch, never per task. Jobs already handed to a pool (running, or
-queued in prefork's ring) are not covered: they may run twice, as any running task of a
-worker taken for lost does.
+Both are per turn or per batch, never per task. Jobs a pool queues behind its running ones
+(its prefetch) come back into the buffer first and are checked with it, where the pool can
+give them back (``Pool.take_back``: the threads pool). Those that run, and those queued in
+a pool that cannot (prefork's ring, the asyncio pool), may run twice, as any running task
+of a worker taken for lost does. An entry acked when it was handed to the pool (acks
+early) is kept without asking: nobody else can have it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from engine.limits import now as monotonic
 
 if TYPE_CHECKING:
     from engine.broker import Broker
-    from engine.worker.lanes import Lane
+    from engine.worker.lanes import Delivery, Lane
 
 log = logging.getLogger("engine.worker")
 
@@ -42,9 +45,11 @@ STALL_SHARE = 0.25
 class Ownership:
     """On the loop: notices pauses and drops buffered messages this worker lost."""
 
-    def __init__(self, broker: "Broker", consumer: str, *, lost_after: float) -> None:
+    def __init__(self, broker: "Broker", consumer: str, *, lost_after: float,
+                 inflight: dict[str, "Delivery"] | None = None) -> None:
         self.broker = broker
         self.consumer = consumer
+        self.inflight = {} if inflight is None else inflight   #: the supervisor's
         self.stall_after = max(lost_after * STALL_SHARE, 0.05)
         self._last: float | None = None   # the first turn follows start, not a pause
 
@@ -64,10 +69,12 @@ class Ownership:
 
     def verify(self, lane: "Lane") -> None:
         """Keep in ``lane``'s buffer only what is still pending on this consumer."""
+        self.take_back(lane)
         buffer = lane.buffer
         by_stream: dict[str, list] = defaultdict(list)
         for delivery in buffer:
-            by_stream[delivery.stream].append(delivery.entry_id)
+            if not delivery.acked:
+                by_stream[delivery.stream].append(delivery.entry_id)
         ours: set[bytes] = set()
         try:
             for stream, ids in by_stream.items():
@@ -77,7 +84,7 @@ class Ownership:
             log.warning("lane %s: could not check its buffered messages (%s); not starting "
                         "them until it can", lane.name, exc)
             return   # still unverified: the lane feeds nothing meanwhile
-        kept = [d for d in buffer if _b(d.entry_id) in ours]
+        kept = [d for d in buffer if d.acked or _b(d.entry_id) in ours]
         lost = len(buffer) - len(kept)
         if lost:
             buffer.clear()
@@ -87,6 +94,16 @@ class Ownership:
                         "while this one was paused: dropped, not run", lane.name, lost)
         lane.unverified = False
 
+    def take_back(self, lane: "Lane") -> None:
+        """The jobs ``lane``'s pool queued and has not started, back at the head of its
+        buffer in their order, as if never submitted (where the pool can: ``take_back``)."""
+        pool = getattr(lane, "pool", None)
+        if pool is None or pool.take_back is None:
+            return
+        for job_id in reversed(pool.take_back()):
+            delivery = self.inflight.pop(job_id, None)
+            if delivery is not None:
+                lane.buffer.appendleft(delivery)
 
     def _pending(self, stream: str, first: bytes, last: bytes, count: int) -> set[bytes]:
         """Every id pending on this consumer from ``first`` to ``last``, page by page (the

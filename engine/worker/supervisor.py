@@ -125,7 +125,8 @@ class Supervisor:
         self._housekeeping_rounds = 0
         self._beat = None                       # engine.beat.Beat, with -B
         self.pressure = Pressure()              # Redis refusing writes (out of memory)
-        self.ownership = Ownership(app.broker, self.name, lost_after=self.lost_after)
+        self.ownership = Ownership(app.broker, self.name, lost_after=self.lost_after,
+                                   inflight=self.inflight)
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,

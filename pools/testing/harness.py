@@ -44,6 +44,7 @@ class Harness:
         self.started: dict[str, float] = {}
         self.violations: list[str] = []
         self.returned_by_stop: set[str] = set()
+        self.killed_waiting: set[str] = set()   # kill() before any start was reported
         self.deadlines = Deadlines()
         self._new_starts: list[tuple[str, float]] = []
         self._gates: list[str] = []
@@ -87,6 +88,10 @@ class Harness:
     # -- supervisor side
     def call(self, method: str, *args):
         assert threading.get_ident() == self.thread, "the harness calls the pool from one thread"
+        if method == "kill":
+            with self.cond:
+                if args[0] not in self.started:   # a job killed while it waits never starts
+                    self.killed_waiting.add(args[0])
         result = getattr(self.pool, method)(*args)
         if method == "free_slots" and (not isinstance(result, int) or result < 0):
             pytest.fail(f"free_slots() returned {result!r}, not a count")
@@ -185,7 +190,8 @@ class Harness:
             if self.violations:
                 pytest.fail("pool broke its contract: " + "; ".join(self.violations))
             for job_id in self.outcomes:
-                if job_id in self.submitted and job_id not in self.started:
+                if job_id in self.submitted and job_id not in self.started \
+                        and job_id not in self.killed_waiting:
                     pytest.fail(f"outcome for {job_id} without on_start({job_id!r})")
 
     def close(self) -> None:

@@ -1,0 +1,122 @@
+"""The threads pool's own queue: up to ``prefetch`` jobs a slot wait in the pool, a slot
+thread goes from one to the next, and a waiting job can be taken back (kill) before it runs.
+The conformance suite (tests/conformance/test_threads.py) covers everything else."""
+
+import time
+
+import pytest
+
+from pools.base import PoolOptions
+from pools.testing import Harness, assert_time_limit, touch, value
+from pools.threads import LOOP_FRESH, ThreadsPool
+
+
+@pytest.fixture
+def make(tmp_path):
+    made = []
+
+    def start(concurrency, prefetch):
+        harness = Harness(ThreadsPool, concurrency, tmp_path,
+                          options=PoolOptions(prefetch=prefetch))
+        made.append(harness.start())
+        return harness
+
+    yield start
+    for harness in made:
+        harness.close()
+
+
+def test_a_slot_holds_its_prefetch_and_runs_it_in_order(make):
+    harness = make(1, 3)
+    assert harness.call("free_slots") == 3
+    # Given three held jobs on one slot: one runs, two wait in the pool
+    gate = harness.gate()
+    jobs = [harness.submit(harness.job("sample.hold", harness.path(f"held{i}"), gate),
+                           wait=False) for i in range(3)]
+    harness.wait_started(jobs[0])
+    assert harness.call("free_slots") == 0
+    assert harness.call("info")["queued"] == 2
+    assert set(harness.started) == {jobs[0].id}
+    # When the gate opens, Then the slot runs the waiting ones, in order, without a submit
+    touch(gate)
+    harness.wait_for(lambda: all(harness.outcome(j) for j in jobs), "three outcomes")
+    assert [value(harness.outcome(j)) for j in jobs] == ["released"] * 3
+    starts = sorted(jobs, key=lambda j: harness.started[j.id])
+    assert starts == jobs
+    assert harness.call("free_slots") == 3
+    harness.check()
+
+
+def test_killing_a_waiting_job_takes_it_back_before_it_runs(make):
+    harness = make(1, 2)
+    gate = harness.gate()
+    running = harness.submit(harness.job("sample.hold", harness.path("running"), gate),
+                             wait=False)
+    waiting = harness.submit(harness.job("sample.hold", harness.path("waiting"), gate),
+                             wait=False)
+    harness.wait_started(running)
+    # When the waiting one is killed (a hard limit, a revoke with terminate)
+    harness.call("kill", waiting.id)
+    # Then it is reported at once as killed, and it never starts
+    assert_time_limit(harness.wait_outcome(waiting))
+    assert harness.call("info")["queued"] == 0
+    assert harness.call("free_slots") == 1
+    # while the running one is untouched and ends as it would have
+    touch(gate)
+    assert value(harness.wait_outcome(running)) == "released"
+    assert waiting.id not in harness.started
+    harness.call("kill", waiting.id)     # a second kill of a job already reported: nothing
+    assert len(harness.outcomes[waiting.id]) == 1
+    harness.check()
+
+
+def test_take_back_hands_over_the_waiting_jobs_in_order(make):
+    harness = make(1, 4)
+    gate = harness.gate()
+    jobs = [harness.submit(harness.job("sample.hold", harness.path(f"held{i}"), gate),
+                           wait=False) for i in range(4)]
+    harness.wait_started(jobs[0])
+    # When the pool is asked for what it has not started (a supervisor back from a pause)
+    taken = harness.call("take_back")
+    # Then it hands over the three waiting ones, in order, and they get no outcome
+    assert taken == [j.id for j in jobs[1:]]
+    assert harness.call("info")["queued"] == 0
+    assert harness.call("free_slots") == 3
+    touch(gate)
+    assert value(harness.wait_outcome(jobs[0])) == "released"
+    assert harness.call("take_back") == []
+    assert all(harness.outcome(j) is None and j.id not in harness.started for j in jobs[1:])
+    # and the slot goes on with what comes next
+    assert value(harness.wait_outcome(harness.run("sample.ok"))) == "ok"
+    harness.check()
+
+
+def test_after_a_pause_a_queued_job_waits_for_the_loop_to_turn(make):
+    harness = make(1, 2)
+    pool = harness.pool
+    harness.call("turned")               # a supervisor drives this pool
+    gate = harness.gate()
+    first = harness.submit(harness.job("sample.hold", harness.path("first"), gate), wait=False)
+    second = harness.submit(harness.job("sample.ok"), wait=False)
+    harness.wait_started(first)
+    # Given a loop that has not turned for longer than LOOP_FRESH (as after a SIGSTOP)
+    harness.wait_for(lambda: time.monotonic() - pool._turned > LOOP_FRESH, "a stale loop",
+                     tick=False)
+    # When the running job ends, Then the slot thread does not start the queued one
+    touch(gate)
+    assert value(harness.wait_outcome(first)) == "released"
+    harness.wait_for(lambda: pool._gated == 1, "the slot thread to wait for a turn",
+                     tick=False)
+    assert second.id not in harness.started
+    # until the loop turns (having taken back what was no longer its own)
+    harness.call("turned")
+    assert value(harness.wait_outcome(second)) == "ok"
+    harness.check()
+
+
+def test_a_pool_no_loop_drives_never_waits_for_a_turn(make):
+    harness = make(1, 3)
+    jobs = [harness.submit(harness.job("sample.ok"), wait=False) for _ in range(3)]
+    harness.wait_for(lambda: all(harness.outcome(j) for j in jobs), "three outcomes")
+    assert harness.pool._turned is None
+    harness.check()
