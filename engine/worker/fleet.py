@@ -102,14 +102,15 @@ class Fleet:
 
     def handle(self, intent: str) -> None:
         """A signal's intent: shutdown is forwarded as SIGTERM to every live supervisor
-        (each reads a second one as cold, as a lone ``engine run`` does); info as SIGUSR1."""
-        if intent == ossignals.SHUTDOWN:
-            self.shutdowns += 1
+        (each reads a second one as cold, as a lone ``engine run`` does), a cold one
+        (SIGQUIT) as SIGQUIT; info as SIGUSR1."""
+        if intent in (ossignals.SHUTDOWN, ossignals.COLD):
+            self.shutdowns += 1 if intent == ossignals.SHUTDOWN else 2
             log.info("%s shutdown of %d supervisors", "warm" if self.shutdowns == 1 else "cold",
                      sum(m.alive for m in self.members))
             for member in self.members:
                 member.restart_at = None      # nothing starts again once we stop
-            self._signal_all(signal.SIGTERM)
+            self._signal_all(signal.SIGTERM if intent == ossignals.SHUTDOWN else signal.SIGQUIT)
         elif intent == ossignals.INFO:
             self._signal_all(signal.SIGUSR1)
         # CHILD: the loop reaps next anyway

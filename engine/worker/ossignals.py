@@ -20,13 +20,14 @@ EXIT_OK = 0            # warm or cold shutdown that finished as asked
 EXIT_ERROR = 1         # the worker could not start or crashed
 EXIT_USAGE = 2         # bad command line, app, pool or class path
 
-SHUTDOWN, CHILD, INFO = "shutdown", "child", "info"
+SHUTDOWN, COLD, CHILD, INFO = "shutdown", "cold", "child", "info"
 
-#: signal -> intent; a second SHUTDOWN while one is in progress is read as cold
+#: signal -> intent; a second SHUTDOWN while one is in progress is read as cold, and
+#: SIGQUIT is a cold shutdown at once (as Celery's worker reads it)
 INTENTS = {
     signal.SIGTERM: SHUTDOWN,
     signal.SIGINT: SHUTDOWN,
-    signal.SIGQUIT: SHUTDOWN,
+    signal.SIGQUIT: COLD,
     signal.SIGCHLD: CHILD,
     signal.SIGUSR1: INFO,
 }

@@ -62,7 +62,8 @@ MAINTAIN_INTERVAL = 0.02
 
 
 class ColdShutdown(BaseException):
-    """Raised by the signal wake-up while a warm shutdown blocks in ``Pool.stop``."""
+    """A cold shutdown: SIGQUIT, or a second signal (raised by the wake-up itself while the
+    loop blocks, in ``Pool.stop`` or a write retry)."""
 
 
 def _metrics(conf: Any, parent: str | None) -> Any:
@@ -204,7 +205,7 @@ class Supervisor:
         pool_cls = resolve(spec.pool)
         if wants_isolation(spec, pool_cls):
             return ProcessLane(spec, pool_cls, app=self.app, supervisor_name=self.name)
-        # a pool that queues locally (prefork's shared ring) holds the lane's prefetch
+        # a pool that queues locally (prefork's ring, threads, asyncio) holds the prefetch
         options = dataclasses.replace(spec.options, prefetch=spec.prefetch)
         polled = getattr(pool_cls, "attach_waker", None) is not None and \
             isinstance(self.inbox, WakeInbox)
@@ -228,7 +229,8 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------------
     def _wake(self, intent: str) -> None:
         """Signal handlers land here (main thread, between bytecodes)."""
-        if intent == ossignals.SHUTDOWN and (self._blocking_stop or self._shutdown is not None):
+        if intent in (ossignals.SHUTDOWN, ossignals.COLD) and (
+                self._blocking_stop or self._shutdown is not None):
             self._shutdown = "cold"
             raise ColdShutdown()
         self.inbox.put((SIGNAL, intent))
@@ -302,8 +304,7 @@ class Supervisor:
         if delivery is None:
             return   # a late outcome of a job already reported (a pool broke its promise)
         if outcome.began and delivery.started is None:
-            # its start came with its end (Outcome.began): what the start owes (its clocks
-            # are cancelled at once, below)
+            # its start came with its end (Outcome.began): what a start owes; its clocks end below
             delivery.started = limits.now()
             if not delivery.revoked:
                 self._began(delivery)
@@ -317,8 +318,8 @@ class Supervisor:
             waiting.lane.buffer.appendleft(waiting)   # its turn now, in its own lane
 
     def handle_signal(self, intent: str) -> None:
-        if intent == ossignals.SHUTDOWN:
-            if self._shutdown is None and not self._stopping.is_set():
+        if intent in (ossignals.SHUTDOWN, ossignals.COLD):   # COLD: SIGQUIT, at once
+            if intent == ossignals.SHUTDOWN and self._shutdown is None and not self._stopping.is_set():
                 log.info("warm shutdown: finishing running tasks (signal again for cold)")
                 self._shutdown = "warm"
             else:

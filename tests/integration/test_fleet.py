@@ -169,3 +169,20 @@ def test_bad_worker_processes_setting_is_one_line_and_exit_2(engine):
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("engine run: error: worker_processes must be"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sigquit_is_cold_for_all_at_once(app, run_worker, prefix):
+    # Given a fleet running a long task
+    fleet = start_fleet(run_worker, prefix, "--pool", "threads", "-c", "1")
+    members = supervisors(fleet)
+    long = sleep.delay(60)
+    wait_started(app, long.id)
+    # When the parent gets SIGQUIT (Celery's cold shutdown)
+    fleet.signal(signal.SIGQUIT)
+    # Then every supervisor stops cold without a warm phase, the task still unacked
+    assert fleet.wait(30) == 0
+    assert fleet.log.count("stopped (cold)") == 2
+    assert "warm shutdown: finishing" not in fleet.log
+    assert all(gone(p) for p in members.values())
+    assert long.state == "PENDING"
+    assert app.broker.depth("default")["unacked"] == 1

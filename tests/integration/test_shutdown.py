@@ -45,6 +45,21 @@ def test_second_signal_is_a_cold_shutdown(app, run_worker):
     assert app.broker.depth("default")["unacked"] == 1
 
 
+def test_sigquit_is_a_cold_shutdown_at_once(app, run_worker):
+    # Given a worker running a long task
+    worker = run_worker("--pool", "threads", "-c", "1")
+    long = sleep.delay(60)
+    wait_started(app, long.id)
+    # When it gets SIGQUIT (as Celery's worker reads it: cold)
+    worker.signal(signal.SIGQUIT)
+    # Then it exits at once without a warm phase, the task unfinished and still unacked
+    assert worker.wait(30) == 0
+    assert "warm shutdown" not in worker.log
+    assert "stopped (cold)" in worker.log
+    assert long.state == "PENDING"
+    assert app.broker.depth("default")["unacked"] == 1
+
+
 def test_sigint_is_warm_too(app, run_worker):
     worker = run_worker("--pool", "threads", "-c", "1")
     r = sleep.delay(0.5)
