@@ -75,6 +75,25 @@ def run_worker(env, tmp_path):
 
 
 @pytest.fixture
+def harnesses(tmp_path):
+    """Started ``pools.testing`` harnesses, closed after the test:
+    ``harnesses(PoolClass, concurrency, runner=..., options=...)``."""
+    from pools.testing import Harness
+    made = []
+
+    def start(pool_class, concurrency: int, *, runner=None, **kwargs):
+        harness = Harness(pool_class, concurrency, tmp_path, **kwargs)
+        if runner is not None:
+            harness.pool.runner = runner
+        made.append(harness.start())
+        return harness
+
+    yield start
+    for harness in made:
+        harness.close()
+
+
+@pytest.fixture
 def engine(env):
     """Runs the real ``engine`` command line with this test's environment."""
     def run(*args: str) -> subprocess.CompletedProcess:

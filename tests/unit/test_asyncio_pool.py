@@ -11,7 +11,7 @@ import pytest
 from engine.exceptions import SoftTimeLimitExceeded
 from pools.asyncio import AsyncioPool
 from pools.base import SUCCESS, Outcome
-from pools.testing import Harness, SampleRunner, touch, value
+from pools.testing import SampleRunner, touch, value
 
 ASYNC = {}
 
@@ -92,18 +92,8 @@ async def a_block(seconds):
 
 
 @pytest.fixture
-def make(tmp_path):
-    made = []
-
-    def start(concurrency):
-        harness = Harness(AsyncioPool, concurrency, tmp_path)
-        harness.pool.runner = AsyncRunner()
-        made.append(harness.start())
-        return harness
-
-    yield start
-    for harness in made:
-        harness.close()
+def make(harnesses):
+    return lambda concurrency: harnesses(AsyncioPool, concurrency, runner=AsyncRunner())
 
 
 def test_coroutine_jobs_and_plain_jobs_return_their_values(make):

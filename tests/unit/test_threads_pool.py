@@ -7,23 +7,14 @@ import time
 import pytest
 
 from pools.base import PoolOptions
-from pools.testing import Harness, assert_time_limit, touch, value
+from pools.testing import assert_time_limit, touch, value
 from pools.threads import LOOP_FRESH, ThreadsPool
 
 
 @pytest.fixture
-def make(tmp_path):
-    made = []
-
-    def start(concurrency, prefetch):
-        harness = Harness(ThreadsPool, concurrency, tmp_path,
-                          options=PoolOptions(prefetch=prefetch))
-        made.append(harness.start())
-        return harness
-
-    yield start
-    for harness in made:
-        harness.close()
+def make(harnesses):
+    return lambda concurrency, prefetch: harnesses(ThreadsPool, concurrency,
+                                                   options=PoolOptions(prefetch=prefetch))
 
 
 def test_a_slot_holds_its_prefetch_and_runs_it_in_order(make):
