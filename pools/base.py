@@ -247,6 +247,12 @@ class Pool:
     #: None if the pool holds no queue (or cannot give one back): its queued jobs then run.
     take_back = None
 
+    #: Optional, with such a queue: ``withdraw(job_id) -> bool`` takes one job that has
+    #: not started out of it (True; it gets no Outcome), or returns False when the job
+    #: started, ended or is unknown. A revoke without ``terminate`` uses it, so that a
+    #: revoked job the pool holds never runs (as Celery discards a revoked task it holds).
+    withdraw = None
+
     #: Optional, with ``take_back``: ``turned()``, called by the supervisor once a loop
     #: turn, after it checked (following a pause) that what it fed is still its own and
     #: before it feeds. A pool whose queue is served by threads of its own starts a queued

@@ -213,6 +213,7 @@ class ThreadsPool(Pool):
         with self._cond:
             slot = self._running(job_id)
             withdrawn = slot is None and self._withdraw(job_id)
+            self._killed_total += withdrawn
             if slot is not None:
                 slot.killed = True
                 self._slots.discard(slot)
@@ -245,13 +246,17 @@ class ThreadsPool(Pool):
                 self._outstanding -= len(waiting)
         return [job.id for job in waiting]
 
+    def withdraw(self, job_id: str) -> bool:
+        """A job waiting in the queue, out of it (see ``Pool.withdraw``)."""
+        with self._cond:
+            return self._withdraw(job_id)
+
     def _withdraw(self, job_id: str) -> bool:
         """(lock held) Take back a job that waits in the queue; True when it was there."""
         for job in self._queue:
             if job is not _RETIRE and job.id == job_id:
                 self._queue.remove(job)
                 self._outstanding -= 1
-                self._killed_total += 1
                 return True
         return False
 

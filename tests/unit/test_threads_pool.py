@@ -111,3 +111,22 @@ def test_a_pool_no_loop_drives_never_waits_for_a_turn(make):
     harness.wait_for(lambda: all(harness.outcome(j) for j in jobs), "three outcomes")
     assert harness.pool._turned is None
     harness.check()
+
+
+def test_withdraw_takes_out_a_waiting_job_only(make):
+    harness = make(1, 2)
+    gate = harness.gate()
+    running = harness.submit(harness.job("sample.hold", harness.path("running"), gate),
+                             wait=False)
+    waiting = harness.submit(harness.job("sample.ok"), wait=False)
+    harness.wait_started(running)
+    # A waiting job comes out (no outcome will come); a running or unknown one does not
+    assert harness.call("withdraw", waiting.id) is True
+    assert harness.call("withdraw", running.id) is False
+    assert harness.call("withdraw", "no-such-job") is False
+    assert harness.call("free_slots") == 1
+    touch(gate)
+    assert value(harness.wait_outcome(running)) == "released"
+    assert harness.outcome(waiting) is None and waiting.id not in harness.started
+    assert harness.call("info")["killed"] == 0
+    harness.check()
