@@ -14,7 +14,7 @@ def run_fleet(args: argparse.Namespace, processes: int, conf,
     (``engine.worker.fleet``), each started with this command line but its own name, only
     the first with ``-B``, and with ``--metrics-port P`` on P, P+1, ... (0: any free port)."""
     from engine.worker import fleet
-    from engine.worker.supervisor import default_name
+    from engine.worker.presence import default_name
     import socket
     names = fleet.member_names((args.hostname or default_name()).replace(
         "%h", socket.gethostname()), processes)

@@ -17,7 +17,7 @@ import redis
 from engine import control, flow
 from engine.control import REPLY_TTL
 from engine.exceptions import NotSupported
-from engine.worker import replies
+from engine.worker import held, replies
 
 if TYPE_CHECKING:
     from engine.worker.supervisor import Supervisor
@@ -77,23 +77,12 @@ def _revoke(sup: "Supervisor", command: dict) -> dict:
         # submitted but maybe not started (or its start notice not read yet): end it now
         # when the pool can end a job that waits, and again when it starts
         delivery.revoked = delivery.lane.end(task_id)
-    elif delivery is not None and _withdrawn(delivery):
+    elif delivery is not None and held.withdrawn(delivery):
         # it waited in its pool's queue (the prefetch): it never runs, as in the buffer
-        del sup.inflight[task_id]
-        sup.settler.revoked(delivery, "revoked")
-        delivery.lane.returned += 1
-        for waiting in reversed(sup.aside.pop(task_id, ())):
-            waiting.lane.buffer.appendleft(waiting)    # copies of it: revoked at their turn
+        held.revoke_withdrawn(sup, delivery, "revoked")
     for lane in sup.lanes:
         lane.forward(command)
     return {"ok": f"revoked {task_id}"}
-
-
-def _withdrawn(delivery) -> bool:
-    """Did its pool take it back before it started (``Pool.withdraw``, where the pool can)?"""
-    pool = getattr(delivery.lane, "pool", None)
-    withdraw = None if pool is None else pool.withdraw
-    return withdraw is not None and withdraw(delivery.job.id)
 
 
 def _sync_revoked(sup: "Supervisor", command: dict) -> dict:

@@ -37,6 +37,11 @@ LISTEN_POLL = 0.5
 REFUSED_LOG_EVERY = 60.0
 
 
+
+def default_name() -> str:
+    """``engine-PID@HOST``: a worker's name when none is given."""
+    return f"engine-{os.getpid()}@{socket.gethostname()}"
+
 def process_figures() -> dict[str, float]:
     """Load average, and resident KiB and CPU seconds of this process and its descendants
     (reaped ones included in the CPU), from one listing of the process tree."""

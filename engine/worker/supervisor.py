@@ -32,6 +32,7 @@ from engine.exceptions import ConfigurationError
 from engine.flow import Limiter
 from engine.results import STARTED, encode_record
 from engine.worker import commands, hooks, ossignals
+from engine.worker.held import Expiring
 from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox, take
 from engine.worker.intake import Intake
 from engine.worker.isolation import ProcessLane, control_channel, wants_isolation
@@ -39,7 +40,7 @@ from engine.worker.lanes import Delivery, Lane, PoolLane, read_levels
 from engine.worker.lanespec import LaneSpec
 from engine.worker.ledger import Ledger
 from engine.worker.ownership import Ownership
-from engine.worker.presence import RECLAIM_SHARE, Presence, process_figures
+from engine.worker.presence import RECLAIM_SHARE, Presence, default_name, process_figures
 from engine.worker.pressure import Pressure
 from engine.worker.recovery import Recovery
 from engine.worker.runner import TaskRunner
@@ -83,10 +84,6 @@ def _kind(item: Any) -> str:
         else f"a {item[0]} item"
 
 
-def default_name() -> str:
-    return f"engine-{os.getpid()}@{socket.gethostname()}"
-
-
 class Supervisor:
     def __init__(self, app, lanes: list[LaneSpec], *, name: str | None = None,
                  beat: bool = False, parent: str | None = None) -> None:
@@ -128,6 +125,7 @@ class Supervisor:
         self.pressure = Pressure()              # Redis refusing writes (out of memory)
         self.ownership = Ownership(app.broker, self.name, lost_after=self.lost_after,
                                    inflight=self.inflight)
+        self.expiring = Expiring(self)          # submitted with an expiry, not started yet
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
@@ -258,6 +256,7 @@ class Supervisor:
             lane.settle()
         if self._shutdown is None:
             self.ownership.check(self.lanes)   # after a pause: is the buffer still ours?
+            self.expiring.check()              # what expired waiting in a pool's queue
             # feed before writing: the pools work while this thread talks to Redis
             for lane in self.lanes:
                 lane.feed(self._admit)
@@ -356,6 +355,7 @@ class Supervisor:
         if not (self._acks_late if acks_late is None else acks_late):
             self.ledger.ack(delivery.stream, delivery.entry_id)
             delivery.acked = True
+        self.expiring.add(delivery)
         self.inflight[job.id] = delivery
         return True
 
