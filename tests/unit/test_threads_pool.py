@@ -1,6 +1,7 @@
 """The threads pool's own queue: up to ``prefetch`` jobs a slot wait in the pool, a slot
-thread goes from one to the next, and a waiting job can be taken back (kill) before it runs.
-The conformance suite (tests/conformance/test_threads.py) covers everything else."""
+thread goes from one to the next, a waiting job can be taken back before it runs (``kill``,
+``withdraw``, ``take_back``), and after a pause none starts before the loop turns
+(``turned``). The conformance suite (tests/conformance/test_threads.py) covers the rest."""
 
 import time
 
@@ -15,6 +16,16 @@ from pools.threads import LOOP_FRESH, ThreadsPool
 def make(harnesses):
     return lambda concurrency, prefetch: harnesses(ThreadsPool, concurrency,
                                                    options=PoolOptions(prefetch=prefetch))
+
+
+def one_running_one_waiting(harness, waiting):
+    """A job on the one slot until its gate opens, and ``waiting`` queued behind it."""
+    gate = harness.gate()
+    running = harness.submit(harness.job("sample.hold", harness.path("running"), gate),
+                             wait=False)
+    queued = harness.submit(waiting, wait=False)
+    harness.wait_started(running)
+    return gate, running, queued
 
 
 def test_a_slot_holds_its_prefetch_and_runs_it_in_order(make):
@@ -40,12 +51,8 @@ def test_a_slot_holds_its_prefetch_and_runs_it_in_order(make):
 
 def test_killing_a_waiting_job_takes_it_back_before_it_runs(make):
     harness = make(1, 2)
-    gate = harness.gate()
-    running = harness.submit(harness.job("sample.hold", harness.path("running"), gate),
-                             wait=False)
-    waiting = harness.submit(harness.job("sample.hold", harness.path("waiting"), gate),
-                             wait=False)
-    harness.wait_started(running)
+    gate, running, waiting = one_running_one_waiting(
+        harness, harness.job("sample.hold", harness.path("waiting"), harness.gate()))
     # When the waiting one is killed (a hard limit, a revoke with terminate)
     harness.call("kill", waiting.id)
     # Then it is reported at once as killed, and it never starts
@@ -86,10 +93,7 @@ def test_after_a_pause_a_queued_job_waits_for_the_loop_to_turn(make):
     harness = make(1, 2)
     pool = harness.pool
     harness.call("turned")               # a supervisor drives this pool
-    gate = harness.gate()
-    first = harness.submit(harness.job("sample.hold", harness.path("first"), gate), wait=False)
-    second = harness.submit(harness.job("sample.ok"), wait=False)
-    harness.wait_started(first)
+    gate, first, second = one_running_one_waiting(harness, harness.job("sample.ok"))
     # Given a loop that has not turned for longer than LOOP_FRESH (as after a SIGSTOP)
     harness.wait_for(lambda: time.monotonic() - pool._turned > LOOP_FRESH, "a stale loop",
                      tick=False)
@@ -115,11 +119,7 @@ def test_a_pool_no_loop_drives_never_waits_for_a_turn(make):
 
 def test_withdraw_takes_out_a_waiting_job_only(make):
     harness = make(1, 2)
-    gate = harness.gate()
-    running = harness.submit(harness.job("sample.hold", harness.path("running"), gate),
-                             wait=False)
-    waiting = harness.submit(harness.job("sample.ok"), wait=False)
-    harness.wait_started(running)
+    gate, running, waiting = one_running_one_waiting(harness, harness.job("sample.ok"))
     # A waiting job comes out (no outcome will come); a running or unknown one does not
     assert harness.call("withdraw", waiting.id) is True
     assert harness.call("withdraw", running.id) is False
