@@ -249,8 +249,8 @@ class Pool:
 
     #: Optional, with such a queue: ``withdraw(job_id) -> bool`` takes one job that has
     #: not started out of it (True; it gets no Outcome), or returns False when the job
-    #: started, ended or is unknown. A revoke without ``terminate`` uses it, so that a
-    #: revoked job the pool holds never runs (as Celery discards a revoked task it holds).
+    #: started, ended or is unknown. A revoke without ``terminate`` and an expiry use it, so
+    #: that a revoked or expired job the pool holds never runs (``engine.worker.held``).
     withdraw = None
 
     #: Optional, with ``take_back``: ``turned()``, called by the supervisor once a loop
