@@ -30,7 +30,7 @@ def withdrawn(delivery: "Delivery") -> bool:
 
 def revoke_withdrawn(sup: "Supervisor", delivery: "Delivery", why: str) -> None:
     """Settle a job its pool gave back (``withdrawn``) as REVOKED, never run; copies of it
-    waiting aside for it take their turn (and are revoked then, or expired)."""
+    waiting aside for it take their turn (where a revoked id is revoked too)."""
     job_id = delivery.job.id
     del sup.inflight[job_id]
     sup.settler.revoked(delivery, why)
