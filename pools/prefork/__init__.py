@@ -156,6 +156,39 @@ class PreforkPool(ChildLives, Pool):
         self._by_id[job.id] = seq
         self._table.offer(slot, seq, job.body, self_store=lone, notify_start=notify)
 
+    def turned(self) -> None:
+        """The supervisor's loop turned (``Pool.turned``): children claim queued jobs
+        only while it turns (``child.LOOP_FRESH``)."""
+        if self._state == "running":
+            self._table.mark_turn()
+
+    def withdraw(self, job_id: str) -> bool:
+        """A queued job no child claimed yet, out of the ring (``Pool.withdraw``)."""
+        with self._lock:
+            seq = self._by_id.get(job_id)
+            entry = self._jobs.get(seq) if seq is not None else None
+            if entry is None or not self._taken_back(seq, entry):
+                return False
+        return True
+
+    def take_back(self) -> list[str]:
+        """Every queued job no child claimed yet, out of the ring, in the order they
+        were submitted (``Pool.take_back``)."""
+        with self._lock:
+            return [entry.job_id for seq, entry in list(self._jobs.items())
+                    if self._taken_back(seq, entry)]
+
+    def _taken_back(self, seq: int, entry: Held) -> bool:
+        """(lock held) Take the job's slot off offer and forget the job, without an
+        outcome; False when a child claimed it (it runs, or ran)."""
+        if self._state != "running" or entry.child >= 0 or not self._table.withdraw(entry.slot):
+            return False
+        del self._jobs[seq]
+        self._by_id.pop(entry.job_id, None)
+        self._table.release(entry.slot)
+        self._free.append(entry.slot)
+        return True
+
     def interrupt(self, job_id: str) -> None:
         seq = self._by_id.get(job_id)
         entry = self._jobs.get(seq) if seq is not None else None

@@ -11,6 +11,7 @@ import gc
 import os
 import resource
 import sys
+import time
 import traceback
 from typing import Callable
 
@@ -30,6 +31,11 @@ EAGER_STARTS = False
 
 #: seconds an idle child sleeps before it looks at its flags and its parent again
 IDLE_CHECK = 0.5
+
+#: seconds since the supervisor's loop last turned after which a child claims nothing more
+#: until it turns again (a pause: the loop first checks its queued jobs are still its own)
+LOOP_FRESH = 0.05
+_LOOP_FRESH_NS = int(LOOP_FRESH * 1e9)
 
 # why a child exited by itself (outbox ``reason``)
 STOPPED, RETIRED, RECYCLED_TASKS, RECYCLED_MEMORY, CRASHED = 1, 2, 3, 4, 5
@@ -100,13 +106,24 @@ def _loop(table, outbox, done, runner, parent_pid, max_tasks, max_memory) -> Non
     load, execute, claim = runner.load, runner.execute, table.claim
     store = getattr(runner, "store", None)
     should_exit = _exit_check(table, outbox)
+    turn_words, turn_index = table.turn_word()
+    monotonic_ns, wait_turn, has_offer = time.monotonic_ns, table.wait_turn, table.has_offer
     tasks = 0
     while True:
         reason = should_exit()
         if reason:
-            if table.has_offer():
+            if has_offer():
                 items.release()      # a token we took may have been for that offer: pass it on
             _exit(outbox, reason)
+        # once a supervisor's loop drives the pool (the stamp is set), a job is claimed only
+        # while that loop turned lately: after a pause of the supervisor (or of the whole
+        # process group) it first takes back what may be no longer its own (Pool.take_back)
+        turn = turn_words[turn_index]
+        if turn and monotonic_ns() - turn > _LOOP_FRESH_NS and has_offer():
+            wait_turn(_LOOP_FRESH_NS, LOOP_FRESH)
+            if os.getppid() != parent_pid:
+                _exit(outbox, STOPPED)
+            continue
         # a busy child goes from one job straight to the next offer: no token, no wait;
         # claims need no token either (one we got, or one left by a child that died before
         # it claimed, only costs a spurious wake-up later)

@@ -113,6 +113,10 @@ class WorkTable:
         # syscall and, on a busy machine, a preemption of the supervisor holding its GIL)
         self.sleepers = _ctx.Semaphore(0)
         self.claims = [_ctx.Semaphore(0) for _ in range(nslots)]
+        # children waiting for the supervisor's loop to turn (``wait_turn``), and the tokens
+        # ``mark_turn`` posts them
+        self.gated = _ctx.Semaphore(0)
+        self.turns = _ctx.Semaphore(0)
         self.overflow: dict[int, str] = {}              # slot -> path (supervisor side)
 
     # -- supervisor side -------------------------------------------------------------------
@@ -182,6 +186,21 @@ class WorkTable:
     def set_stopping(self) -> None:
         """Warm stop: children take no new slot and exit when idle."""
         self.words[(self._meta - 16) >> 3] = 1
+
+    def mark_turn(self) -> None:
+        """The supervisor's loop turned: stamp the turn word (CLOCK_MONOTONIC, shared by
+        every process) and wake the children waiting for a turn. The stamp is a plain store
+        and ``gated`` a plain load, which may pass each other: a child that counted itself
+        in just then sleeps out its timeout instead (``wait_turn``), nothing worse."""
+        self.words[(self._meta - 24) >> 3] = time.monotonic_ns()
+        waiting = self.gated.get_value()
+        if waiting:
+            for _ in range(waiting - self.turns.get_value()):
+                self.turns.release()
+
+    def turn_word(self) -> tuple[memoryview, int]:
+        """(words, index) of the last turn's stamp in ns, 0 until the first turn."""
+        return self.words, (self._meta - 24) >> 3
 
     def seq_of(self, slot: int) -> int:
         return self.words[(self._hdr >> 3) + 2 * slot]
@@ -255,6 +274,18 @@ class WorkTable:
             return self.items.acquire(True, timeout) or self.has_offer()
         finally:
             sleepers.acquire(False)
+
+    def wait_turn(self, fresh_ns: int, timeout: float) -> None:
+        """Child side: sleep until the supervisor's loop turns (``mark_turn``) or
+        ``timeout``, unless its last turn is at most ``fresh_ns`` old by now."""
+        words, index = self.turn_word()
+        gated = self.gated
+        gated.release()
+        try:
+            if time.monotonic_ns() - words[index] > fresh_ns:
+                self.turns.acquire(True, timeout)
+        finally:
+            gated.acquire(False)
 
     def read(self, slot: int) -> tuple[int, bytes, bool, bool]:
         """(seq, body, self_store, notify_start) of a claimed slot."""

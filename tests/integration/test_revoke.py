@@ -44,19 +44,23 @@ def test_terminate_in_solo_is_refused_and_the_task_finishes(rapp, run_worker):
     wait_for(lambda: "cannot end" in worker.log, message="the refusal in the log")
 
 
-def test_a_revoked_task_waiting_in_the_threads_pool_never_runs(rapp, run_worker):
+def pool_queued(rapp, worker: str) -> int:
+    """How many jobs ``worker``'s pool holds queued behind its running ones."""
+    stats = rapp.control.inspect(destination=[worker], timeout=2).stats() or {}
+    return stats.get(worker, {"lanes": [{"pool_info": {}}]})["lanes"][0][
+        "pool_info"].get("queued", 0)
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_revoked_task_queued_in_the_pool_never_runs(rapp, run_worker, pool):
     # Given a one-slot worker running a long task, and a second task queued in its pool
     # behind it (the pool holds its prefetch, past the lane's buffer)
-    run_worker("--pool", "threads", "-c", "1", "-n", "holder", app=APP)
+    run_worker("--pool", pool, "-c", "1", "-n", "holder", app=APP)
     first = logged_sleep.delay("first", 3)
     wait_for(lambda: runs(rapp, "first"), message="the first task to start")
     queued = logged_sleep.delay("queued", 0)
-
-    def pool_queued() -> int:
-        stats = rapp.control.inspect(destination=["holder"], timeout=2).stats() or {}
-        return stats.get("holder", {"lanes": [{"pool_info": {}}]})["lanes"][0][
-            "pool_info"].get("queued", 0)
-    wait_for(lambda: pool_queued() == 1, message="the second task in the pool's queue")
+    wait_for(lambda: pool_queued(rapp, "holder") == 1,
+             message="the second task in the pool's queue")
     # When it is revoked, without terminate
     queued.revoke()
     # Then it is REVOKED and acked at once, and never runs; the running one ends as it would
@@ -64,7 +68,23 @@ def test_a_revoked_task_waiting_in_the_threads_pool_never_runs(rapp, run_worker)
     assert first.get(timeout=60) == "first"
     wait_for(lambda: rapp.broker.depth("default")["unacked"] == 0, message="all acked")
     assert runs(rapp, "queued") == []
-    assert pool_queued() == 0
+    assert pool_queued(rapp, "holder") == 0
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_task_that_expires_queued_in_the_pool_never_runs(rapp, run_worker, pool):
+    # Given a one-slot worker running a long task, and a task with an expiry queued behind it
+    run_worker("--pool", pool, "-c", "1", "-n", "holder", app=APP)
+    first = logged_sleep.delay("first", 4)
+    wait_for(lambda: runs(rapp, "first"), message="the first task to start")
+    queued = logged_sleep.apply_async(("queued", 0), expires=2)
+    wait_for(lambda: pool_queued(rapp, "holder") == 1,
+             message="the second task in the pool's queue")
+    # When it expires there, Then it is REVOKED at the next loop turn and never runs
+    wait_for(lambda: queued.state == "REVOKED", message="the queued task to expire")
+    assert first.get(timeout=60) == "first"
+    wait_for(lambda: rapp.broker.depth("default")["unacked"] == 0, message="all acked")
+    assert runs(rapp, "queued") == []
 
 
 def test_a_worker_started_after_the_revoke_skips_the_task(rapp, run_worker):
