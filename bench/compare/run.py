@@ -451,7 +451,7 @@ def targets(summary):
     if el and fl:
         # no bar: what the engine's worker adds above the least a round trip takes here
         add("latency p50: engine / the redis-py floor", el / fl, "-", None)
-        add("latency p50 (ms), the redis-py floor (issue 22 asks <= 0.35 of the engine)", fl,
+        add("latency p50 (ms), the redis-py floor (issue 22 asks the engine for <= 0.35)", fl,
             "-", None)
     g1000 = g("sleep", "engine gevent -c 1000", "first_to_last_s")
     add("sleep 2000x50ms gevent -c 1000, first to last (s)", g1000, "<= 0.5",
