@@ -49,12 +49,7 @@ def main(argv=None):
         import msgpack
         import redis
 
-        r = redis.Redis.from_url(a.redis)
-        if a.flush:
-            r.flushdb()
-        stream, group = "ceiling:q:{default}", "engine"
-        r.delete(stream)
-        r.xgroup_create(stream, group, id="0", mkstream=True)
+        r, stream, group = _fresh_stream(a, "ceiling")
         pack, unpack = msgpack.packb, msgpack.unpackb
         t0 = time.perf_counter()
         left = a.n
@@ -100,6 +95,20 @@ def main(argv=None):
     return code
 
 
+def _fresh_stream(a, prefix):
+    """A client of ``--redis`` (its database flushed with ``--flush``) and an empty stream
+    with its consumer group: (client, stream, group)."""
+    import redis
+
+    r = redis.Redis.from_url(a.redis)
+    if a.flush:
+        r.flushdb()
+    stream, group = f"{prefix}:q:{{default}}", "engine"
+    r.delete(stream)
+    r.xgroup_create(stream, group, id="0", mkstream=True)
+    return r, stream, group
+
+
 #: sequential round trips before the timed ones (as common's latency workload)
 WARM_UP = 30
 
@@ -113,12 +122,7 @@ def floor(a):
         import msgpack
         import redis
 
-        r = redis.Redis.from_url(a.redis)
-        if a.flush:
-            r.flushdb()
-        stream, group = "floor:q:{default}", "engine"
-        r.delete(stream)
-        r.xgroup_create(stream, group, id="0", mkstream=True)
+        r, stream, group = _fresh_stream(a, "floor")
         consumer = os.fork()
         if consumer == 0:
             _consume(a.redis, stream, group)
