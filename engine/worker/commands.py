@@ -88,7 +88,7 @@ def _revoke(sup: "Supervisor", command: dict) -> dict:
 def _sync_revoked(sup: "Supervisor", command: dict) -> dict:
     """Read the fleet's revoked set again: the control channel just (re)subscribed, and a
     revoke published before that reached the set but not this worker."""
-    sup.revoked |= control.revoked_ids(sup.app)
+    sup.revoked = held.learn_revoked(sup, control.revoked_ids(sup.app), forget_ended=False)
     return {"ok": f"{len(sup.revoked)} revoked"}
 
 

@@ -39,6 +39,20 @@ def revoke_withdrawn(sup: "Supervisor", delivery: "Delivery", why: str) -> None:
         waiting.lane.buffer.appendleft(waiting)
 
 
+def learn_revoked(sup: "Supervisor", fresh: set[str], *, forget_ended: bool) -> set[str]:
+    """The worker's revoked set once the fleet's (``fresh``, read from Redis) joins it: a
+    job it names anew that waits in its pool's queue is taken back and REVOKED, as a revoke
+    message does (``commands._revoke``). ``forget_ended``: of the ids known before, keep only
+    those still in flight (the fleet's set keeps the others)."""
+    for job_id in fresh - sup.revoked:
+        delivery = sup.inflight.get(job_id)
+        if delivery is not None and delivery.started is None and withdrawn(delivery):
+            revoke_withdrawn(sup, delivery, "revoked")
+    if forget_ended:
+        return fresh | {job_id for job_id in sup.revoked if job_id in sup.inflight}
+    return sup.revoked | fresh
+
+
 class Expiring:
     """The submitted jobs with an expiry whose pool can withdraw them, checked once a loop
     turn: one that expires before it starts is taken back and revoked ("expired")."""

@@ -31,8 +31,7 @@ from engine.events import EventBuffer
 from engine.exceptions import ConfigurationError
 from engine.flow import Limiter
 from engine.results import STARTED, encode_record
-from engine.worker import commands, hooks, ossignals
-from engine.worker.held import Expiring
+from engine.worker import commands, held, hooks, ossignals
 from engine.worker.inbox import CONTROL, SIGNAL, START, WakeInbox, make_inbox, take
 from engine.worker.intake import Intake
 from engine.worker.isolation import ProcessLane, control_channel, wants_isolation
@@ -125,7 +124,7 @@ class Supervisor:
         self.pressure = Pressure()              # Redis refusing writes (out of memory)
         self.ownership = Ownership(app.broker, self.name, lost_after=self.lost_after,
                                    inflight=self.inflight)
-        self.expiring = Expiring(self)          # submitted with an expiry, not started yet
+        self.expiring = held.Expiring(self)          # submitted with an expiry, not started yet
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
@@ -411,8 +410,8 @@ class Supervisor:
                 self.recovery.reclaim(self.lanes, forget=self.limiter.forget_lost)
             if rounds % 40 == 0:
                 self.limiter.refresh()
-                self.revoked = control.revoked_ids(self.app) | {
-                    d for d in self.revoked if d in self.inflight}
+                self.revoked = held.learn_revoked(self, control.revoked_ids(self.app),
+                                                  forget_ended=True)
         except redis.RedisError as exc:   # whatever Redis says, the loop goes on
             self.pressure.skipped("housekeeping", exc)
 

@@ -116,6 +116,25 @@ def test_a_revoke_published_while_the_worker_was_not_listening_is_honoured(rapp,
     assert runs(rapp, "unheard") == []
 
 
+def test_an_unheard_revoke_of_a_task_queued_in_the_pool_is_honoured(rapp, run_worker):
+    # Given a one-child worker running a long task, and a second task queued in its pool
+    run_worker("--pool", "prefork", "-c", "1", "-n", "holder", app=APP)
+    channel = rapp.broker.keys.control
+    wait_for(lambda: rapp.client.pubsub_numsub(channel)[0][1] == 1, message="listening")
+    first = logged_sleep.delay("first", 3)
+    wait_for(lambda: runs(rapp, "first"), message="the first task to start")
+    queued = logged_sleep.delay("queued", 0)
+    wait_for(lambda: pool_queued(rapp, "holder") == 1,
+             message="the second task in the pool's queue")
+    # When it is revoked while the worker does not listen (the fleet's set alone, as above)
+    rapp.client.zadd(rapp.broker.keys.revoked, {queued.id: time.time() + 600})
+    rapp.client.client_kill_filter(_type="pubsub")
+    # Then the worker, reading the set when it listens again, takes it back: it never runs
+    wait_for(lambda: queued.state == "REVOKED", message="the queued task to be revoked")
+    assert first.get(timeout=60) == "first"
+    assert runs(rapp, "queued") == []
+
+
 def test_every_worker_knows(rapp, run_worker):
     # Given two workers, and tasks revoked before they come up
     run_worker("--pool", "threads", "-c", "2", "-n", "one", app=APP)
