@@ -5,7 +5,9 @@ Nothing about speed is asserted."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -76,3 +78,34 @@ def test_asyncio_peers_are_compared_with_the_engine_asyncio_row_of_as_many_slots
     noop = run.MATRIX["noop"]
     taskiq = next(c for c in noop if c["system"] == "taskiq")
     assert run.engine_peer(taskiq, noop)["pool"] == "asyncio"
+
+
+def test_the_latency_floor_round_trips_through_a_bare_consumer(tcp_redis, capsys):
+    import ceiling_driver
+    # Given the floor's driver against a private Redis
+    code = ceiling_driver.main(["--redis", tcp_redis, "--workload", "latency", "--n", "20",
+                                "--pool", "bare", "--samples", "--json"])
+    # Then every round trip came back with its echo, and its figures are the latency row's
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and "error" not in out, out
+    assert len(out["latencies_ms"]) == 20
+    assert 0 < out["min_ms"] <= out["p50_ms"] <= out["max_ms"]
+    # and its consumer is gone with the driver (Redis sees its connection close)
+    client, deadline = redis.Redis.from_url(tcp_redis), time.monotonic() + 30
+    while [c for c in client.client_list() if c.get("cmd") == "xreadgroup"]:
+        assert time.monotonic() < deadline, "the floor's consumer outlived its driver"
+        time.sleep(0.05)
+
+
+def test_the_floor_is_a_latency_row_and_its_ratio_is_information():
+    # "redis-py" picks the ceiling on noop and the floor on latency
+    labels = {w: [c["label"] for c in run.MATRIX[w] if run.wanted(c, "redis-py")]
+              for w in ("noop", "latency")}
+    assert labels == {"noop": ["redis-py ceiling"], "latency": ["redis-py floor"]}
+    summary = {"latency": {"engine prefork -c 2": {"p50_ms": 1.0},
+                           "huey process -c 2": {"p50_ms": 2.0},
+                           "redis-py floor": {"p50_ms": 0.5}}}
+    bars = {t["target"]: t for t in run.targets(summary)}
+    assert bars["latency p50: engine / the redis-py floor"]["value"] == 2.0
+    assert bars["latency p50: engine / the redis-py floor"]["met"] is None
+    assert bars["latency p50: engine / huey (issue 22)"]["met"] is False
