@@ -3,9 +3,10 @@ own queue behind the running ones (its prefetch).
 
 In the lane's buffer such a message never reaches a pool: the supervisor checks revocations
 and expiry when it submits (``Supervisor._admit``). A pool that queues jobs of its own past
-that point and can give one back (``Pool.withdraw``: prefork's ring, the threads pool) is
-asked to, and the job is settled REVOKED without running, as Celery discards a revoked or
-expired task it holds. A pool that cannot (the asyncio pool) runs what it holds.
+that point and can give one back (``Pool.withdraw``: prefork's ring, the threads and
+asyncio pools) is asked to, and the job is settled REVOKED without running, as Celery
+discards a revoked or expired task it holds. A pool that cannot (a plugin without
+``withdraw``) runs what it holds.
 """
 
 from __future__ import annotations

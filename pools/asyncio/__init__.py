@@ -1,7 +1,9 @@
 """The asyncio pool: N coroutine slots on one event loop, in a thread of the supervisor's
 process (no monkey-patching), and plain ``def`` tasks on a bounded set of threads beside it.
 Owns the loop thread, how limits reach coroutines and sync threads, and the watchdog that
-reports a coroutine blocking the loop; what the loop reports once a turn is ``turns``.
+reports a coroutine blocking the loop; what the loop reports once a turn is ``turns``, what
+the pool holds queued behind its running jobs (given back, started only while the
+supervisor's loop turns) is ``queued``.
 Written on ``pools/base.py`` alone.
 """
 
@@ -17,6 +19,7 @@ import threading
 import time
 
 from engine.exceptions import NotSupported, SoftTimeLimitExceeded, TimeLimitExceeded
+from pools.asyncio.queued import QueuedJobs
 from pools.asyncio.turns import TurnReports
 from pools.base import Interruptible, Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runner
 
@@ -55,7 +58,7 @@ class _Run:
         self.start_unreported = False  # began without a limit; on_start not yet called
 
 
-class AsyncioPool(Pool):
+class AsyncioPool(QueuedJobs, Pool):
     """Coroutines on one loop thread, plain functions on up to SYNC_THREADS_MAX threads.
 
     An ``async def`` task comes from ``Runner.execute_async`` as a coroutine; anything else
@@ -77,6 +80,9 @@ class AsyncioPool(Pool):
     * The loop reports once a turn: the outcomes of the coroutines that ended in it, and the
       starts of jobs without a limit that still run a turn later (a quicker one's start
       rides on its outcome, ``Outcome.began``). A job with a limit reports its start at once.
+    * Jobs beyond the slots wait in the pool (the prefetch): ``withdraw`` and ``take_back``
+      give them up before they start, and a supervisor that calls ``turned`` each loop
+      turn sees none start while its loop has stopped (``queued``).
 
     The supervisor calls every method from its thread; the loop's state is touched only on
     the loop's thread (``call_soon_threadsafe``), the shared records under one lock.
@@ -92,6 +98,7 @@ class AsyncioPool(Pool):
         super().__init__(concurrency, on_outcome, runner=runner, on_start=on_start,
                          options=options)
         self._lock = threading.Lock()
+        self._turn = threading.Condition()        # sync threads waiting for a loop turn
         self._runs: dict[str, _Run] = {}          # submitted, not yet settled
         self._stuck: set[_Run] = set()            # killed or abandoned, still running
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,6 +211,8 @@ class AsyncioPool(Pool):
     def _begin_waiting(self) -> None:
         """On the loop: coroutine jobs waiting in _incoming begin while slots are free."""
         incoming = self._incoming
+        if incoming and self._turned is not None and self._hold_for_a_turn():
+            return
         while incoming and self._active < self.concurrency:
             try:
                 run, coro = incoming.popleft()
@@ -284,6 +293,8 @@ class AsyncioPool(Pool):
             run = self._sync_queue.get()
             if run is None:
                 return
+            if self._turned is not None:      # a supervisor's loop drives the pool
+                self._wait_for_a_turn()
             with self._lock:
                 if run.abandoned:
                     continue
@@ -419,21 +430,6 @@ class AsyncioPool(Pool):
             self.concurrency = max(1, self.concurrency - n)
 
     # -- stopping
-    def _take_back_unstarted(self) -> list[str]:
-        """(lock held) Give up every job that has not started; they get no outcome."""
-        self._stopping = True
-        never_started = [job_id for job_id, run in self._runs.items() if run.started is None]
-        for job_id in never_started:
-            self._runs.pop(job_id).abandoned = True
-        # the waiting coroutines never began: close them here (none is left "never awaited")
-        while True:
-            try:
-                _, coro = self._incoming.popleft()
-            except IndexError:
-                break
-            coro.close()
-        return never_started
-
     def stop(self, timeout: float) -> list[str]:
         if self._loop is None:
             return []

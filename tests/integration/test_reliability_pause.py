@@ -16,7 +16,7 @@ from tests.integration.reliability_helpers import APP, rapp, runs  # noqa: F401
 TASKS = 16
 
 
-@pytest.mark.parametrize("pool", ["threads", "prefork"])
+@pytest.mark.parametrize("pool", ["threads", "prefork", "asyncio"])
 def test_a_paused_worker_does_not_run_what_others_took(rapp, run_worker, pool):
     env = {"TEST_LOST_AFTER": "3"}
     # Given a worker that holds a deep buffer (prefetch 8 on two slots, queued in its pool

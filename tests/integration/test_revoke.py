@@ -51,7 +51,7 @@ def pool_queued(rapp, worker: str) -> int:
         "pool_info"].get("queued", 0)
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "asyncio"])
 def test_a_revoked_task_queued_in_the_pool_never_runs(rapp, run_worker, pool):
     # Given a one-slot worker running a long task, and a second task queued in its pool
     # behind it (the pool holds its prefetch, past the lane's buffer)
@@ -71,7 +71,7 @@ def test_a_revoked_task_queued_in_the_pool_never_runs(rapp, run_worker, pool):
     assert pool_queued(rapp, "holder") == 0
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "asyncio"])
 def test_a_task_that_expires_queued_in_the_pool_never_runs(rapp, run_worker, pool):
     # Given a one-slot worker running a long task, and a task with an expiry queued behind it
     run_worker("--pool", pool, "-c", "1", "-n", "holder", app=APP)
