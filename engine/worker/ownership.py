@@ -15,9 +15,9 @@ stopped).
 Both are per turn or per batch, never per task. Jobs a pool queues behind its running ones
 (its prefetch) come back into the buffer first and are checked with it, where the pool can
 give them back (``Pool.take_back``: prefork's ring, the threads and asyncio pools). Those
-that run, and those queued in a pool that cannot (a plugin without it), may run twice, as any running task
-of a worker taken for lost does. An entry acked when it was handed to the pool (acks
-early) is kept without asking: nobody else can have it.
+that run, and those queued in a pool that cannot (a plugin without it), may run twice, as
+any running task of a worker taken for lost does. An entry acked when it was handed to the
+pool (acks early) is kept without asking: nobody else can have it.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class Supervisor:
         self.pressure = Pressure()              # Redis refusing writes (out of memory)
         self.ownership = Ownership(app.broker, self.name, lost_after=self.lost_after,
                                    inflight=self.inflight)
-        self.expiring = held.Expiring(self)          # submitted with an expiry, not started yet
+        self.expiring = held.Expiring(self)     # submitted with an expiry, not started yet
         self.presence = Presence(
             app, self.name, lost_after=self.lost_after, interval=float(conf.worker_heartbeat),
             events=self.events,
