@@ -20,7 +20,8 @@ HERE = Path(__file__).resolve().parent / "compare"
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
-import run  # noqa: E402
+import matrix  # noqa: E402
+import report  # noqa: E402
 
 
 @pytest.fixture
@@ -65,19 +66,19 @@ def test_adone_counts_each_completion_once_and_marks_first_and_last(tcp_redis, m
     ("arq", {"arq async 2x100", "arq async 2x10", "arq async 2x500"}),
 ])
 def test_configs_patterns_pick_the_asyncio_rows(pattern, expected):
-    rows = {c["label"] for w in ("noop", "latency", "asleep") for c in run.MATRIX[w]
-            if run.wanted(c, pattern)}
+    rows = {c["label"] for w in ("noop", "latency", "asleep") for c in matrix.MATRIX[w]
+            if matrix.wanted(c, pattern)}
     assert rows == expected
 
 
 def test_asyncio_peers_are_compared_with_the_engine_asyncio_row_of_as_many_slots():
-    configs = run.MATRIX["asleep"]
+    configs = matrix.MATRIX["asleep"]
     for c in configs:
-        if c["system"] in run.ASYNC_PEERS:
-            assert run.engine_peer(c, configs)["label"] == "engine asyncio 2x500"
-    noop = run.MATRIX["noop"]
+        if c["system"] in matrix.ASYNC_PEERS:
+            assert report.engine_peer(c, configs)["label"] == "engine asyncio 2x500"
+    noop = matrix.MATRIX["noop"]
     taskiq = next(c for c in noop if c["system"] == "taskiq")
-    assert run.engine_peer(taskiq, noop)["pool"] == "asyncio"
+    assert report.engine_peer(taskiq, noop)["pool"] == "asyncio"
 
 
 def test_the_latency_floor_round_trips_through_a_bare_consumer(tcp_redis, capsys):
@@ -99,13 +100,13 @@ def test_the_latency_floor_round_trips_through_a_bare_consumer(tcp_redis, capsys
 
 def test_the_floor_is_a_latency_row_and_its_ratio_is_information():
     # "redis-py" picks the ceiling on noop and the floor on latency
-    labels = {w: [c["label"] for c in run.MATRIX[w] if run.wanted(c, "redis-py")]
+    labels = {w: [c["label"] for c in matrix.MATRIX[w] if matrix.wanted(c, "redis-py")]
               for w in ("noop", "latency")}
     assert labels == {"noop": ["redis-py ceiling"], "latency": ["redis-py floor"]}
     summary = {"latency": {"engine prefork -c 2": {"p50_ms": 1.0},
                            "huey process -c 2": {"p50_ms": 2.0},
                            "redis-py floor": {"p50_ms": 0.5}}}
-    bars = {t["target"]: t for t in run.targets(summary)}
+    bars = {t["target"]: t for t in report.targets(summary)}
     assert bars["latency p50: engine / the redis-py floor"]["value"] == 2.0
     assert bars["latency p50: engine / the redis-py floor"]["met"] is None
     assert bars["latency p50: engine / huey (issue 22)"]["met"] is False
