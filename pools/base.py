@@ -145,6 +145,12 @@ OnOutcome = Callable[[Outcome], None]
 OnStart = Callable[[str], None]
 
 
+#: seconds since the supervisor's loop last turned (``Pool.turned``) after which a pool that
+#: queues jobs of its own starts none until it turns again: a loop that turns every 0.1 s at
+#: most when idle was paused, and must first take its queue back (``engine.worker.ownership``)
+LOOP_FRESH = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class PoolOptions:
     """Per-pool settings from the worker flags; a pool given one it cannot honour raises
@@ -255,9 +261,9 @@ class Pool:
 
     #: Optional, with ``take_back``: ``turned()``, called by the supervisor once a loop
     #: turn, after it checked (following a pause) that what it fed is still its own and
-    #: before it feeds. A pool whose queue is served by threads of its own starts a queued
-    #: job only while the loop turned recently, so that, after a pause of the whole
-    #: process, no queued job starts before the loop took the queue back.
+    #: before it feeds. A pool whose queue is served by threads or processes of its own
+    #: starts a queued job only while the loop turned in the last LOOP_FRESH seconds, so
+    #: that, after a pause, no queued job starts before the loop took the queue back.
     turned = None
 
     def stop(self, timeout: float) -> list[str]:

@@ -16,7 +16,8 @@ import time
 from collections import deque
 
 from engine.exceptions import NotSupported, SoftTimeLimitExceeded, TimeLimitExceeded
-from pools.base import Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions, Runner
+from pools.base import (LOOP_FRESH, Job, OnOutcome, OnStart, Outcome, Pool, PoolOptions,
+                        Runner)
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ _clear_in.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
 
 _RETIRE = None   # a queue entry telling one idle slot thread to exit (shrink, stop)
 
-#: seconds since the supervisor's loop last turned (``turned``) after which a slot thread
-#: starts no queued job until it turns again: a loop that turns every 0.1 s at most when
-#: idle was paused, and must first take its queue back (``engine.worker.ownership``)
-LOOP_FRESH = 0.05
 
 
 class _Slot:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import threading
 import time
 
-#: seconds since the supervisor's loop last turned after which no queued job starts until
-#: it turns again (an idle loop turns every 0.1 s at most; a busy one far more often)
-LOOP_FRESH = 0.05
+from pools.base import LOOP_FRESH
 
 
 class QueuedJobs:

@@ -158,7 +158,7 @@ class PreforkPool(ChildLives, Pool):
 
     def turned(self) -> None:
         """The supervisor's loop turned (``Pool.turned``): children claim queued jobs
-        only while it turns (``child.LOOP_FRESH``)."""
+        only while it turns (``pools.base.LOOP_FRESH``)."""
         if self._state == "running":
             self._table.mark_turn()
 
@@ -184,10 +184,14 @@ class PreforkPool(ChildLives, Pool):
         if self._state != "running" or entry.child >= 0 or not self._table.withdraw(entry.slot):
             return False
         del self._jobs[seq]
+        self._free_slot(entry)
+        return True
+
+    def _free_slot(self, entry: Held) -> None:
+        """The job is no longer ours (its entry left ``_jobs``): its id and slot are free."""
         self._by_id.pop(entry.job_id, None)
         self._table.release(entry.slot)
         self._free.append(entry.slot)
-        return True
 
     def interrupt(self, job_id: str) -> None:
         seq = self._by_id.get(job_id)
@@ -409,9 +413,7 @@ class PreforkPool(ChildLives, Pool):
         if entry.child >= 0 and not entry.start_reported:   # its start, told with its end
             entry.start_reported = True
             outcome.began = True
-        self._by_id.pop(entry.job_id, None)
-        self._table.release(entry.slot)
-        self._free.append(entry.slot)
+        self._free_slot(entry)
         if not self._silent:
             self.on_outcome(outcome)
 

@@ -20,7 +20,7 @@ import msgpack
 from engine.worker import hooks
 from engine.worker import ossignals as signals
 from engine.exceptions import SoftTimeLimitExceeded
-from pools.base import Outcome, Runner
+from pools.base import LOOP_FRESH, Outcome, Runner
 from pools.prefork import shm
 
 #: post a start record and wake the supervisor for every start, not only for the jobs the
@@ -32,9 +32,6 @@ EAGER_STARTS = False
 #: seconds an idle child sleeps before it looks at its flags and its parent again
 IDLE_CHECK = 0.5
 
-#: seconds since the supervisor's loop last turned after which a child claims nothing more
-#: until it turns again (a pause: the loop first checks its queued jobs are still its own)
-LOOP_FRESH = 0.05
 _LOOP_FRESH_NS = int(LOOP_FRESH * 1e9)
 
 # why a child exited by itself (outbox ``reason``)
