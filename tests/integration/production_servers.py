@@ -158,15 +158,20 @@ class SentinelTopology:
         self.url = f"redis+sentinel://{hosts}/{self.MASTER}/0"
 
     def start(self) -> "SentinelTopology":
-        self.master.start()
-        self.replica.start()
-        wait_for(lambda: b"master_link_status:up" in self._info(self.replica.port),
-                 message="the replica to sync")
-        for sentinel in self.sentinels:
-            sentinel.start()
-        # every sentinel knows the replica and the two other sentinels
-        wait_for(lambda: all(self._sentinel_ready(s.port) for s in self.sentinels),
-                 message="the sentinels to find each other")
+        try:
+            self.master.start()
+            self.replica.start()
+            wait_for(lambda: b"master_link_status:up" in self._info(self.replica.port),
+                     message="the replica to sync")
+            for sentinel in self.sentinels:
+                sentinel.start()
+            # every sentinel knows the replica and the two other sentinels (they announce
+            # themselves every 2 s: a busy machine may take a while)
+            wait_for(lambda: all(self._sentinel_ready(s.port) for s in self.sentinels),
+                     timeout=180, message="the sentinels to find each other")
+        except BaseException:
+            self.stop()          # what started must not outlive a failed start
+            raise
         return self
 
     def master_port(self) -> int | None:
