@@ -446,6 +446,9 @@ class PoolLane(Lane):
         return batch
 
     # -- priority levels ---------------------------------------------------------------
+    def _levels(self) -> list[tuple[str, int]]:
+        return list(self._level_pairs)
+
     def set_levels(self, levels: dict[str, list[int]]) -> list[tuple[str, int]]:
         """The priority levels in use for this lane's queues (``Broker.levels``); returns
         the (queue, level) pairs that are new, whose groups the caller creates first."""
@@ -462,6 +465,7 @@ class PoolLane(Lane):
             self.streams = [stream for _, _, stream in ordered]
             self._ordered = self.streams
         return new
+
 
 class _Windows:
     """Rotating windows over a lane's streams, for fetches whose room is smaller than the
@@ -484,8 +488,6 @@ class _Windows:
         self.block_ms = max(FETCH_BLOCK_MS * size // n, WINDOW_BLOCK_MIN_MS)
         return {stream: ">" for stream in window}
 
-    def _levels(self) -> list[tuple[str, int]]:
-        return list(self._level_pairs)
 
 def read_levels(broker: Broker, lanes: list[Lane]) -> None:
     """Priority levels producers use: each lane reads them, highest first, from now on

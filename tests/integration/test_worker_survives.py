@@ -70,3 +70,21 @@ def test_an_outcome_that_cannot_be_settled_fails_its_task_only(rapp, run_worker)
     assert host.delay().get(timeout=60)
     wait_for(lambda: rapp.broker.depth("default")["unacked"] == 0, message="every ack")
     assert worker.proc.poll() is None, worker.log
+
+
+@pytest.mark.parametrize("levels", [False, True])
+def test_a_queue_deleted_under_the_worker_is_made_again(rapp, run_worker, levels):
+    # Given a worker that serves the default queue (and, with levels, one priority level)
+    from tests.apps.reliable import host
+    worker = run_worker("--pool", "threads", "-c", "2", app=APP)
+    if levels:
+        assert host.apply_async(priority=5).get(timeout=60)
+    assert host.delay().get(timeout=60)
+    # When the queue's stream is deleted, consumer group and all (an operator's DEL, a
+    # FLUSHDB of the wrong database)
+    stream = rapp.broker.keys.queue("default")
+    rapp.client.delete(stream)
+    # Then its fetch thread makes the group again and tasks sent after it still run
+    assert host.delay().get(timeout=60)
+    assert rapp.client.xinfo_groups(stream)
+    assert worker.proc.poll() is None, worker.log
