@@ -56,6 +56,18 @@ def _received(row: list) -> Any:
     return row[5]
 
 
+def _row_id(row: list) -> str:
+    return row[0] if type(row[0]) is str else str(row[0])
+
+
+def _event_id(entry: list) -> str | None:
+    """The task whose record a single event folds into (``FleetState._one``), if any."""
+    kind, job_id = entry[0], entry[2]
+    if not job_id or kind not in STATE_OF:
+        return None
+    return job_id if type(job_id) is str else str(job_id)
+
+
 class FleetState:
     """What the monitor knows, fed by events (``on_event``) and polls (``poll``). The poller
     thread changes it under ``lock``, which the view holds while it draws."""
@@ -98,7 +110,13 @@ class FleetState:
             # list's order (newest first) is the one the events give
             if not single:      # the common batch: rows alone, folded in one pass
                 fold_row = self._row_folder(batch.get("w"))
-                for row in sorted(rows, key=_received):
+                rows = sorted(rows, key=_received)
+                cut = self._cut([_row_id(row) for row in rows])
+                if cut:
+                    seen += self._count_rows(rows[:cut])
+                    self.tasks.clear()
+                    rows = rows[cut:]
+                for row in rows:
                     seen += fold_row(row)
                 return seen
             if not {entry[2] for entry in single}.intersection(row[0] for row in rows):
@@ -106,6 +124,24 @@ class FleetState:
                 units = [(entry[1], False, entry) for entry in single]
                 units += [(row[5], True, row) for row in rows]
                 units.sort(key=_first)
+                cut = self._cut([_row_id(item) if is_row else _event_id(item)
+                                 for _, is_row, item in units])
+                if cut:
+                    rows_run: list = []      # rows in a row, counted at once
+                    for _, is_row, item in units[:cut]:
+                        if is_row:
+                            rows_run.append(item)
+                            continue
+                        if rows_run:
+                            seen += self._count_rows(rows_run)
+                            rows_run = []
+                        kind, ts, job_id, task, extra = item
+                        one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
+                        seen += 1
+                    if rows_run:
+                        seen += self._count_rows(rows_run)
+                    self.tasks.clear()      # what the units before the cut made goes too
+                    units = units[cut:]
                 fold_row = self._row_folder(worker)
                 for _, is_row, item in units:
                     if is_row:
@@ -119,6 +155,45 @@ class FleetState:
             one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
             seen += 1
         return seen
+
+    def _cut(self, ids: list) -> int:
+        """Where a batch's fold may begin, given the task id of each of its rows and single
+        events in fold order (None for an event that makes no task record); 0 for the
+        whole batch. From the cut on, at least ``max_tasks`` tasks fold that are new here
+        and not seen before the cut, so every record known before and every one made
+        before the cut would be pushed out of the ``max_tasks`` kept by the end of the
+        batch: the rows before the cut need only be counted (``_count_rows``). A busy
+        fleet's batch holds thousands of rows against the thousand tasks kept: most of
+        their records would be built only to be forgotten."""
+        max_tasks = self.max_tasks
+        cut = len(ids)
+        if cut <= max_tasks:
+            return 0
+        later: set = set()
+        while cut > 0 and len(later) < max_tasks:
+            cut -= 1
+            if ids[cut] is not None:
+                later.add(ids[cut])
+        if cut == 0 or len(later) < max_tasks or not later.isdisjoint(self.tasks) \
+                or not later.isdisjoint(ids[:cut]):
+            return 0
+        return cut
+
+    def _count_rows(self, rows: list) -> int:
+        """What rows leave but their records: the counts, the finish times and the last
+        event's time. Returns how many events they stood for."""
+        counts, finished = self.counts, self.finished
+        started = sum(1 for row in rows if row[6] is not None)
+        ends = [float(row[7]) for row in rows]
+        counts["task-received"] += len(rows)
+        counts["task-succeeded"] += len(rows)
+        if started:
+            counts["task-started"] += started
+        finished.extend(ends)
+        last = max(ends)
+        if self.last_event is None or last > self.last_event:
+            self.last_event = last
+        return 2 * len(rows) + started
 
     def _row_folder(self, worker: Any) -> Callable[[list], int]:
         """What received, started (when there was a start) and succeeded leave in a task's

@@ -225,3 +225,157 @@ def test_a_batch_of_rows_alone_folds_as_its_events_do_in_the_order_they_were_rec
     assert list(by_entry.tasks) == [f"r{i}" for i in range(30)]
     assert by_entry.tasks["r4"]["runtime"] == 0.04 and "started" in by_entry.tasks["r4"]
     assert "started" not in by_entry.tasks["r3"]
+
+
+class RowByRow(FleetState):
+    """The monitor without its shortcut: every row of a batch folds into a record."""
+
+    def _cut(self, ids: list) -> int:
+        return 0
+
+
+def folded_with_and_without_shortcut(fields: dict, *, max_tasks: int,
+                                     before: tuple[dict, ...] = ()) -> tuple[FleetState, int]:
+    """A monitor that keeps ``max_tasks`` fed ``before`` then ``fields``, checked against
+    one that folds every row; with how many events the first says it folded."""
+    quick, slow = FleetState(max_tasks=max_tasks), RowByRow(max_tasks=max_tasks)
+    for earlier in before:
+        quick.on_entry(earlier)
+        slow.on_entry(earlier)
+    folded = quick.on_entry(fields)
+    assert folded == slow.on_entry(fields)
+    assert quick.counts == slow.counts
+    assert list(quick.finished) == list(slow.finished)
+    assert quick.last_event == slow.last_event
+    assert list(quick.tasks.items()) == list(slow.tasks.items())   # records and order
+    return quick, folded
+
+
+def rows_of(ids, *, start: float) -> dict:
+    buffer = EventBuffer("s", "w1")
+    for n, task_id in enumerate(ids):
+        buffer.received(job(task_id, n), "default", start + n)
+    for n, task_id in enumerate(ids):
+        if n % 2:
+            buffer.started(task_id, "t.add")
+        buffer.succeeded(task_id, "t.add", 0.01)
+    return batch_of(buffer)
+
+
+def test_a_batch_of_more_rows_than_tasks_kept_leaves_what_folding_each_row_leaves():
+    # Given a monitor that keeps five tasks and knows four already (one of them, "k2",
+    # comes again in the batch: a redelivery)
+    known = rows_of([f"k{i}" for i in range(4)], start=1_700_000_000.0)
+    # When a batch of twelve rows arrives (more than it keeps, most of them new)
+    ids = [f"n{i}" for i in range(6)] + ["k2"] + [f"n{i}" for i in range(6, 11)]
+    quick, folded = folded_with_and_without_shortcut(
+        rows_of(ids, start=1_700_000_100.0), max_tasks=5, before=(known,))
+    # Then it counts every event and keeps the five received last, as row by row it does
+    assert folded == 12 * 2 + 6
+    assert list(quick.tasks) == ["n6", "n7", "n8", "n9", "n10"]
+    assert quick.counts["task-succeeded"] == 16 and len(quick.finished) == 16
+
+
+def test_a_batch_with_a_task_twice_folds_row_by_row():
+    # Given a batch beyond the tasks kept with one task twice (two copies, two rows), its
+    # second row among those kept: it updates the first row's record, kept too
+    buffer = EventBuffer("s", "w1")
+    for n, task_id in enumerate([f"d{i}" for i in range(8)] + ["d6"]):
+        buffer.received(job(task_id, n), "default", 1_700_000_000.0 + n)
+        buffer.succeeded(task_id, "t.add", 0.01)
+    # Then the monitor knows what folding each row leaves
+    quick, folded = folded_with_and_without_shortcut(batch_of(buffer), max_tasks=3)
+    assert folded == 9 * 2 and list(quick.tasks) == ["d5", "d6", "d7"]
+
+
+def test_a_batch_of_mostly_known_tasks_folds_row_by_row():
+    # Given a monitor that knows ten tasks and keeps ten, then a batch of twelve rows of
+    # which only three are new: most records it holds stay
+    known = rows_of([f"m{i}" for i in range(10)], start=1_700_000_000.0)
+    ids = [f"m{i}" for i in range(9)] + ["x0", "x1", "x2"]
+    quick, _ = folded_with_and_without_shortcut(rows_of(ids, start=1_700_000_100.0),
+                                                max_tasks=10, before=(known,))
+    assert "m3" in quick.tasks and "x2" in quick.tasks
+
+
+def test_a_batch_of_rows_and_tasks_still_running_leaves_what_folding_each_row_leaves():
+    # Given a monitor that keeps four tasks and knows two; then a batch of twelve tasks
+    # received, two of them (the sixth and the tenth) still running when it was taken:
+    # their events go out singly, between the rows
+    known = rows_of(["k0", "k1"], start=1_700_000_000.0)
+    earlier = EventBuffer("s", "w1")      # and two more, still running then
+    for task_id in ("r0", "r1"):
+        earlier.received(job(task_id), "default", 1_700_000_050.0)
+        earlier.started(task_id, "t.add")
+    running = batch_of(earlier)
+    buffer = EventBuffer("s", "w1")
+    for task_id in ("r0", "r1"):        # whose ends come singly in the batch
+        buffer.succeeded(task_id, "t.add", 0.5)
+    ids = [f"b{i}" for i in range(12)]
+    for n, task_id in enumerate(ids):
+        buffer.received(job(task_id, n), "default", 1_700_000_100.0 + n)
+    for n, task_id in enumerate(ids):
+        buffer.started(task_id, "t.add")
+        if n not in (5, 9):
+            buffer.succeeded(task_id, "t.add", 0.01)
+    fields = batch_of(buffer)
+    assert len(msgpack.unpackb(fields[b"b"], raw=False)["e"]) == 6
+    # Then it knows what folding every row and event in order leaves: the last four made
+    # (each single event is stamped now, after every row: the ends of "r0" and "r1" and the
+    # starts of "b5" and "b9" make the records last)
+    quick, folded = folded_with_and_without_shortcut(fields, max_tasks=4,
+                                                     before=(known, running))
+    assert folded == 10 * 3 + 6
+    assert list(quick.tasks) == ["r0", "r1", "b5", "b9"]
+    assert quick.tasks["b9"]["state"] == quick.tasks["b5"]["state"] == "active"
+
+
+def test_a_known_task_between_the_rows_is_no_new_record():
+    # Given a monitor that keeps six tasks and knows "k0"; a batch of ten rows with a
+    # second copy of "k0" received between the fifth and the sixth (still running): it
+    # updates the record known, which the rows after it then push out
+    known = rows_of(["k0"], start=1_700_000_000.0)
+    buffer = EventBuffer("s", "w1")
+    for n in range(10):
+        if n == 5:
+            buffer.received(job("k0"), "default", 1_700_000_104.5)
+        buffer.received(job(f"b{n}", n), "default", 1_700_000_100.0 + n)
+        buffer.succeeded(f"b{n}", "t.add", 0.01)
+    quick, _ = folded_with_and_without_shortcut(batch_of(buffer), max_tasks=6,
+                                                before=(known,))
+    # Then the six kept are the last six rows' tasks
+    assert list(quick.tasks) == [f"b{n}" for n in range(4, 10)]
+
+
+def test_a_task_on_both_sides_of_the_cut_folds_row_by_row():
+    # Given a monitor that keeps three tasks and a batch of six rows in which "x" comes
+    # twice: its second copy finds the first one's record still kept, and updates it
+    buffer = EventBuffer("s", "w1")
+    for n, task_id in enumerate(["a", "x", "b", "c", "x", "d"]):
+        buffer.received(job(task_id, n), "default", 1_700_000_000.0 + n)
+        buffer.succeeded(task_id, "t.add", 0.01)
+    quick, _ = folded_with_and_without_shortcut(batch_of(buffer), max_tasks=3)
+    # Then the rows that come after it push that record out, as row by row they do
+    assert list(quick.tasks) == ["b", "c", "d"]
+
+
+def test_ends_before_the_cut_are_counted_in_the_order_they_came():
+    # Given a batch (made by hand: single events stamped when a test wants) of eight rows
+    # with the ends of two tasks received in an earlier batch between them
+    earlier = EventBuffer("s", "w1")
+    for task_id in ("o1", "o2"):
+        earlier.received(job(task_id), "default", 1_700_000_000.0)
+    rows = [[f"t{n}", "t.add", "default", 0, None, 1_700_000_100.0 + n, None,
+             1_700_000_100.5 + n, 0.01] for n in range(8)]
+    single = [["task-succeeded", 1_700_000_101.2, "o1", "t.add", {"runtime": 0.1}],
+              ["task-failed", 1_700_000_102.7, "o2", "t.add", {"exception": "E"}],
+              ["worker-heartbeat", 1_700_000_103.1, None, None, None]]
+    fields = {b"b": msgpack.packb({"w": "w1", "e": single, "t": rows}, use_bin_type=True)}
+    # Then a monitor that keeps three knows what folding each row and event in order
+    # leaves, its finish times in that order too (a row's end with its receipt)
+    quick, folded = folded_with_and_without_shortcut(fields, max_tasks=3,
+                                                     before=(batch_of(earlier),))
+    assert folded == 8 * 2 + 3
+    assert list(quick.tasks) == ["t5", "t6", "t7"]
+    assert list(quick.finished)[:4] == [1_700_000_100.5, 1_700_000_101.5, 1_700_000_101.2,
+                                        1_700_000_102.5]
