@@ -26,6 +26,7 @@ from engine.worker import ossignals
 from engine.worker.pressure import FETCH_PAUSE, Pressure, Throttled
 from engine.worker.snapshot import LaneInfo
 from engine.worker.unread import Unread
+from engine.worker.windows import Windows
 from engine.worker.lanespec import LaneSpec
 from pools.base import Job, Pool
 
@@ -42,8 +43,6 @@ MIN_PER_SLOT = 2
 YIELD_EVERY = 200
 #: milliseconds one XREADGROUP may block; bounds how long a warm shutdown waits for fetchers
 FETCH_BLOCK_MS = 500
-#: milliseconds a read over a window of a lane's streams blocks at least (``_Windows``)
-WINDOW_BLOCK_MIN_MS = 20
 #: seconds a warm shutdown waits for a fetch thread to return from its blocking read
 FETCH_JOIN_TIMEOUT = 2.0
 #: seconds a fetch may take beyond its block before the lane suspects a pause of this
@@ -362,75 +361,92 @@ class PoolLane(Lane):
             return self.capacity - self._held
 
     def _fetch_loop(self) -> None:
-        broker = self._make_broker()
-        stopping = self._stopping
-        paused: set[str] | None = None
-        ordered: list[str] | None = None
-        streams: dict[str, str] = {}
-        windows = _Windows([])
+        """The fetch thread: ``_fetch`` until the lane stops. An error in it that is no
+        ``RedisError`` (a bug: those are handled where they happen) is logged and the
+        thread starts over after a pause; it never leaves the lane without a fetcher."""
         backoff = RECONNECT_BACKOFF
-        pressure = self._pressure
-        errors = Throttled()
-        unread = Unread(broker, self._consumer)   # what a dropped read handed over
-        while not stopping.is_set() and self.fetching:
-            if pressure.refusing:
-                stopping.wait(FETCH_PAUSE)
-                continue
-            room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
-            if room <= 0 or stopping.is_set() or not self.fetching:
-                continue
-            if self._paused() is not paused or self._ordered is not ordered:
-                # new sets (pauses, priority levels) are new objects: compare identities
-                paused, ordered = self._paused(), self._ordered
-                streams = {stream: ">" for stream in ordered
-                           if self._queue_of[stream] not in paused}
-                windows = _Windows(list(streams))
-            if not streams:
-                stopping.wait(FETCH_BLOCK_MS / 1000)
-                continue
-            # XREADGROUP's COUNT is per stream: one read over every stream while the room
-            # covers them all, else rotating windows of ``room`` streams, COUNT 1 each
-            n_streams = len(streams)
-            if room >= n_streams:
-                reading, count, block = streams, room // n_streams, FETCH_BLOCK_MS
-            else:
-                reading, block = windows.next(room), windows.block_ms
-                count = 1
-            began = time.monotonic()
+        while not self._stopping.is_set() and self.fetching:
             try:
-                batch = None
-                if unread.lost:
-                    batch = unread.recover()
-                else:
-                    unread.before(streams)
-                    if self._level_pairs:   # priority levels: highest first (non-blocking)
-                        batch = self._fetch_by_priority(broker, streams, room)
-                    if not batch:
-                        batch = broker.fetch(self._consumer, reading, count=count,
-                                             block_ms=block)
-                    unread.seen(batch)
-            except redis.RedisError as exc:
-                unread.failed(exc)
-                if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
-                    try:   # a stream was deleted under us: recreate
-                        broker.ensure_groups(self.queues, self._levels())
-                        continue
-                    except redis.RedisError as error:
-                        exc = error
-                # this thread must live on whatever Redis says: the lane would starve
-                errors.warning("lane %s: fetch failed (%s); retrying, backing off up to "
-                               "%.1f s", self.name, exc, RECONNECT_BACKOFF_MAX)
-                stopping.wait(backoff)
+                self._fetch()
+                return
+            except Exception:
+                log.exception("lane %s: the fetch thread failed; it starts again in %.1f s",
+                              self.name, backoff)
+                self._stopping.wait(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
-                continue
+
+    def _fetch(self) -> None:
+        broker = self._make_broker()
+        try:
+            stopping = self._stopping
+            paused: set[str] | None = None
+            ordered: list[str] | None = None
+            streams: dict[str, str] = {}
+            windows = Windows([], FETCH_BLOCK_MS)
             backoff = RECONNECT_BACKOFF
-            if batch:
-                if time.monotonic() - began > FETCH_BLOCK_MS / 1000 + PAUSED_FETCH:
-                    self.unverified = True   # set before the batch reaches the loop
-                self.hold(sum(len(entries) for _, entries in batch))
-                self._deliver((self, batch))
-        broker.close()
-        broker.client.close()
+            pressure = self._pressure
+            errors = Throttled()
+            unread = Unread(broker, self._consumer)   # what a dropped read handed over
+            while not stopping.is_set() and self.fetching:
+                if pressure.refusing:
+                    stopping.wait(FETCH_PAUSE)
+                    continue
+                room = self._wait_for_room(FETCH_BLOCK_MS / 1000)
+                if room <= 0 or stopping.is_set() or not self.fetching:
+                    continue
+                if self._paused() is not paused or self._ordered is not ordered:
+                    # new sets (pauses, priority levels) are new objects: compare identities
+                    paused, ordered = self._paused(), self._ordered
+                    streams = {stream: ">" for stream in ordered
+                               if self._queue_of[stream] not in paused}
+                    windows = Windows(list(streams), FETCH_BLOCK_MS)
+                if not streams:
+                    stopping.wait(FETCH_BLOCK_MS / 1000)
+                    continue
+                # XREADGROUP's COUNT is per stream: one read over every stream while the room
+                # covers them all, else rotating windows of ``room`` streams, COUNT 1 each
+                n_streams = len(streams)
+                if room >= n_streams:
+                    reading, count, block = streams, room // n_streams, FETCH_BLOCK_MS
+                else:
+                    reading, block = windows.next(room), windows.block_ms
+                    count = 1
+                began = time.monotonic()
+                try:
+                    batch = None
+                    if unread.lost:
+                        batch = unread.recover()
+                    else:
+                        unread.before(streams)
+                        if self._level_pairs:   # priority levels: highest first (non-blocking)
+                            batch = self._fetch_by_priority(broker, streams, room)
+                        if not batch:
+                            batch = broker.fetch(self._consumer, reading, count=count,
+                                                 block_ms=block)
+                        unread.seen(batch)
+                except redis.RedisError as exc:
+                    unread.failed(exc)
+                    if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                        try:   # a stream was deleted under us: recreate
+                            broker.ensure_groups(self.queues, self._levels())
+                            continue
+                        except redis.RedisError as error:
+                            exc = error
+                    # this thread must live on whatever Redis says: the lane would starve
+                    errors.warning("lane %s: fetch failed (%s); retrying, backing off up to "
+                                   "%.1f s", self.name, exc, RECONNECT_BACKOFF_MAX)
+                    stopping.wait(backoff)
+                    backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+                    continue
+                backoff = RECONNECT_BACKOFF
+                if batch:
+                    if time.monotonic() - began > FETCH_BLOCK_MS / 1000 + PAUSED_FETCH:
+                        self.unverified = True   # set before the batch reaches the loop
+                    self.hold(sum(len(entries) for _, entries in batch))
+                    self._deliver((self, batch))
+        finally:
+            broker.close()
+            broker.client.close()
 
     def _fetch_by_priority(self, broker: Broker, streams: dict[str, str], room: int) -> list:
         """Higher levels first: a stream is read only when every higher one had nothing
@@ -465,28 +481,6 @@ class PoolLane(Lane):
             self.streams = [stream for _, _, stream in ordered]
             self._ordered = self.streams
         return new
-
-
-class _Windows:
-    """Rotating windows over a lane's streams, for fetches whose room is smaller than the
-    number of streams: each read covers ``room`` streams (COUNT 1 each, so it never
-    overfills), the next one the following streams. Each blocks a share of
-    FETCH_BLOCK_MS (at least WINDOW_BLOCK_MIN_MS), so an idle sweep of every stream takes
-    about FETCH_BLOCK_MS when the windows are few."""
-
-    def __init__(self, streams: list[str]) -> None:
-        self.streams = streams
-        self.start = 0
-        self.block_ms = FETCH_BLOCK_MS
-
-    def next(self, room: int) -> dict[str, str]:
-        streams = self.streams
-        n = len(streams)
-        size = max(min(room, n), 1)
-        window = [streams[(self.start + i) % n] for i in range(size)]
-        self.start = (self.start + size) % n
-        self.block_ms = max(FETCH_BLOCK_MS * size // n, WINDOW_BLOCK_MIN_MS)
-        return {stream: ">" for stream in window}
 
 
 def read_levels(broker: Broker, lanes: list[Lane]) -> None:
