@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict, deque
+from itertools import groupby
 from typing import TYPE_CHECKING, Any, Callable
 
 import redis
@@ -52,8 +53,8 @@ def _first(item: Any) -> Any:
     return item[0]
 
 
-def _received(row: list) -> Any:
-    return row[5]
+def _is_row(unit: tuple) -> bool:
+    return unit[1]
 
 
 def _row_id(row: list) -> str:
@@ -108,53 +109,42 @@ class FleetState:
             # single events (a second copy, an event after its end): those keep their order.
             # Rows and single events go in the order of their first event, so that the task
             # list's order (newest first) is the one the events give
-            if not single:      # the common batch: rows alone, folded in one pass
-                fold_row = self._row_folder(batch.get("w"))
-                rows = sorted(rows, key=_received)
-                cut = self._cut([_row_id(row) for row in rows])
-                if cut:
-                    seen += self._count_rows(rows[:cut])
-                    self.tasks.clear()
-                    rows = rows[cut:]
-                for row in rows:
-                    seen += fold_row(row)
-                return seen
             if not {entry[2] for entry in single}.intersection(row[0] for row in rows):
-                worker = batch.get("w")
-                units = [(entry[1], False, entry) for entry in single]
-                units += [(row[5], True, row) for row in rows]
-                units.sort(key=_first)
-                cut = self._cut([_row_id(item) if is_row else _event_id(item)
-                                 for _, is_row, item in units])
-                if cut:
-                    rows_run: list = []      # rows in a row, counted at once
-                    for _, is_row, item in units[:cut]:
-                        if is_row:
-                            rows_run.append(item)
-                            continue
-                        if rows_run:
-                            seen += self._count_rows(rows_run)
-                            rows_run = []
-                        kind, ts, job_id, task, extra = item
-                        one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
-                        seen += 1
-                    if rows_run:
-                        seen += self._count_rows(rows_run)
-                    self.tasks.clear()      # what the units before the cut made goes too
-                    units = units[cut:]
-                fold_row = self._row_folder(worker)
-                for _, is_row, item in units:
-                    if is_row:
-                        seen += fold_row(item)
-                    else:
-                        kind, ts, job_id, task, extra = item
-                        one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
-                        seen += 1
-                return seen
+                return self._fold_units(batch.get("w"), single, rows)
         for kind, ts, worker, job_id, task, extra in _events.flat(batch):
             one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
             seen += 1
         return seen
+
+    def _fold_units(self, worker: Any, single: Any, rows: list) -> int:
+        """A batch's rows and single events (none of them of a row's task), folded in the
+        order of their first event, from the cut on (``_cut``): before it, rows are only
+        counted."""
+        units = [(entry[1], False, entry) for entry in single]
+        units += [(row[5], True, row) for row in rows]
+        units.sort(key=_first)
+        seen = 0
+        cut = self._cut([_row_id(item) if is_row else _event_id(item)
+                         for _, is_row, item in units])
+        if cut:
+            # in order, runs of rows at once: finish times keep the order of the fold
+            for is_row, run in groupby(units[:cut], key=_is_row):
+                if is_row:
+                    seen += self._count_rows([item for _, _, item in run])
+                else:
+                    for _, _, item in run:
+                        seen += self._fold_single(worker, item)
+            self.tasks.clear()      # what the units before the cut made goes too
+            units = units[cut:]
+        fold_row = self._row_folder(worker)
+        for _, is_row, item in units:
+            seen += fold_row(item) if is_row else self._fold_single(worker, item)
+        return seen
+
+    def _fold_single(self, worker: Any, entry: list) -> int:
+        kind, ts, job_id, task, extra = entry
+        self._one(kind or "?", ts, worker, job_id, task, extra or _NO_FIELDS)
+        return 1
 
     def _cut(self, ids: list) -> int:
         """Where a batch's fold may begin, given the task id of each of its rows and single
